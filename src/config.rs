@@ -1,0 +1,799 @@
+//! Configuration: built-in defaults, `data/config.json`, stored admin settings, environment.
+//!
+//! Precedence is env > settings stored through the admin API > config.json > defaults, except
+//! `TZ`, which loses to config `timezone` (contract §2, §3). Nothing outside this module reads
+//! the environment or the config file: everything else receives a validated [`Settings`].
+//!
+//! Validation collects every problem and names the field and value
+//! (`models[2].reasoning: expected auto|off|low|medium|high, got "hgih"`); unknown fields produce
+//! warnings, not errors.
+
+mod file;
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use crate::secret::Secret;
+
+pub use file::{ConfigFile, Findings, key_pool_from, parse_config_file, parse_value};
+
+/// Default origin of every Factory call.
+pub const DEFAULT_FACTORY_BASE_URL: &str = "https://api.factory.ai";
+/// Default origin of the WorkOS refresh call.
+pub const DEFAULT_WORKOS_BASE_URL: &str = "https://api.workos.com";
+/// Default system prompt (the original project's text, without the phrases that caused 403s).
+pub const DEFAULT_SYSTEM_PROMPT: &str =
+    "You are Droid, an AI software engineering agent built by Factory.\n\n";
+/// Default user agent sent upstream.
+pub const DEFAULT_USER_AGENT: &str = "factory-cli/0.85.0";
+/// Largest accepted request body (contract §6).
+pub const MAX_BODY_BYTES: usize = 32 * 1024 * 1024;
+
+/// A snapshot of environment variables: the process environment plus `.env` (which never
+/// overrides a real variable). Tests build one by hand, so no test touches the process env.
+#[derive(Debug, Clone, Default)]
+pub struct Env {
+    vars: BTreeMap<String, String>,
+}
+
+impl Env {
+    /// The process environment, with `.env` from the working directory underneath it.
+    pub fn from_process() -> Self {
+        let mut vars: BTreeMap<String, String> = BTreeMap::new();
+        if let Ok(iter) = dotenvy::from_path_iter(".env") {
+            for (k, v) in iter.flatten() {
+                vars.insert(k, v);
+            }
+        }
+        for (k, v) in std::env::vars_os() {
+            if let (Some(k), Some(v)) = (k.to_str(), v.to_str()) {
+                vars.insert(k.to_string(), v.to_string());
+            }
+        }
+        Env { vars }
+    }
+
+    /// An environment made of exactly these pairs.
+    pub fn from_pairs<I, K, V>(pairs: I) -> Self
+    where
+        I: IntoIterator<Item = (K, V)>,
+        K: Into<String>,
+        V: Into<String>,
+    {
+        Env {
+            vars: pairs
+                .into_iter()
+                .map(|(k, v)| (k.into(), v.into()))
+                .collect(),
+        }
+    }
+
+    pub fn set(&mut self, key: impl Into<String>, value: impl Into<String>) {
+        self.vars.insert(key.into(), value.into());
+    }
+
+    /// The value of a variable, trimmed; empty values count as unset.
+    pub fn get(&self, key: &str) -> Option<&str> {
+        self.vars
+            .get(key)
+            .map(|v| v.trim())
+            .filter(|v| !v.is_empty())
+    }
+}
+
+/// Which upstream wire format a model speaks (config `type`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ModelKind {
+    /// Anthropic Messages (`/api/llm/a/v1/messages`).
+    Anthropic,
+    /// OpenAI Responses (`/api/llm/o/v1/responses`).
+    OpenAi,
+    /// OpenAI Chat Completions (`/api/llm/o/v1/chat/completions`).
+    Common,
+}
+
+impl ModelKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ModelKind::Anthropic => "anthropic",
+            ModelKind::OpenAi => "openai",
+            ModelKind::Common => "common",
+        }
+    }
+
+    /// `x-api-provider` when the model names none.
+    pub fn default_provider(self) -> &'static str {
+        match self {
+            ModelKind::Anthropic => "anthropic",
+            ModelKind::OpenAi => "azure_openai",
+            ModelKind::Common => "baseten",
+        }
+    }
+
+    /// Default cap of the max_tokens rule.
+    pub fn default_max_output_tokens(self) -> u32 {
+        match self {
+            ModelKind::Anthropic => 64_000,
+            ModelKind::OpenAi => 128_000,
+            ModelKind::Common => 32_768,
+        }
+    }
+
+    fn parse(s: &str) -> Option<Self> {
+        match s {
+            "anthropic" => Some(ModelKind::Anthropic),
+            "openai" => Some(ModelKind::OpenAi),
+            "common" => Some(ModelKind::Common),
+            _ => None,
+        }
+    }
+}
+
+/// A model's configured reasoning level (`upstream-factory.md` §3.8).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ReasoningLevel {
+    /// Follow the client's own reasoning fields.
+    Auto,
+    /// Remove every reasoning field.
+    Off,
+    Low,
+    Medium,
+    High,
+}
+
+impl ReasoningLevel {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ReasoningLevel::Auto => "auto",
+            ReasoningLevel::Off => "off",
+            ReasoningLevel::Low => "low",
+            ReasoningLevel::Medium => "medium",
+            ReasoningLevel::High => "high",
+        }
+    }
+
+    fn parse(s: &str) -> Option<Self> {
+        match s.to_ascii_lowercase().as_str() {
+            "auto" => Some(ReasoningLevel::Auto),
+            "off" => Some(ReasoningLevel::Off),
+            "low" => Some(ReasoningLevel::Low),
+            "medium" => Some(ReasoningLevel::Medium),
+            "high" => Some(ReasoningLevel::High),
+            _ => None,
+        }
+    }
+}
+
+/// One configured model.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Model {
+    pub id: String,
+    pub name: String,
+    pub kind: ModelKind,
+    pub reasoning: ReasoningLevel,
+    /// `x-api-provider`; `None` means the kind's default.
+    pub provider: Option<String>,
+    /// `max_tokens` used when a request has none.
+    pub default_max_tokens: u32,
+    /// Cap of the max_tokens rule.
+    pub max_output_tokens: u32,
+}
+
+impl Model {
+    pub fn provider(&self) -> &str {
+        self.provider
+            .as_deref()
+            .unwrap_or(self.kind.default_provider())
+    }
+}
+
+/// Thinking budgets per reasoning level.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ReasoningBudgets {
+    pub low: u32,
+    pub medium: u32,
+    pub high: u32,
+}
+
+impl Default for ReasoningBudgets {
+    fn default() -> Self {
+        ReasoningBudgets {
+            low: 4096,
+            medium: 12288,
+            high: 24576,
+        }
+    }
+}
+
+/// The six selection algorithms (contract §7).
+pub const ALGORITHMS: [&str; 6] = [
+    "round-robin",
+    "random",
+    "least-used",
+    "weighted-score",
+    "least-token-used",
+    "max-remaining",
+];
+
+/// Key-pool settings (contract §3 `key_pool`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeyPoolSettings {
+    pub algorithm: String,
+    pub max_attempts: u32,
+    pub rate_limit_cooldown_s: u64,
+    pub rate_limit_cooldown_max_s: u64,
+    pub failure_threshold: u32,
+    pub failure_window_s: u64,
+    pub failure_cooldown_s: u64,
+    pub unauthorized_threshold: u32,
+    pub auto_fallback: bool,
+    pub test_concurrency: u32,
+}
+
+impl Default for KeyPoolSettings {
+    fn default() -> Self {
+        KeyPoolSettings {
+            algorithm: "round-robin".into(),
+            max_attempts: 3,
+            rate_limit_cooldown_s: 60,
+            rate_limit_cooldown_max_s: 3600,
+            failure_threshold: 5,
+            failure_window_s: 60,
+            failure_cooldown_s: 30,
+            unauthorized_threshold: 2,
+            auto_fallback: true,
+            test_concurrency: 10,
+        }
+    }
+}
+
+/// Timeouts and periods (contract §3 `timing`); tests shorten them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Timing {
+    pub connect_timeout_s: u64,
+    pub idle_read_timeout_s: u64,
+    pub shutdown_grace_s: u64,
+    pub refresh_interval_s: u64,
+    pub sse_keepalive_s: u64,
+    pub balance_sync_interval_s: Option<u64>,
+}
+
+impl Default for Timing {
+    fn default() -> Self {
+        Timing {
+            connect_timeout_s: 10,
+            idle_read_timeout_s: 300,
+            shutdown_grace_s: 30,
+            refresh_interval_s: 21_600,
+            sse_keepalive_s: 15,
+            balance_sync_interval_s: None,
+        }
+    }
+}
+
+/// The full URLs of every Factory call.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Endpoints {
+    pub anthropic: String,
+    pub count_tokens: String,
+    pub openai: String,
+    pub common: String,
+    /// Origin of the balance calls (`/api/organization…`).
+    pub balance_origin: String,
+}
+
+impl Endpoints {
+    /// Endpoints under one origin (`FACTORY_BASE_URL` or the default).
+    pub fn from_base(base: &str) -> Self {
+        let base = base.trim_end_matches('/');
+        Endpoints {
+            anthropic: format!("{base}/api/llm/a/v1/messages"),
+            count_tokens: format!("{base}/api/llm/a/v1/messages/count_tokens"),
+            openai: format!("{base}/api/llm/o/v1/responses"),
+            common: format!("{base}/api/llm/o/v1/chat/completions"),
+            balance_origin: base.to_string(),
+        }
+    }
+
+    pub fn for_kind(&self, kind: ModelKind) -> &str {
+        match kind {
+            ModelKind::Anthropic => &self.anthropic,
+            ModelKind::OpenAi => &self.openai,
+            ModelKind::Common => &self.common,
+        }
+    }
+}
+
+/// Egress proxy configuration.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct ProxySettings {
+    /// Config `proxies[]`: used in rotation for every upstream call.
+    pub rotation: Vec<String>,
+    /// `HTTPS_PROXY` (applies to https URLs).
+    pub https_proxy: Option<String>,
+    /// `HTTP_PROXY` (applies to http URLs).
+    pub http_proxy: Option<String>,
+    /// `NO_PROXY`.
+    pub no_proxy: Option<String>,
+}
+
+/// Names of `key_pool` fields pinned by an environment variable (the admin API answers 409).
+pub type Pinned = Vec<&'static str>;
+
+/// Validated settings. Only obtainable through [`Settings::load`] / [`Settings::from_sources`].
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub host: String,
+    pub port: u16,
+    pub admin_access_key: Option<Secret>,
+    pub api_access_key: Option<Secret>,
+    pub factory_api_key: Option<Secret>,
+    pub droid_refresh_key: Option<Secret>,
+    pub endpoints: Endpoints,
+    pub workos_base_url: String,
+    pub data_dir: PathBuf,
+    pub log_dir: PathBuf,
+    /// `NODE_ENV=production`: daily-rotated file logs in `log_dir`.
+    pub production: bool,
+    pub log_level: String,
+    pub proxies: ProxySettings,
+    pub models: Vec<Model>,
+    pub model_redirects: BTreeMap<String, String>,
+    pub system_prompt: String,
+    pub user_agent: String,
+    pub dev_mode: bool,
+    /// IANA zone for "today" and daily rollups; `None` = the machine's zone.
+    pub timezone: Option<String>,
+    pub reasoning_budgets: ReasoningBudgets,
+    pub key_pool: KeyPoolSettings,
+    pub pinned: Pinned,
+    pub timing: Timing,
+    pub sync_interval_minutes: u64,
+    pub batch_size: u32,
+    pub data_retention_days: u32,
+    pub redis_url: Option<String>,
+    /// The user's home folder, for `~/.factory/auth.json`.
+    pub home_dir: Option<PathBuf>,
+    /// Non-fatal findings (unknown fields, ignored settings), logged at start-up.
+    pub warnings: Vec<String>,
+}
+
+/// Start-up configuration errors, each naming the field and the value.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read {path}: {source}")]
+    Read {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{path}: not valid JSON: {message}")]
+    Syntax { path: String, message: String },
+    #[error("invalid configuration:\n  {}", .0.join("\n  "))]
+    Invalid(Vec<String>),
+}
+
+impl Settings {
+    /// Loads `DATA_DIR/config.json` (when present) under the environment `env`.
+    pub fn load(env: &Env) -> Result<Settings, ConfigError> {
+        let data_dir = PathBuf::from(env.get("DATA_DIR").unwrap_or("./data"));
+        let path = data_dir.join("config.json");
+        let file = match std::fs::read(&path) {
+            Ok(bytes) => Some(parse_config_file(&path, &bytes)?),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+            Err(e) => {
+                return Err(ConfigError::Read {
+                    path: path.display().to_string(),
+                    source: e,
+                });
+            }
+        };
+        Settings::from_sources(env, file)
+    }
+
+    /// Builds settings from an environment and an already parsed config file.
+    pub fn from_sources(env: &Env, file: Option<ConfigFile>) -> Result<Settings, ConfigError> {
+        let mut errors = Vec::new();
+        let mut warnings = Vec::new();
+        let file = file.unwrap_or_default();
+        warnings.extend(file.warnings.iter().cloned());
+        errors.extend(file.errors.iter().cloned());
+
+        let port = match env.get("PORT") {
+            Some(p) => match p.parse::<u16>() {
+                Ok(p) => p,
+                Err(_) => {
+                    errors.push(format!("PORT: expected a port number 0-65535, got {p:?}"));
+                    3000
+                }
+            },
+            None => file.port.unwrap_or(3000),
+        };
+        let host = env.get("HOST").unwrap_or("0.0.0.0").to_string();
+
+        let secret = |name: &str| env.get(name).map(Secret::new);
+
+        let endpoints = match env.get("FACTORY_BASE_URL") {
+            Some(base) => {
+                check_url("FACTORY_BASE_URL", base, &mut errors);
+                Endpoints::from_base(base)
+            }
+            None => {
+                let mut e = Endpoints::from_base(DEFAULT_FACTORY_BASE_URL);
+                for (kind, url) in &file.endpoints {
+                    match kind {
+                        ModelKind::Anthropic => {
+                            e.anthropic = url.clone();
+                            e.count_tokens = format!("{}/count_tokens", url.trim_end_matches('/'));
+                            e.balance_origin = origin_of(url).unwrap_or(e.balance_origin);
+                        }
+                        ModelKind::OpenAi => e.openai = url.clone(),
+                        ModelKind::Common => e.common = url.clone(),
+                    }
+                }
+                e
+            }
+        };
+        let workos_base_url = env
+            .get("WORKOS_BASE_URL")
+            .unwrap_or(DEFAULT_WORKOS_BASE_URL)
+            .trim_end_matches('/')
+            .to_string();
+        check_url("WORKOS_BASE_URL", &workos_base_url, &mut errors);
+
+        let proxies = ProxySettings {
+            rotation: file.proxies.clone(),
+            https_proxy: env
+                .get("HTTPS_PROXY")
+                .or_else(|| env.get("https_proxy"))
+                .map(str::to_string),
+            http_proxy: env
+                .get("HTTP_PROXY")
+                .or_else(|| env.get("http_proxy"))
+                .map(str::to_string),
+            no_proxy: env
+                .get("NO_PROXY")
+                .or_else(|| env.get("no_proxy"))
+                .map(str::to_string),
+        };
+        for (name, url) in [
+            ("HTTPS_PROXY", &proxies.https_proxy),
+            ("HTTP_PROXY", &proxies.http_proxy),
+        ] {
+            if let Some(url) = url {
+                check_url(name, url, &mut errors);
+            }
+        }
+
+        let mut budgets = file.reasoning_tokens.unwrap_or_default();
+        for (name, slot) in [
+            ("REASONING_BUDGET_LOW", &mut budgets.low),
+            ("REASONING_BUDGET_MEDIUM", &mut budgets.medium),
+            ("REASONING_BUDGET_HIGH", &mut budgets.high),
+        ] {
+            if let Some(v) = env.get(name) {
+                match v.parse::<u32>() {
+                    Ok(n) if n >= 1024 => *slot = n,
+                    _ => errors.push(format!(
+                        "{name}: expected a whole number of at least 1024, got {v:?}"
+                    )),
+                }
+            }
+        }
+
+        let mut key_pool = file.key_pool.clone().unwrap_or_default();
+        let mut pinned = Vec::new();
+        if let Some(alg) = env.get("KEY_POOL_ALGORITHM") {
+            if ALGORITHMS.contains(&alg) {
+                key_pool.algorithm = alg.to_string();
+                pinned.push("algorithm");
+            } else {
+                errors.push(format!(
+                    "KEY_POOL_ALGORITHM: expected {}, got {alg:?}",
+                    ALGORITHMS.join("|")
+                ));
+            }
+        }
+
+        let mut timing = file.timing.unwrap_or_default();
+        let sync_interval_minutes = env_number(env, "SYNC_INTERVAL_MINUTES", 30, 1, &mut errors);
+        let batch_size = env_number(env, "BATCH_SIZE", 5, 1, &mut errors) as u32;
+        let data_retention_days = env_number(env, "DATA_RETENTION_DAYS", 30, 1, &mut errors) as u32;
+        if timing.balance_sync_interval_s.is_none() {
+            timing.balance_sync_interval_s = Some(sync_interval_minutes * 60);
+        }
+
+        let timezone = file
+            .timezone
+            .clone()
+            .or_else(|| env.get("TZ").map(str::to_string));
+
+        let redis_url = env.get("REDIS_URL").map(str::to_string).or_else(|| {
+            env.get("REDIS_HOST").map(|h| {
+                let port = env.get("REDIS_PORT").unwrap_or("6379");
+                let db = env.get("REDIS_DB").unwrap_or("0");
+                match env.get("REDIS_PASSWORD") {
+                    Some(pw) => format!("redis://:{pw}@{h}:{port}/{db}"),
+                    None => format!("redis://{h}:{port}/{db}"),
+                }
+            })
+        });
+
+        let log_level = env.get("LOG_LEVEL").unwrap_or("info").to_string();
+        if tracing_subscriber::EnvFilter::try_new(&log_level).is_err() {
+            errors.push(format!(
+                "LOG_LEVEL: not a valid tracing filter, got {log_level:?}"
+            ));
+        }
+
+        if !errors.is_empty() {
+            return Err(ConfigError::Invalid(errors));
+        }
+
+        let models = if file.models.is_empty() {
+            builtin_models()
+        } else {
+            file.models.clone()
+        };
+
+        Ok(Settings {
+            host,
+            port,
+            admin_access_key: secret("ADMIN_ACCESS_KEY"),
+            api_access_key: secret("API_ACCESS_KEY"),
+            factory_api_key: secret("FACTORY_API_KEY"),
+            droid_refresh_key: secret("DROID_REFRESH_KEY"),
+            endpoints,
+            workos_base_url,
+            data_dir: PathBuf::from(env.get("DATA_DIR").unwrap_or("./data")),
+            log_dir: PathBuf::from(env.get("LOG_DIR").unwrap_or("./logs")),
+            production: env.get("NODE_ENV") == Some("production"),
+            log_level,
+            proxies,
+            models,
+            model_redirects: file.model_redirects.clone(),
+            system_prompt: file
+                .system_prompt
+                .clone()
+                .unwrap_or_else(|| DEFAULT_SYSTEM_PROMPT.to_string()),
+            user_agent: file
+                .user_agent
+                .clone()
+                .unwrap_or_else(|| DEFAULT_USER_AGENT.to_string()),
+            dev_mode: file.dev_mode.unwrap_or(false),
+            timezone,
+            reasoning_budgets: budgets,
+            key_pool,
+            pinned,
+            timing,
+            sync_interval_minutes,
+            batch_size,
+            data_retention_days,
+            redis_url,
+            home_dir: env.get("HOME").map(PathBuf::from),
+            warnings,
+        })
+    }
+
+    /// Resolves a client model name: `model_redirects` first, then the model list.
+    pub fn find_model(&self, requested: &str) -> Option<&Model> {
+        let id = self
+            .model_redirects
+            .get(requested)
+            .map(String::as_str)
+            .unwrap_or(requested);
+        self.models.iter().find(|m| m.id == id)
+    }
+
+    /// The listen address as `host:port`.
+    pub fn listen_addr(&self) -> String {
+        if self.host.contains(':') && !self.host.starts_with('[') {
+            format!("[{}]:{}", self.host, self.port)
+        } else {
+            format!("{}:{}", self.host, self.port)
+        }
+    }
+
+    /// Whether `host` is a loopback address.
+    pub fn listens_on_loopback(&self) -> bool {
+        let h = self.host.trim_matches(|c| c == '[' || c == ']');
+        h == "localhost"
+            || h.parse::<std::net::IpAddr>()
+                .map(|ip| ip.is_loopback())
+                .unwrap_or(false)
+    }
+
+    pub fn data_path(&self, name: &str) -> PathBuf {
+        self.data_dir.join(name)
+    }
+
+    /// `~/.factory/auth.json`, when a home folder is known.
+    pub fn factory_cli_auth_path(&self) -> Option<PathBuf> {
+        self.home_dir
+            .as_ref()
+            .map(|h| h.join(".factory").join("auth.json"))
+    }
+}
+
+/// The built-in model list used when config.json has none (contract §3).
+pub fn builtin_models() -> Vec<Model> {
+    let m = |id: &str,
+             name: &str,
+             kind: ModelKind,
+             reasoning: ReasoningLevel,
+             provider: Option<&str>| {
+        Model {
+            id: id.to_string(),
+            name: name.to_string(),
+            kind,
+            reasoning,
+            provider: provider.map(str::to_string),
+            default_max_tokens: 4096,
+            max_output_tokens: kind.default_max_output_tokens(),
+        }
+    };
+    use ModelKind::*;
+    use ReasoningLevel::*;
+    vec![
+        m("claude-opus-4-6", "Claude Opus 4.6", Anthropic, Auto, None),
+        m(
+            "claude-sonnet-4-6",
+            "Claude Sonnet 4.6",
+            Anthropic,
+            Auto,
+            None,
+        ),
+        m(
+            "claude-opus-4-5-20251101",
+            "Claude Opus 4.5",
+            Anthropic,
+            Auto,
+            None,
+        ),
+        m(
+            "claude-sonnet-4-5-20250929",
+            "Claude Sonnet 4.5",
+            Anthropic,
+            Auto,
+            None,
+        ),
+        m(
+            "claude-haiku-4-5-20251001",
+            "Claude Haiku 4.5",
+            Anthropic,
+            Auto,
+            None,
+        ),
+        m("gpt-5.4", "GPT-5.4", OpenAi, Auto, None),
+        m("gpt-5.3-codex", "GPT-5.3 Codex", OpenAi, Auto, None),
+        m("gpt-5.2", "GPT-5.2", OpenAi, Auto, None),
+        m("glm-5", "GLM-5", Common, Off, Some("fireworks")),
+        m("kimi-k2.5", "Kimi K2.5", Common, Off, Some("fireworks")),
+    ]
+}
+
+fn env_number(env: &Env, name: &str, default: u64, min: u64, errors: &mut Vec<String>) -> u64 {
+    match env.get(name) {
+        None => default,
+        Some(v) => match v.parse::<u64>() {
+            Ok(n) if n >= min => n,
+            _ => {
+                errors.push(format!(
+                    "{name}: expected a whole number of at least {min}, got {v:?}"
+                ));
+                default
+            }
+        },
+    }
+}
+
+fn check_url(field: &str, value: &str, errors: &mut Vec<String>) {
+    match reqwest::Url::parse(value) {
+        Ok(u)
+            if matches!(u.scheme(), "http" | "https" | "socks5" | "socks5h")
+                && u.host().is_some() => {}
+        _ => errors.push(format!("{field}: expected an http(s) URL, got {value:?}")),
+    }
+}
+
+fn origin_of(url: &str) -> Option<String> {
+    let u = reqwest::Url::parse(url).ok()?;
+    Some(u.origin().ascii_serialization())
+}
+
+/// Prints settings with every secret masked (`droid2api check-config`).
+pub struct Redacted<'a>(pub &'a Settings);
+
+impl fmt::Display for Redacted<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let s = self.0;
+        let opt = |o: &Option<Secret>| {
+            o.as_ref()
+                .map(Secret::masked)
+                .unwrap_or_else(|| "(unset)".into())
+        };
+        writeln!(f, "listen:              {}", s.listen_addr())?;
+        writeln!(f, "data dir:            {}", s.data_dir.display())?;
+        writeln!(
+            f,
+            "log dir:             {} (file logs {})",
+            s.log_dir.display(),
+            if s.production { "on" } else { "off" }
+        )?;
+        writeln!(f, "log level:           {}", s.log_level)?;
+        writeln!(f, "ADMIN_ACCESS_KEY:    {}", opt(&s.admin_access_key))?;
+        writeln!(f, "API_ACCESS_KEY:      {}", opt(&s.api_access_key))?;
+        writeln!(f, "FACTORY_API_KEY:     {}", opt(&s.factory_api_key))?;
+        writeln!(f, "DROID_REFRESH_KEY:   {}", opt(&s.droid_refresh_key))?;
+        writeln!(f, "anthropic endpoint:  {}", s.endpoints.anthropic)?;
+        writeln!(f, "openai endpoint:     {}", s.endpoints.openai)?;
+        writeln!(f, "common endpoint:     {}", s.endpoints.common)?;
+        writeln!(f, "workos:              {}", s.workos_base_url)?;
+        writeln!(f, "user agent:          {}", s.user_agent)?;
+        writeln!(f, "system prompt:       {:?}", s.system_prompt)?;
+        writeln!(
+            f,
+            "reasoning budgets:   low {} / medium {} / high {}",
+            s.reasoning_budgets.low, s.reasoning_budgets.medium, s.reasoning_budgets.high
+        )?;
+        writeln!(
+            f,
+            "proxies:             {} in rotation{}",
+            s.proxies.rotation.len(),
+            s.proxies
+                .https_proxy
+                .as_ref()
+                .map(|_| ", HTTPS_PROXY set")
+                .unwrap_or("")
+        )?;
+        writeln!(
+            f,
+            "timezone:            {}",
+            s.timezone.as_deref().unwrap_or("(machine)")
+        )?;
+        writeln!(
+            f,
+            "key pool:            {:?} (pinned by env: {:?})",
+            s.key_pool, s.pinned
+        )?;
+        writeln!(f, "timing:              {:?}", s.timing)?;
+        writeln!(
+            f,
+            "usage:               sync every {} min, batch {}, keep {} days",
+            s.sync_interval_minutes, s.batch_size, s.data_retention_days
+        )?;
+        writeln!(
+            f,
+            "redis:               {}",
+            if s.redis_url.is_some() {
+                "set (not used yet: embedded store)"
+            } else {
+                "unset"
+            }
+        )?;
+        writeln!(f, "models:")?;
+        for m in &s.models {
+            writeln!(
+                f,
+                "  {:<28} {:<9} reasoning {:<6} provider {}",
+                m.id,
+                m.kind.as_str(),
+                m.reasoning.as_str(),
+                m.provider()
+            )?;
+        }
+        for (from, to) in &s.model_redirects {
+            writeln!(f, "  redirect {from} -> {to}")?;
+        }
+        Ok(())
+    }
+}
+
+/// True when `path` exists and is a file.
+pub fn file_exists(path: &Path) -> bool {
+    path.is_file()
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,191 @@
+use super::*;
+use serde_json::json;
+
+fn settings(env: &[(&str, &str)], file: serde_json::Value) -> Result<Settings, ConfigError> {
+    Settings::from_sources(
+        &Env::from_pairs(env.iter().copied()),
+        Some(parse_value(&file)),
+    )
+}
+
+fn errors(r: Result<Settings, ConfigError>) -> Vec<String> {
+    match r {
+        Err(ConfigError::Invalid(e)) => e,
+        Err(other) => vec![other.to_string()],
+        Ok(_) => vec![],
+    }
+}
+
+#[test]
+fn defaults_without_a_file() {
+    let s = Settings::from_sources(&Env::default(), None).unwrap();
+    assert_eq!(s.port, 3000);
+    assert_eq!(s.host, "0.0.0.0");
+    assert_eq!(s.models.len(), 10);
+    assert_eq!(s.system_prompt, DEFAULT_SYSTEM_PROMPT);
+    assert_eq!(
+        s.endpoints.anthropic,
+        "https://api.factory.ai/api/llm/a/v1/messages"
+    );
+    assert_eq!(s.reasoning_budgets, ReasoningBudgets::default());
+    assert_eq!(s.key_pool, KeyPoolSettings::default());
+    let glm = s.find_model("glm-5").unwrap();
+    assert_eq!(glm.provider(), "fireworks");
+    assert_eq!(glm.max_output_tokens, 32_768);
+    assert_eq!(s.find_model("gpt-5.4").unwrap().provider(), "azure_openai");
+}
+
+#[test]
+fn bad_reasoning_names_field_and_value() {
+    let e = errors(settings(
+        &[],
+        json!({"models": [
+            {"id": "a", "type": "anthropic", "reasoning": "auto"},
+            {"id": "b", "type": "openai", "reasoning": "low"},
+            {"id": "c", "type": "anthropic", "reasoning": "hgih"}
+        ]}),
+    ));
+    assert_eq!(
+        e,
+        vec![r#"models[2].reasoning: expected auto|off|low|medium|high, got "hgih""#.to_string()]
+    );
+}
+
+#[test]
+fn every_error_is_collected() {
+    let e = errors(settings(
+        &[("PORT", "eighty"), ("KEY_POOL_ALGORITHM", "fastest")],
+        json!({"models": [{"id": "x", "type": "gemini"}], "key_pool": {"max_attempts": 0}, "timing": {"sse_keepalive_s": "soon"}}),
+    ));
+    let text = e.join("\n");
+    assert!(
+        text.contains(r#"models[0].type: expected anthropic|openai|common, got "gemini""#),
+        "{text}"
+    );
+    assert!(
+        text.contains("key_pool.max_attempts: expected a whole number from 1 to 20, got 0"),
+        "{text}"
+    );
+    assert!(
+        text.contains(
+            r#"timing.sse_keepalive_s: expected a whole number from 1 to 31536000, got "soon""#
+        ),
+        "{text}"
+    );
+    assert!(
+        text.contains(r#"PORT: expected a port number 0-65535, got "eighty""#),
+        "{text}"
+    );
+    assert!(text.contains(r#"KEY_POOL_ALGORITHM: expected round-robin|random|least-used|weighted-score|least-token-used|max-remaining, got "fastest""#), "{text}");
+}
+
+#[test]
+fn unknown_fields_are_warnings() {
+    let s = settings(&[], json!({"prot": 1, "key_pool": {"algoritm": "random"}, "models": [{"id": "m", "type": "common", "colour": 1}]})).unwrap();
+    let w = s.warnings.join("\n");
+    assert!(w.contains("prot: unknown field"), "{w}");
+    assert!(w.contains("key_pool.algoritm: unknown field"), "{w}");
+    assert!(w.contains("models[0].colour: unknown field"), "{w}");
+}
+
+#[test]
+fn env_wins_over_file_and_tz_loses_to_timezone() {
+    let s = settings(
+        &[("PORT", "4000"), ("REASONING_BUDGET_HIGH", "30000"), ("TZ", "UTC"), ("KEY_POOL_ALGORITHM", "random")],
+        json!({"port": 5000, "reasoning_tokens": {"high": 20000, "low": 2048}, "timezone": "Asia/Shanghai", "key_pool": {"algorithm": "least-used", "max_attempts": 5}}),
+    )
+    .unwrap();
+    assert_eq!(s.port, 4000);
+    assert_eq!(s.reasoning_budgets.high, 30000);
+    assert_eq!(s.reasoning_budgets.low, 2048);
+    assert_eq!(s.timezone.as_deref(), Some("Asia/Shanghai"));
+    assert_eq!(s.key_pool.algorithm, "random");
+    assert_eq!(s.key_pool.max_attempts, 5);
+    assert_eq!(s.pinned, vec!["algorithm"]);
+    let s = settings(&[("TZ", "Europe/Paris")], json!({})).unwrap();
+    assert_eq!(s.timezone.as_deref(), Some("Europe/Paris"));
+}
+
+#[test]
+fn file_port_used_when_env_unset() {
+    assert_eq!(settings(&[], json!({"port": 5000})).unwrap().port, 5000);
+}
+
+#[test]
+fn factory_base_url_wins_over_legacy_endpoints() {
+    let file = json!({"endpoint": [
+        {"name": "anthropic", "base_url": "https://legacy.example/api/llm/a/v1/messages"},
+        {"name": "openai", "base_url": "https://legacy.example/api/llm/o/v1/responses"}
+    ]});
+    let s = settings(&[], file.clone()).unwrap();
+    assert_eq!(
+        s.endpoints.anthropic,
+        "https://legacy.example/api/llm/a/v1/messages"
+    );
+    assert_eq!(
+        s.endpoints.count_tokens,
+        "https://legacy.example/api/llm/a/v1/messages/count_tokens"
+    );
+    assert_eq!(s.endpoints.balance_origin, "https://legacy.example");
+    assert_eq!(
+        s.endpoints.common,
+        "https://api.factory.ai/api/llm/o/v1/chat/completions"
+    );
+    let s = settings(&[("FACTORY_BASE_URL", "http://127.0.0.1:9/")], file).unwrap();
+    assert_eq!(
+        s.endpoints.anthropic,
+        "http://127.0.0.1:9/api/llm/a/v1/messages"
+    );
+    assert_eq!(
+        s.endpoints.openai,
+        "http://127.0.0.1:9/api/llm/o/v1/responses"
+    );
+}
+
+#[test]
+fn redirects_resolve_before_lookup() {
+    let s = settings(
+        &[],
+        json!({"model_redirects": {"sonnet": "claude-sonnet-4-6", "ghost": "nope"}}),
+    )
+    .unwrap();
+    assert_eq!(s.find_model("sonnet").unwrap().id, "claude-sonnet-4-6");
+    assert!(s.find_model("ghost").is_none());
+    assert!(s.find_model("claude-sonnet-4-6").is_some());
+}
+
+#[test]
+fn syntax_error_names_the_file() {
+    let e =
+        parse_config_file(std::path::Path::new("data/config.json"), b"{\"port\": ").unwrap_err();
+    assert!(
+        e.to_string()
+            .starts_with("data/config.json: not valid JSON"),
+        "{e}"
+    );
+}
+
+#[test]
+fn empty_env_values_count_as_unset() {
+    let s = settings(
+        &[("FACTORY_API_KEY", "  "), ("API_ACCESS_KEY", "")],
+        json!({}),
+    )
+    .unwrap();
+    assert!(s.factory_api_key.is_none());
+    assert!(s.api_access_key.is_none());
+}
+
+#[test]
+fn loopback_detection() {
+    for (host, lo) in [
+        ("127.0.0.1", true),
+        ("localhost", true),
+        ("::1", true),
+        ("0.0.0.0", false),
+        ("192.168.1.2", false),
+    ] {
+        let s = settings(&[("HOST", host)], json!({})).unwrap();
+        assert_eq!(s.listens_on_loopback(), lo, "{host}");
+    }
+}

@@ -1,0 +1,10 @@
+//! The `droid2api` binary: parses the command line and hands over to the library.
+
+use clap::Parser;
+
+#[tokio::main]
+async fn main() {
+    let cli = droid2api::cli::Cli::parse();
+    let code = droid2api::cli::run(cli).await;
+    std::process::exit(code);
+}

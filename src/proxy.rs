@@ -1,0 +1,465 @@
+//! The request pipeline: body in → parse → resolve the model → translate → lease a credential →
+//! upstream → bytes out. The only module that ties `translate`, `credentials`, `upstream` and
+//! `usage` together.
+//!
+//! **Hot-path invariants:** no disk access (the one exception is a WorkOS refresh, which is
+//! single-flight and normally done in the background), no lock held across an await, and no
+//! buffering of streams: upstream chunks are forwarded as they arrive while an [`SseTap`] reads the
+//! usage alongside, without re-serialising.
+
+mod stream;
+
+use std::time::Instant;
+
+use axum::body::Body;
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::Response;
+use bytes::Bytes;
+use futures_util::StreamExt;
+use serde_json::Value;
+
+use crate::app::App;
+use crate::config::{MAX_BODY_BYTES, Model, ModelKind};
+use crate::credentials::{CascadeError, CredentialLabel, Lease};
+use crate::error::{ApiError, Envelope};
+use crate::telemetry::metrics as m;
+use crate::translate::{self, Context, Prepared, TranslateError};
+use crate::upstream::{UpstreamError, UpstreamRequest, headers};
+use crate::usage::{self, WireFormat};
+
+pub use stream::RequestLog;
+
+/// The client routes that reach Factory.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Route {
+    ChatCompletions,
+    Responses,
+    Messages,
+    CountTokens,
+}
+
+impl Route {
+    pub fn envelope(self) -> Envelope {
+        match self {
+            Route::Messages | Route::CountTokens => Envelope::Anthropic,
+            Route::ChatCompletions | Route::Responses => Envelope::OpenAi,
+        }
+    }
+
+    /// Metric label.
+    pub fn label(self) -> &'static str {
+        match self {
+            Route::ChatCompletions => "/v1/chat/completions",
+            Route::Responses => "/v1/responses",
+            Route::Messages => "/v1/messages",
+            Route::CountTokens => "/v1/messages/count_tokens",
+        }
+    }
+}
+
+/// What the access log and metrics learn about a proxied request (set as a response extension).
+#[derive(Debug, Clone)]
+pub struct ProxyInfo {
+    pub model: String,
+    pub credential: String,
+    pub upstream_status: Option<u16>,
+}
+
+impl From<TranslateError> for ApiError {
+    fn from(e: TranslateError) -> Self {
+        ApiError::bad_request(format!("{}: {}", e.param, e.message)).with_param(e.param)
+    }
+}
+
+impl From<CascadeError> for ApiError {
+    fn from(e: CascadeError) -> Self {
+        match &e {
+            CascadeError::NoCredential => {
+                ApiError::new(StatusCode::UNAUTHORIZED, e.to_string()).with_code("no_credential")
+            }
+            CascadeError::PoolCooling { retry_after_s } => {
+                ApiError::new(StatusCode::TOO_MANY_REQUESTS, e.to_string())
+                    .with_code("pool_cooling")
+                    .with_retry_after(*retry_after_s)
+            }
+            CascadeError::NoUsableKey => {
+                ApiError::new(StatusCode::SERVICE_UNAVAILABLE, e.to_string())
+                    .with_code("no_usable_key")
+            }
+            CascadeError::Refresh(_) => {
+                ApiError::new(StatusCode::SERVICE_UNAVAILABLE, e.to_string())
+                    .with_code("refresh_failed")
+            }
+        }
+    }
+}
+
+impl From<UpstreamError> for ApiError {
+    fn from(e: UpstreamError) -> Self {
+        match e {
+            UpstreamError::Timeout => ApiError::new(StatusCode::GATEWAY_TIMEOUT, e.to_string())
+                .with_code("upstream_timeout"),
+            _ => ApiError::new(StatusCode::BAD_GATEWAY, e.to_string())
+                .with_code("upstream_unreachable"),
+        }
+    }
+}
+
+/// Reads the body under the 32 MiB limit.
+async fn read_body(body: Body, headers: &HeaderMap) -> Result<Bytes, ApiError> {
+    let too_large = || {
+        ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!(
+                "request body is larger than {} MiB",
+                MAX_BODY_BYTES / (1024 * 1024)
+            ),
+        )
+        .with_code("request_too_large")
+    };
+    if let Some(len) = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok())
+        && len > MAX_BODY_BYTES as u64
+    {
+        return Err(too_large());
+    }
+    let mut stream = body.into_data_stream();
+    let mut buf = bytes::BytesMut::new();
+    while let Some(chunk) = stream.next().await {
+        let chunk = chunk
+            .map_err(|e| ApiError::bad_request(format!("could not read the request body: {e}")))?;
+        if buf.len() + chunk.len() > MAX_BODY_BYTES {
+            return Err(too_large());
+        }
+        buf.extend_from_slice(&chunk);
+    }
+    Ok(buf.freeze())
+}
+
+/// Parses a JSON object body and its `model`.
+fn parse_body(bytes: &[u8]) -> Result<(Value, String), ApiError> {
+    if bytes.iter().all(u8::is_ascii_whitespace) {
+        return Err(
+            ApiError::bad_request("request body is empty; expected a JSON object")
+                .with_code("invalid_json"),
+        );
+    }
+    if let Err(e) = std::str::from_utf8(bytes) {
+        return Err(ApiError::bad_request(format!(
+            "request body is not valid UTF-8 (invalid byte at offset {})",
+            e.valid_up_to()
+        ))
+        .with_code("invalid_utf8"));
+    }
+    let value: Value = serde_json::from_slice(bytes).map_err(|e| {
+        ApiError::bad_request(format!("request body is not valid JSON: {e}"))
+            .with_code("invalid_json")
+    })?;
+    if !value.is_object() {
+        return Err(
+            ApiError::bad_request("request body must be a JSON object").with_code("invalid_json")
+        );
+    }
+    let model = match value.get("model") {
+        Some(Value::String(s)) if !s.trim().is_empty() => s.trim().to_string(),
+        Some(Value::String(_)) | None | Some(Value::Null) => {
+            return Err(ApiError::bad_request("model is required").with_param("model"));
+        }
+        Some(_) => {
+            return Err(ApiError::bad_request("model: expected a string").with_param("model"));
+        }
+    };
+    Ok((value, model))
+}
+
+fn wrong_type(model: &Model, route: Route, expected: &str) -> ApiError {
+    ApiError::bad_request(format!(
+        "model {} is of type {}; {} serves {expected} models only",
+        model.id,
+        model.kind.as_str(),
+        route.label()
+    ))
+    .with_param("model")
+    .with_code("invalid_model_type")
+}
+
+/// The client's own credential (level 5).
+fn client_credential(headers: &HeaderMap) -> Option<&str> {
+    headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| {
+            v.strip_prefix("Bearer ")
+                .or_else(|| v.strip_prefix("bearer "))
+        })
+        .or_else(|| headers.get("x-api-key").and_then(|v| v.to_str().ok()))
+        .map(str::trim)
+        .filter(|v| !v.is_empty())
+}
+
+/// Handles one proxied request. Errors are rendered once, here, in the route's envelope.
+pub async fn handle(
+    app: App,
+    route: Route,
+    request_id: String,
+    headers: HeaderMap,
+    query: Option<String>,
+    body: Body,
+) -> Response {
+    let started = Instant::now();
+    let mut log = RequestLog::new(route, request_id.clone(), started);
+    match run(&app, route, &headers, query, body, &mut log).await {
+        Ok(resp) => resp,
+        Err(e) => {
+            let resp = e.render(route.envelope(), &request_id);
+            log.finish_unstreamed(resp.status().as_u16());
+            with_info(resp, &log)
+        }
+    }
+}
+
+fn with_info(mut resp: Response, log: &RequestLog) -> Response {
+    resp.extensions_mut().insert(log.info());
+    resp
+}
+
+async fn run(
+    app: &App,
+    route: Route,
+    headers: &HeaderMap,
+    query: Option<String>,
+    body: Body,
+    log: &mut RequestLog,
+) -> Result<Response, ApiError> {
+    let bytes = read_body(body, headers).await?;
+    let (value, requested) = parse_body(&bytes)?;
+    drop(bytes);
+    let settings = &app.settings;
+    let model = settings.find_model(&requested).ok_or_else(|| {
+        ApiError::new(
+            StatusCode::NOT_FOUND,
+            format!("model {requested} not found; GET /v1/models lists the models"),
+        )
+        .with_param("model")
+        .with_code("model_not_found")
+    })?;
+    log.model = model.id.clone();
+    let ctx = Context {
+        system_prompt: &settings.system_prompt,
+        budgets: settings.reasoning_budgets,
+    };
+    let client_beta = headers.get("anthropic-beta").and_then(|v| v.to_str().ok());
+    let (prepared, url, format) = match route {
+        Route::Messages | Route::CountTokens => {
+            if model.kind != ModelKind::Anthropic {
+                return Err(wrong_type(model, route, "anthropic"));
+            }
+            let count = route == Route::CountTokens;
+            let p =
+                translate::passthrough::prepare_messages(value, model, &ctx, client_beta, count)?;
+            let base = if count {
+                &settings.endpoints.count_tokens
+            } else {
+                &settings.endpoints.anthropic
+            };
+            (p, with_query(base, query.as_deref()), WireFormat::Anthropic)
+        }
+        Route::Responses => {
+            if model.kind != ModelKind::OpenAi {
+                return Err(wrong_type(model, route, "openai"));
+            }
+            let p = translate::passthrough::prepare_responses(value, model, &ctx)?;
+            (
+                p,
+                with_query(&settings.endpoints.openai, query.as_deref()),
+                WireFormat::Responses,
+            )
+        }
+        Route::ChatCompletions => match model.kind {
+            ModelKind::Common => {
+                let p = translate::passthrough::prepare_common_chat(value, model, &ctx)?;
+                (p, settings.endpoints.common.clone(), WireFormat::Chat)
+            }
+            ModelKind::Anthropic | ModelKind::OpenAi => {
+                return Err(ApiError::new(
+                    StatusCode::NOT_IMPLEMENTED,
+                    format!(
+                        "model {} is of type {}: /v1/chat/completions translation to that format is not available yet; call {} directly",
+                        model.id,
+                        model.kind.as_str(),
+                        if model.kind == ModelKind::Anthropic { "/v1/messages" } else { "/v1/responses" }
+                    ),
+                )
+                .with_code("not_implemented"));
+            }
+        },
+    };
+    let body = Bytes::from(serde_json::to_vec(&prepared.body).map_err(|e| {
+        ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("could not encode the upstream request: {e}"),
+        )
+    })?);
+
+    let client_cred = client_credential(headers);
+    let mut lease = app.credentials.lease(client_cred, &[]).await?;
+    log.credential = lease.label.as_str().to_string();
+    let mut refreshed = false;
+    let resp = loop {
+        let req = UpstreamRequest {
+            url: url.clone(),
+            headers: headers::build(headers::HeaderInput {
+                kind: model.kind,
+                model,
+                client: headers,
+                credential: &lease.secret,
+                stream: prepared.stream,
+                anthropic_beta: prepared.anthropic_beta.as_deref(),
+                user_agent: &settings.user_agent,
+            }),
+            body: body.clone(),
+        };
+        let resp = match app.upstream.send(req).await {
+            Ok(r) => r,
+            Err(e) => {
+                metrics::counter!(m::UPSTREAM_ERRORS, "status" => "0").increment(1);
+                tracing::warn!(request_id = %log.request_id, error = %e, "upstream call failed");
+                return Err(e.into());
+            }
+        };
+        if resp.status() == StatusCode::UNAUTHORIZED
+            && !refreshed
+            && let (CredentialLabel::Refresh, Some(generation), Some(r)) = (
+                &lease.label,
+                lease.generation,
+                app.credentials.refresh_manager(),
+            )
+        {
+            refreshed = true;
+            if let Ok((secret, generation)) = r.after_unauthorized(generation).await {
+                tracing::info!(request_id = %log.request_id, "upstream 401 with the access token: refreshed, retrying once");
+                lease = Lease {
+                    secret,
+                    label: CredentialLabel::Refresh,
+                    generation: Some(generation),
+                };
+                continue;
+            }
+        }
+        break resp;
+    };
+    log.upstream_status = Some(resp.status().as_u16());
+    respond(route, model, &prepared, format, resp, log).await
+}
+
+fn with_query(base: &str, query: Option<&str>) -> String {
+    match query {
+        Some(q) if !q.is_empty() => format!("{base}?{q}"),
+        _ => base.to_string(),
+    }
+}
+
+/// Upstream response headers relayed to the client.
+fn relay_headers(upstream: &HeaderMap, out: &mut HeaderMap) {
+    for (name, value) in upstream {
+        let n = name.as_str();
+        if n == "x-request-id" {
+            out.insert("x-upstream-request-id", value.clone());
+        } else if n == "request-id"
+            || n == "retry-after"
+            || n == "x-should-retry"
+            || n.starts_with("anthropic-ratelimit-")
+            || n.starts_with("x-ratelimit-")
+        {
+            out.append(name.clone(), value.clone());
+        }
+    }
+}
+
+async fn respond(
+    route: Route,
+    model: &Model,
+    prepared: &Prepared,
+    format: WireFormat,
+    resp: reqwest::Response,
+    log: &mut RequestLog,
+) -> Result<Response, ApiError> {
+    let status = resp.status();
+    let upstream_headers = resp.headers().clone();
+    let content_type = upstream_headers.get(header::CONTENT_TYPE).cloned();
+
+    if !status.is_success() {
+        metrics::counter!(m::UPSTREAM_ERRORS, "status" => status.as_u16().to_string()).increment(1);
+        let body = resp.bytes().await.map_err(UpstreamError::from_reqwest)?;
+        tracing::info!(request_id = %log.request_id, status = status.as_u16(), "upstream answered with an error");
+        let mut out = if route == Route::ChatCompletions {
+            let e = translate::upstream_error_to_openai(status.as_u16(), &body);
+            let mut r = Response::new(Body::from(serde_json::to_vec(&e.body).unwrap_or_default()));
+            *r.status_mut() = StatusCode::from_u16(e.status).unwrap_or(StatusCode::BAD_GATEWAY);
+            r.headers_mut().insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/json"),
+            );
+            if e.no_retry {
+                r.headers_mut()
+                    .insert("x-should-retry", HeaderValue::from_static("false"));
+            }
+            r
+        } else {
+            let mut r = Response::new(Body::from(body));
+            *r.status_mut() = status;
+            if let Some(ct) = content_type {
+                r.headers_mut().insert(header::CONTENT_TYPE, ct);
+            }
+            r
+        };
+        relay_headers(&upstream_headers, out.headers_mut());
+        log.finish_unstreamed(out.status().as_u16());
+        return Ok(with_info(out, log));
+    }
+
+    if prepared.stream {
+        let mut out = Response::new(Body::from_stream(stream::relay(
+            resp,
+            format,
+            prepared.drop_usage_chunk,
+            log.take(),
+        )));
+        *out.status_mut() = status;
+        let h = out.headers_mut();
+        h.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("text/event-stream"),
+        );
+        h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+        h.insert("x-accel-buffering", HeaderValue::from_static("no"));
+        relay_headers(&upstream_headers, h);
+        let info = ProxyInfo {
+            model: model.id.clone(),
+            credential: log.credential.clone(),
+            upstream_status: Some(status.as_u16()),
+        };
+        out.extensions_mut().insert(info);
+        return Ok(out);
+    }
+
+    let body = resp.bytes().await.map_err(UpstreamError::from_reqwest)?;
+    if route != Route::CountTokens
+        && let Ok(v) = serde_json::from_slice::<Value>(&body)
+        && let Some(u) = usage::from_json(format, &v)
+    {
+        stream::count_tokens_metric(&model.id, &u);
+        log.usage = Some(u);
+    }
+    let mut out = Response::new(Body::from(body));
+    *out.status_mut() = status;
+    out.headers_mut().insert(
+        header::CONTENT_TYPE,
+        content_type.unwrap_or(HeaderValue::from_static("application/json")),
+    );
+    relay_headers(&upstream_headers, out.headers_mut());
+    log.finish_unstreamed(status.as_u16());
+    Ok(with_info(out, log))
+}

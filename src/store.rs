@@ -1,0 +1,149 @@
+//! Persistence: the data folder, its single-instance lock and private atomic file writes.
+//!
+//! **Invariant:** this module knows nothing of HTTP. Files holding secrets are written with mode
+//! 0600, atomically (temporary file, fsync, rename, fsync of the folder), so a crash leaves either
+//! the old or the new content.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::Write;
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+/// Name of the lock file inside the data folder.
+pub const LOCK_FILE: &str = ".droid2api.lock";
+
+/// Persistence failures.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error(
+        "data folder {dir} is in use by another droid2api instance (lock {lock} is held); stop that instance or point DATA_DIR at another folder"
+    )]
+    Locked { dir: String, lock: String },
+    #[error("{path}: {source}")]
+    Io {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+fn io(path: &Path) -> impl FnOnce(std::io::Error) -> StoreError + '_ {
+    move |source| StoreError::Io {
+        path: path.display().to_string(),
+        source,
+    }
+}
+
+/// An exclusive lock on a data folder, held for the life of the process (released on drop).
+#[derive(Debug)]
+pub struct DataDirLock {
+    _file: File,
+    path: PathBuf,
+}
+
+impl DataDirLock {
+    /// Creates the folder (0700) when missing and takes its lock, or says who holds it.
+    pub fn acquire(dir: &Path) -> Result<DataDirLock, StoreError> {
+        if !dir.exists() {
+            fs::create_dir_all(dir).map_err(io(dir))?;
+            fs::set_permissions(dir, fs::Permissions::from_mode(0o700)).map_err(io(dir))?;
+        }
+        let path = dir.join(LOCK_FILE);
+        let mut file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .mode(0o600)
+            .open(&path)
+            .map_err(io(&path))?;
+        match file.try_lock() {
+            Ok(()) => {}
+            Err(fs::TryLockError::WouldBlock) => {
+                return Err(StoreError::Locked {
+                    dir: dir.display().to_string(),
+                    lock: path.display().to_string(),
+                });
+            }
+            Err(fs::TryLockError::Error(e)) => return Err(io(&path)(e)),
+        }
+        // Record the holder for humans; the lock itself is what counts.
+        let _ = file.set_len(0);
+        let _ = writeln!(file, "pid {}", std::process::id());
+        Ok(DataDirLock { _file: file, path })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+/// Writes `bytes` to `path` atomically with mode 0600.
+pub fn write_private_atomic(path: &Path, bytes: &[u8]) -> Result<(), StoreError> {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    if !dir.as_os_str().is_empty() && !dir.exists() {
+        fs::create_dir_all(dir).map_err(io(dir))?;
+    }
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "file".into());
+    let tmp = dir.join(format!(
+        ".{name}.tmp-{}-{}",
+        std::process::id(),
+        fastrand::u32(..)
+    ));
+    let result = (|| {
+        let mut f = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&tmp)
+            .map_err(io(&tmp))?;
+        f.write_all(bytes).map_err(io(&tmp))?;
+        f.sync_all().map_err(io(&tmp))?;
+        fs::rename(&tmp, path).map_err(io(path))?;
+        if let Ok(d) = File::open(dir) {
+            let _ = d.sync_all();
+        }
+        Ok(())
+    })();
+    if result.is_err() {
+        let _ = fs::remove_file(&tmp);
+    }
+    result
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn second_lock_on_the_same_folder_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let first = DataDirLock::acquire(dir.path()).unwrap();
+        let err = DataDirLock::acquire(dir.path()).unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("in use by another droid2api instance"),
+            "{err}"
+        );
+        drop(first);
+        DataDirLock::acquire(dir.path()).unwrap();
+    }
+
+    #[test]
+    fn atomic_write_is_private() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("sub").join("auth.json");
+        write_private_atomic(&p, b"{\"a\":1}").unwrap();
+        write_private_atomic(&p, b"{\"a\":2}").unwrap();
+        assert_eq!(fs::read(&p).unwrap(), b"{\"a\":2}");
+        assert_eq!(
+            fs::metadata(&p).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
+        let leftovers: Vec<_> = fs::read_dir(p.parent().unwrap()).unwrap().collect();
+        assert_eq!(leftovers.len(), 1);
+    }
+}

@@ -1,0 +1,67 @@
+//! Prometheus metrics: every name is a constant here, so names are grep-able and stable.
+
+use std::sync::OnceLock;
+
+use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+
+/// Client requests, by `route`, `model` and `status`.
+pub const REQUESTS: &str = "droid2api_requests_total";
+/// Whole-request latency in seconds, by `route`.
+pub const REQUEST_DURATION: &str = "droid2api_request_duration_seconds";
+/// Time until the first response byte left for the client, by `route`.
+pub const TIME_TO_FIRST_BYTE: &str = "droid2api_time_to_first_byte_seconds";
+/// Upstream answers other than 2xx, by `status` (`0` = no answer: connect error or timeout).
+pub const UPSTREAM_ERRORS: &str = "droid2api_upstream_errors_total";
+/// Failed WorkOS refreshes.
+pub const REFRESH_FAILURES: &str = "droid2api_refresh_failures_total";
+/// Tokens seen in upstream usage, by `model` and `kind` (input, cache_read, cache_write, output).
+pub const TOKENS: &str = "droid2api_tokens_total";
+/// Streams whose client went away before the end.
+pub const CLIENT_DISCONNECTS: &str = "droid2api_client_disconnects_total";
+
+const LATENCY_BUCKETS: &[f64] = &[
+    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0,
+];
+
+static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+
+/// The process-wide recorder (installed on first use; every server in the process shares it).
+pub fn handle() -> PrometheusHandle {
+    HANDLE
+        .get_or_init(|| {
+            let recorder = PrometheusBuilder::new()
+                .set_buckets(LATENCY_BUCKETS)
+                .map(|b| b.build_recorder())
+                .unwrap_or_else(|_| PrometheusBuilder::new().build_recorder());
+            let handle = recorder.handle();
+            // Fails only if another recorder was installed first; then ours renders nothing.
+            let _ = metrics::set_global_recorder(recorder);
+            describe();
+            handle
+        })
+        .clone()
+}
+
+fn describe() {
+    metrics::describe_counter!(REQUESTS, "Client requests by route, model and status");
+    metrics::describe_histogram!(
+        REQUEST_DURATION,
+        metrics::Unit::Seconds,
+        "Whole-request latency"
+    );
+    metrics::describe_histogram!(
+        TIME_TO_FIRST_BYTE,
+        metrics::Unit::Seconds,
+        "Time to the first response byte"
+    );
+    metrics::describe_counter!(
+        UPSTREAM_ERRORS,
+        "Upstream non-2xx answers and transport failures by status"
+    );
+    metrics::describe_counter!(REFRESH_FAILURES, "Failed WorkOS token refreshes");
+    metrics::describe_counter!(TOKENS, "Tokens reported by the upstream, by model and kind");
+    metrics::describe_counter!(
+        CLIENT_DISCONNECTS,
+        "Streams the client abandoned before the end"
+    );
+}

@@ -1,0 +1,1140 @@
+//! Token usage picked from upstream replies, streamed or not.
+//!
+//! [`Usage`] uses the token fields of contract.md §7: `input_tokens` is the **uncached** input as
+//! Anthropic counts it, `cache_read_tokens` and `cache_write_tokens` are the cached parts,
+//! `output_tokens` includes reasoning, `reasoning_tokens` is the part of output spent on
+//! reasoning, and `total_tokens = input + cache_read + cache_write + output`. Serialized, a
+//! [`Usage`] is exactly the contract's token object `T` (those six fields, `total_tokens`
+//! included).
+//!
+//! Mapping per upstream wire format ([`WireFormat`]); a missing field counts as 0, and a
+//! subtraction never goes below 0:
+//!
+//! | format | where | rule |
+//! |---|---|---|
+//! | Anthropic | body `usage`, `message_start.message.usage` | `input_tokens` → input, `cache_read_input_tokens` → cache_read, `cache_creation_input_tokens` → cache_write, `output_tokens` → output; reasoning is not reported → 0 |
+//! | Anthropic | `message_delta.usage` | **cumulative**: every field present *replaces* the value seen so far, never adds to it (translation.md §3.1, §3.3, §7 rows 13–14: `message_start` output 1 + `message_delta` 89 = 89) |
+//! | Responses | body `usage`, `response.usage` of the terminal event (`response.completed`, `response.incomplete`, `response.failed`) | `input_tokens` *includes* cached tokens: input = `input_tokens − input_tokens_details.cached_tokens`, cache_read = `cached_tokens`, output = `output_tokens`, reasoning = `output_tokens_details.reasoning_tokens` (translation.md §4.2, §4.3) |
+//! | Chat | body `usage`, any chunk with a non-null `usage` object (the last one wins) | `prompt_tokens` *includes* cached tokens: input = `prompt_tokens − prompt_tokens_details.cached_tokens − cache_creation_input_tokens`, cache_read = `cached_tokens`, cache_write = top-level `cache_creation_input_tokens` (LiteLLM-style extension), output = `completion_tokens`, reasoning = `completion_tokens_details.reasoning_tokens` |
+//!
+//! Streams: [`UsageSniffer`] watches decoded events ([`crate::sse::Event`]) and dispatches on the
+//! JSON `type` field, falling back to the SSE event name when `type` is absent (translation.md
+//! §0 G2). [`SseTap`] does the decoding too, for pass-through routes that forward the upstream
+//! bytes unchanged (§0 G7). Malformed JSON, non-object JSON and unknown event types are ignored
+//! (§0 G6); nothing here panics on upstream input.
+//!
+//! Terminal markers ([`UsageSniffer::completed`]): Anthropic `message_stop`; Responses
+//! `response.completed`, `response.incomplete`, `response.failed` (Responses has no `[DONE]`,
+//! §4.3); Chat `data: [DONE]` only. A Chat chunk with a `finish_reason` is *not* terminal (the
+//! usage chunk follows it when `include_usage` is on); the reason is recorded and available from
+//! [`UsageSniffer::finish_reason`]. A stream cut short keeps whatever usage was seen and stays
+//! `completed() == false` (§3.3: end of body without `message_stop` is a truncated stream).
+//!
+//! This module is pure: no I/O, no clocks, no globals.
+
+use serde::ser::{Serialize, SerializeStruct, Serializer};
+use serde_json::Value;
+
+use crate::sse::{Decoder, Event};
+
+/// Token counts of one upstream reply (contract.md §7 meanings).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Usage {
+    /// Uncached input tokens, as Anthropic counts them.
+    pub input_tokens: u64,
+    /// Input tokens read from the prompt cache.
+    pub cache_read_tokens: u64,
+    /// Input tokens written to the prompt cache.
+    pub cache_write_tokens: u64,
+    /// Output tokens, reasoning included.
+    pub output_tokens: u64,
+    /// The part of `output_tokens` spent on reasoning.
+    pub reasoning_tokens: u64,
+}
+
+impl Usage {
+    /// `input + cache_read + cache_write + output` (saturating).
+    pub fn total_tokens(&self) -> u64 {
+        self.input_tokens
+            .saturating_add(self.cache_read_tokens)
+            .saturating_add(self.cache_write_tokens)
+            .saturating_add(self.output_tokens)
+    }
+}
+
+/// Serializes as contract.md §7's token object:
+/// `{input_tokens, cache_read_tokens, cache_write_tokens, output_tokens, reasoning_tokens, total_tokens}`.
+impl Serialize for Usage {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let mut s = serializer.serialize_struct("Usage", 6)?;
+        s.serialize_field("input_tokens", &self.input_tokens)?;
+        s.serialize_field("cache_read_tokens", &self.cache_read_tokens)?;
+        s.serialize_field("cache_write_tokens", &self.cache_write_tokens)?;
+        s.serialize_field("output_tokens", &self.output_tokens)?;
+        s.serialize_field("reasoning_tokens", &self.reasoning_tokens)?;
+        s.serialize_field("total_tokens", &self.total_tokens())?;
+        s.end()
+    }
+}
+
+/// The upstream wire format a reply is in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WireFormat {
+    /// Anthropic Messages.
+    Anthropic,
+    /// OpenAI Responses.
+    Responses,
+    /// OpenAI Chat Completions.
+    Chat,
+}
+
+/// Usage of a non-streaming reply body: its top-level `usage` object (an Anthropic message, a
+/// Responses response object, a Chat completion). `None` when there is no `usage` object.
+pub fn from_json(format: WireFormat, body: &Value) -> Option<Usage> {
+    let usage = object(body.get("usage"))?;
+    Some(match format {
+        WireFormat::Anthropic => anthropic_usage(usage),
+        WireFormat::Responses => responses_usage(usage),
+        WireFormat::Chat => chat_usage(usage),
+    })
+}
+
+/// `v` if it is a JSON object.
+fn object(v: Option<&Value>) -> Option<&Value> {
+    v.filter(|v| v.is_object())
+}
+
+/// A token count: a non-negative integer (or a non-negative finite float, truncated).
+fn count(v: Option<&Value>) -> Option<u64> {
+    let v = v?;
+    v.as_u64().or_else(|| {
+        v.as_f64()
+            .filter(|f| f.is_finite() && *f >= 0.0)
+            // Truncation is the intent; values beyond u64 saturate.
+            .map(|f| f as u64)
+    })
+}
+
+/// `obj[key]` as a count, 0 when missing.
+fn field(obj: &Value, key: &str) -> u64 {
+    count(obj.get(key)).unwrap_or(0)
+}
+
+/// `obj[outer][key]` as a count, 0 when missing.
+fn nested(obj: &Value, outer: &str, key: &str) -> u64 {
+    count(obj.get(outer).and_then(|o| o.get(key))).unwrap_or(0)
+}
+
+fn anthropic_usage(u: &Value) -> Usage {
+    Usage {
+        input_tokens: field(u, "input_tokens"),
+        cache_read_tokens: field(u, "cache_read_input_tokens"),
+        cache_write_tokens: field(u, "cache_creation_input_tokens"),
+        output_tokens: field(u, "output_tokens"),
+        reasoning_tokens: 0,
+    }
+}
+
+/// Apply a cumulative `message_delta.usage`: each present field replaces. Returns whether
+/// `output_tokens` was present.
+fn anthropic_replace(usage: &mut Usage, u: &Value) -> bool {
+    if let Some(n) = count(u.get("input_tokens")) {
+        usage.input_tokens = n;
+    }
+    if let Some(n) = count(u.get("cache_read_input_tokens")) {
+        usage.cache_read_tokens = n;
+    }
+    if let Some(n) = count(u.get("cache_creation_input_tokens")) {
+        usage.cache_write_tokens = n;
+    }
+    match count(u.get("output_tokens")) {
+        Some(n) => {
+            usage.output_tokens = n;
+            true
+        }
+        None => false,
+    }
+}
+
+fn responses_usage(u: &Value) -> Usage {
+    let cached = nested(u, "input_tokens_details", "cached_tokens");
+    Usage {
+        input_tokens: field(u, "input_tokens").saturating_sub(cached),
+        cache_read_tokens: cached,
+        cache_write_tokens: 0,
+        output_tokens: field(u, "output_tokens"),
+        reasoning_tokens: nested(u, "output_tokens_details", "reasoning_tokens"),
+    }
+}
+
+fn chat_usage(u: &Value) -> Usage {
+    let cached = nested(u, "prompt_tokens_details", "cached_tokens");
+    let written = field(u, "cache_creation_input_tokens");
+    Usage {
+        input_tokens: field(u, "prompt_tokens")
+            .saturating_sub(cached)
+            .saturating_sub(written),
+        cache_read_tokens: cached,
+        cache_write_tokens: written,
+        output_tokens: field(u, "completion_tokens"),
+        reasoning_tokens: nested(u, "completion_tokens_details", "reasoning_tokens"),
+    }
+}
+
+/// Number of Unicode scalar values of `v` if it is a string, else 0.
+fn chars(v: Option<&Value>) -> u64 {
+    v.and_then(Value::as_str)
+        .map_or(0, |s| u64::try_from(s.chars().count()).unwrap_or(u64::MAX))
+}
+
+/// Watches the decoded SSE events of one upstream stream (pass-through or translated) and keeps
+/// the usage seen so far. See the module docs for the per-format rules.
+#[derive(Debug, Clone)]
+pub struct UsageSniffer {
+    format: WireFormat,
+    usage: Usage,
+    saw_usage: bool,
+    saw_output_usage: bool,
+    completed: bool,
+    errored: bool,
+    text_chars: u64,
+    finish_reason: Option<String>,
+}
+
+impl UsageSniffer {
+    /// A sniffer for a stream in `format`.
+    pub fn new(format: WireFormat) -> Self {
+        Self {
+            format,
+            usage: Usage::default(),
+            saw_usage: false,
+            saw_output_usage: false,
+            completed: false,
+            errored: false,
+            text_chars: 0,
+            finish_reason: None,
+        }
+    }
+
+    /// Look at the next event of the stream.
+    pub fn on_event(&mut self, ev: &Event) {
+        if ev.is_done() {
+            // Chat's terminal sentinel; the other formats never send it.
+            if self.format == WireFormat::Chat {
+                self.completed = true;
+            }
+            return;
+        }
+        let json = serde_json::from_str::<Value>(&ev.data)
+            .ok()
+            .filter(Value::is_object);
+        let Some(json) = json else {
+            // Unparseable data: ignored, except that an SSE event named `error` still is one.
+            if ev.name() == "error" {
+                self.errored = true;
+            }
+            return;
+        };
+        let kind = json
+            .get("type")
+            .and_then(Value::as_str)
+            .unwrap_or_else(|| ev.name());
+        match self.format {
+            WireFormat::Anthropic => self.on_anthropic(kind, &json),
+            WireFormat::Responses => self.on_responses(kind, &json),
+            WireFormat::Chat => self.on_chat(ev.name(), &json),
+        }
+    }
+
+    fn on_anthropic(&mut self, kind: &str, json: &Value) {
+        match kind {
+            "message_start" => {
+                if let Some(u) = object(json.get("message").and_then(|m| m.get("usage"))) {
+                    // The output count here is a placeholder (1–2 tokens); it is kept, but
+                    // only `message_delta` makes `saw_output_usage` true.
+                    self.usage = anthropic_usage(u);
+                    self.saw_usage = true;
+                }
+            }
+            "message_delta" => {
+                if let Some(u) = object(json.get("usage")) {
+                    self.saw_usage = true;
+                    if anthropic_replace(&mut self.usage, u) {
+                        self.saw_output_usage = true;
+                    }
+                }
+                if let Some(reason) = json
+                    .get("delta")
+                    .and_then(|d| d.get("stop_reason"))
+                    .and_then(Value::as_str)
+                {
+                    self.finish_reason = Some(reason.to_owned());
+                }
+            }
+            "content_block_start" => {
+                if let Some(block) = json.get("content_block") {
+                    self.add_chars(chars(block.get("text")) + chars(block.get("thinking")));
+                }
+            }
+            "content_block_delta" => {
+                if let Some(delta) = json.get("delta") {
+                    self.add_chars(
+                        chars(delta.get("text"))
+                            + chars(delta.get("thinking"))
+                            + chars(delta.get("partial_json")),
+                    );
+                }
+            }
+            "message_stop" => self.completed = true,
+            "error" => self.errored = true,
+            _ => {}
+        }
+    }
+
+    fn on_responses(&mut self, kind: &str, json: &Value) {
+        match kind {
+            "response.completed" | "response.incomplete" | "response.failed" => {
+                self.completed = true;
+                if kind == "response.failed" {
+                    self.errored = true;
+                }
+                let response = json.get("response");
+                if let Some(u) = object(response.and_then(|r| r.get("usage"))) {
+                    self.usage = responses_usage(u);
+                    self.saw_usage = true;
+                    if count(u.get("output_tokens")).is_some() {
+                        self.saw_output_usage = true;
+                    }
+                }
+                let status = response
+                    .and_then(|r| r.get("status"))
+                    .and_then(Value::as_str)
+                    .unwrap_or_else(|| kind.trim_start_matches("response."));
+                self.finish_reason = Some(status.to_owned());
+            }
+            "response.output_text.delta"
+            | "response.refusal.delta"
+            | "response.function_call_arguments.delta"
+            | "response.custom_tool_call_input.delta"
+            | "response.reasoning_summary_text.delta"
+            | "response.reasoning_text.delta" => self.add_chars(chars(json.get("delta"))),
+            "error" => self.errored = true,
+            _ => {}
+        }
+    }
+
+    fn on_chat(&mut self, event_name: &str, json: &Value) {
+        if event_name == "error" || json.get("error").is_some_and(|e| !e.is_null()) {
+            self.errored = true;
+        }
+        if let Some(u) = object(json.get("usage")) {
+            self.usage = chat_usage(u);
+            self.saw_usage = true;
+            if count(u.get("completion_tokens")).is_some() {
+                self.saw_output_usage = true;
+            }
+        }
+        let Some(choices) = json.get("choices").and_then(Value::as_array) else {
+            return;
+        };
+        for choice in choices {
+            if let Some(reason) = choice.get("finish_reason").and_then(Value::as_str) {
+                self.finish_reason = Some(reason.to_owned());
+            }
+            let Some(delta) = choice.get("delta") else {
+                continue;
+            };
+            // Some upstreams send the same reasoning text as both fields: count it once.
+            let reasoning = match delta.get("reasoning_content") {
+                Some(Value::String(_)) => chars(delta.get("reasoning_content")),
+                _ => chars(delta.get("reasoning")),
+            };
+            let mut n = chars(delta.get("content")) + chars(delta.get("refusal")) + reasoning;
+            if let Some(calls) = delta.get("tool_calls").and_then(Value::as_array) {
+                for call in calls {
+                    n += chars(call.get("function").and_then(|f| f.get("arguments")));
+                }
+            }
+            n += chars(delta.get("function_call").and_then(|f| f.get("arguments")));
+            self.add_chars(n);
+        }
+    }
+
+    fn add_chars(&mut self, n: u64) {
+        self.text_chars = self.text_chars.saturating_add(n);
+    }
+
+    /// The usage seen so far (zeros where nothing was reported).
+    pub fn usage(&self) -> Usage {
+        self.usage
+    }
+
+    /// Whether upstream reported any usage object at all.
+    pub fn saw_usage(&self) -> bool {
+        self.saw_usage
+    }
+
+    /// Whether upstream reported a real output count: Anthropic `message_delta.usage.output_tokens`
+    /// (not `message_start`'s placeholder), Responses terminal `output_tokens`, Chat
+    /// `completion_tokens`. When false the caller may estimate output from
+    /// [`UsageSniffer::streamed_text_chars`] (about chars / 4).
+    pub fn saw_output_usage(&self) -> bool {
+        self.saw_output_usage
+    }
+
+    /// Whether the stream's terminal event was seen: Anthropic `message_stop`; Responses
+    /// `response.completed` / `response.incomplete` / `response.failed`; Chat `[DONE]`.
+    /// This means "not truncated", not "succeeded": see [`UsageSniffer::errored`].
+    pub fn completed(&self) -> bool {
+        self.completed
+    }
+
+    /// Whether upstream signalled an error: an `error` event (by JSON `type` or, for data that is
+    /// not a JSON object, by SSE event name), a Chat chunk with a non-null `error` key, or
+    /// Responses `response.failed`.
+    pub fn errored(&self) -> bool {
+        self.errored
+    }
+
+    /// Characters (Unicode scalar values) of visible text, refusal, reasoning and tool-argument
+    /// deltas seen so far, for estimating output when upstream reported none.
+    pub fn streamed_text_chars(&self) -> u64 {
+        self.text_chars
+    }
+
+    /// The upstream's own stop indicator, untranslated: Chat `finish_reason` (last non-null),
+    /// Anthropic `message_delta.delta.stop_reason`, Responses terminal `response.status`.
+    pub fn finish_reason(&self) -> Option<&str> {
+        self.finish_reason.as_deref()
+    }
+}
+
+/// A pass-through tap: feed it the raw upstream byte pieces (exactly as they are forwarded,
+/// unchanged) and it decodes and sniffs alongside.
+///
+/// At [`SseTap::finish`] a final event lacking its blank line is still looked at (usage that
+/// upstream did send counts); [`SseTap::ended_cleanly`] tells whether the bytes ended on an
+/// event boundary.
+#[derive(Debug, Clone)]
+pub struct SseTap {
+    decoder: Decoder,
+    sniffer: UsageSniffer,
+    events: Vec<Event>,
+    ended_cleanly: Option<bool>,
+}
+
+impl SseTap {
+    /// A tap for an upstream stream in `format`.
+    pub fn new(format: WireFormat) -> Self {
+        Self {
+            decoder: Decoder::new().with_dispatch_incomplete(true),
+            sniffer: UsageSniffer::new(format),
+            events: Vec::new(),
+            ended_cleanly: None,
+        }
+    }
+
+    /// Look at the next piece of upstream bytes.
+    pub fn feed(&mut self, chunk: &[u8]) {
+        self.decoder.feed(chunk, &mut self.events);
+        self.drain();
+    }
+
+    /// End of the upstream body. Only the first call has an effect.
+    pub fn finish(&mut self) {
+        if self.ended_cleanly.is_none() {
+            self.ended_cleanly = Some(self.decoder.finish(&mut self.events));
+            self.drain();
+        }
+    }
+
+    /// What was sniffed so far.
+    pub fn sniffer(&self) -> &UsageSniffer {
+        &self.sniffer
+    }
+
+    /// The sniffer, consuming the tap.
+    pub fn into_sniffer(self) -> UsageSniffer {
+        self.sniffer
+    }
+
+    /// `None` before [`SseTap::finish`]; then whether the bytes ended on an event boundary
+    /// (no unterminated line or event; see [`Decoder::finish`]).
+    pub fn ended_cleanly(&self) -> Option<bool> {
+        self.ended_cleanly
+    }
+
+    fn drain(&mut self) {
+        for ev in self.events.drain(..) {
+            self.sniffer.on_event(&ev);
+        }
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use crate::sse::encode;
+    use serde_json::json;
+
+    /// Anthropic Messages stream in the shape of translation.md §3.4 (thinking, text, tool use),
+    /// with prompt-cache counts, a `ping` and the cumulative `message_delta` usage.
+    const ANTHROPIC_STREAM: &str = concat!(
+        "event: message_start\n",
+        "data: {\"type\":\"message_start\",\"message\":{\"id\":\"msg_01XFDUDYJgAACzvnptvVoYEL\",\"type\":\"message\",\"role\":\"assistant\",\"model\":\"claude-sonnet-4-5-20250929\",\"content\":[],\"stop_reason\":null,\"stop_sequence\":null,\"usage\":{\"input_tokens\":472,\"cache_creation_input_tokens\":1024,\"cache_read_input_tokens\":1800,\"cache_creation\":{\"ephemeral_5m_input_tokens\":1024,\"ephemeral_1h_input_tokens\":0},\"output_tokens\":2,\"service_tier\":\"standard\"}}}\n",
+        "\n",
+        "event: content_block_start\n",
+        "data: {\"type\":\"content_block_start\",\"index\":0,\"content_block\":{\"type\":\"thinking\",\"thinking\":\"\",\"signature\":\"\"}}\n",
+        "\n",
+        "event: ping\n",
+        "data: {\"type\": \"ping\"}\n",
+        "\n",
+        "event: content_block_delta\n",
+        "data: {\"type\":\"content_block_delta\",\"index\":0,\"delta\":{\"type\":\"thinking_delta\",\"thinking\":\"User wants the weather in Paris; 先查一下。\"}}\n",
+        "\n",
+        "event: content_block_delta\n",
+        "data: {\"type\":\"content_block_delta\",\"index\":0,\"delta\":{\"type\":\"signature_delta\",\"signature\":\"EqQBCkgIARABGAIiQL2Q\"}}\n",
+        "\n",
+        "event: content_block_stop\n",
+        "data: {\"type\":\"content_block_stop\",\"index\":0}\n",
+        "\n",
+        "event: content_block_start\n",
+        "data: {\"type\":\"content_block_start\",\"index\":1,\"content_block\":{\"type\":\"text\",\"text\":\"\"}}\n",
+        "\n",
+        "event: content_block_delta\n",
+        "data: {\"type\":\"content_block_delta\",\"index\":1,\"delta\":{\"type\":\"text_delta\",\"text\":\"Checking 🌍 \"}}\n",
+        "\n",
+        "event: content_block_delta\n",
+        "data: {\"type\":\"content_block_delta\",\"index\":1,\"delta\":{\"type\":\"text_delta\",\"text\":\"你好.\"}}\n",
+        "\n",
+        "event: content_block_stop\n",
+        "data: {\"type\":\"content_block_stop\",\"index\":1}\n",
+        "\n",
+        "event: content_block_start\n",
+        "data: {\"type\":\"content_block_start\",\"index\":2,\"content_block\":{\"type\":\"tool_use\",\"id\":\"toolu_01A09q90qw90lq917835lq9\",\"name\":\"get_weather\",\"input\":{}}}\n",
+        "\n",
+        "event: content_block_delta\n",
+        "data: {\"type\":\"content_block_delta\",\"index\":2,\"delta\":{\"type\":\"input_json_delta\",\"partial_json\":\"\"}}\n",
+        "\n",
+        "event: content_block_delta\n",
+        "data: {\"type\":\"content_block_delta\",\"index\":2,\"delta\":{\"type\":\"input_json_delta\",\"partial_json\":\"{\\\"city\\\":\"}}\n",
+        "\n",
+        "event: content_block_delta\n",
+        "data: {\"type\":\"content_block_delta\",\"index\":2,\"delta\":{\"type\":\"input_json_delta\",\"partial_json\":\"\\\"Paris\\\"}\"}}\n",
+        "\n",
+        "event: content_block_stop\n",
+        "data: {\"type\":\"content_block_stop\",\"index\":2}\n",
+        "\n",
+        "event: message_delta\n",
+        "data: {\"type\":\"message_delta\",\"delta\":{\"stop_reason\":\"tool_use\",\"stop_sequence\":null},\"usage\":{\"output_tokens\":89}}\n",
+        "\n",
+        "event: message_stop\n",
+        "data: {\"type\":\"message_stop\"}\n",
+        "\n",
+    );
+
+    /// OpenAI Responses stream in the order of translation.md §4.3: reasoning summary, message
+    /// text, a function call, then `response.completed` carrying the only usage.
+    const RESPONSES_STREAM: &str = concat!(
+        "event: response.created\n",
+        "data: {\"type\":\"response.created\",\"sequence_number\":0,\"response\":{\"id\":\"resp_68af3c1e\",\"object\":\"response\",\"created_at\":1756315678,\"status\":\"in_progress\",\"model\":\"gpt-5-2025-08-07\",\"output\":[],\"usage\":null}}\n",
+        "\n",
+        "event: response.in_progress\n",
+        "data: {\"type\":\"response.in_progress\",\"sequence_number\":1,\"response\":{\"id\":\"resp_68af3c1e\",\"object\":\"response\",\"created_at\":1756315678,\"status\":\"in_progress\",\"model\":\"gpt-5-2025-08-07\",\"output\":[],\"usage\":null}}\n",
+        "\n",
+        "event: response.output_item.added\n",
+        "data: {\"type\":\"response.output_item.added\",\"sequence_number\":2,\"output_index\":0,\"item\":{\"id\":\"rs_68af3c1f\",\"type\":\"reasoning\",\"summary\":[]}}\n",
+        "\n",
+        "event: response.reasoning_summary_part.added\n",
+        "data: {\"type\":\"response.reasoning_summary_part.added\",\"sequence_number\":3,\"item_id\":\"rs_68af3c1f\",\"output_index\":0,\"summary_index\":0,\"part\":{\"type\":\"summary_text\",\"text\":\"\"}}\n",
+        "\n",
+        "event: response.reasoning_summary_text.delta\n",
+        "data: {\"type\":\"response.reasoning_summary_text.delta\",\"sequence_number\":4,\"item_id\":\"rs_68af3c1f\",\"output_index\":0,\"summary_index\":0,\"delta\":\"**Checking the weather**\"}\n",
+        "\n",
+        "event: response.reasoning_summary_text.done\n",
+        "data: {\"type\":\"response.reasoning_summary_text.done\",\"sequence_number\":5,\"item_id\":\"rs_68af3c1f\",\"output_index\":0,\"summary_index\":0,\"text\":\"**Checking the weather**\"}\n",
+        "\n",
+        "event: response.output_item.done\n",
+        "data: {\"type\":\"response.output_item.done\",\"sequence_number\":6,\"output_index\":0,\"item\":{\"id\":\"rs_68af3c1f\",\"type\":\"reasoning\",\"summary\":[{\"type\":\"summary_text\",\"text\":\"**Checking the weather**\"}]}}\n",
+        "\n",
+        "event: response.output_item.added\n",
+        "data: {\"type\":\"response.output_item.added\",\"sequence_number\":7,\"output_index\":1,\"item\":{\"id\":\"msg_68af3c20\",\"type\":\"message\",\"status\":\"in_progress\",\"content\":[],\"role\":\"assistant\"}}\n",
+        "\n",
+        "event: response.content_part.added\n",
+        "data: {\"type\":\"response.content_part.added\",\"sequence_number\":8,\"item_id\":\"msg_68af3c20\",\"output_index\":1,\"content_index\":0,\"part\":{\"type\":\"output_text\",\"annotations\":[],\"text\":\"\"}}\n",
+        "\n",
+        "event: response.output_text.delta\n",
+        "data: {\"type\":\"response.output_text.delta\",\"sequence_number\":9,\"item_id\":\"msg_68af3c20\",\"output_index\":1,\"content_index\":0,\"delta\":\"Let me check \",\"logprobs\":[]}\n",
+        "\n",
+        "event: response.output_text.delta\n",
+        "data: {\"type\":\"response.output_text.delta\",\"sequence_number\":10,\"item_id\":\"msg_68af3c20\",\"output_index\":1,\"content_index\":0,\"delta\":\"巴黎 🌦.\",\"logprobs\":[]}\n",
+        "\n",
+        "event: response.output_text.done\n",
+        "data: {\"type\":\"response.output_text.done\",\"sequence_number\":11,\"item_id\":\"msg_68af3c20\",\"output_index\":1,\"content_index\":0,\"text\":\"Let me check 巴黎 🌦.\",\"logprobs\":[]}\n",
+        "\n",
+        "event: response.content_part.done\n",
+        "data: {\"type\":\"response.content_part.done\",\"sequence_number\":12,\"item_id\":\"msg_68af3c20\",\"output_index\":1,\"content_index\":0,\"part\":{\"type\":\"output_text\",\"annotations\":[],\"text\":\"Let me check 巴黎 🌦.\"}}\n",
+        "\n",
+        "event: response.output_item.done\n",
+        "data: {\"type\":\"response.output_item.done\",\"sequence_number\":13,\"output_index\":1,\"item\":{\"id\":\"msg_68af3c20\",\"type\":\"message\",\"status\":\"completed\",\"content\":[{\"type\":\"output_text\",\"annotations\":[],\"text\":\"Let me check 巴黎 🌦.\"}],\"role\":\"assistant\"}}\n",
+        "\n",
+        "event: response.output_item.added\n",
+        "data: {\"type\":\"response.output_item.added\",\"sequence_number\":14,\"output_index\":2,\"item\":{\"id\":\"fc_68af3c21\",\"type\":\"function_call\",\"status\":\"in_progress\",\"arguments\":\"\",\"call_id\":\"call_Qx7bN2\",\"name\":\"get_weather\"}}\n",
+        "\n",
+        "event: response.function_call_arguments.delta\n",
+        "data: {\"type\":\"response.function_call_arguments.delta\",\"sequence_number\":15,\"item_id\":\"fc_68af3c21\",\"output_index\":2,\"delta\":\"{\\\"city\\\":\"}\n",
+        "\n",
+        "event: response.function_call_arguments.delta\n",
+        "data: {\"type\":\"response.function_call_arguments.delta\",\"sequence_number\":16,\"item_id\":\"fc_68af3c21\",\"output_index\":2,\"delta\":\"\\\"Paris\\\"}\"}\n",
+        "\n",
+        "event: response.function_call_arguments.done\n",
+        "data: {\"type\":\"response.function_call_arguments.done\",\"sequence_number\":17,\"item_id\":\"fc_68af3c21\",\"output_index\":2,\"arguments\":\"{\\\"city\\\":\\\"Paris\\\"}\"}\n",
+        "\n",
+        "event: response.output_item.done\n",
+        "data: {\"type\":\"response.output_item.done\",\"sequence_number\":18,\"output_index\":2,\"item\":{\"id\":\"fc_68af3c21\",\"type\":\"function_call\",\"status\":\"completed\",\"arguments\":\"{\\\"city\\\":\\\"Paris\\\"}\",\"call_id\":\"call_Qx7bN2\",\"name\":\"get_weather\"}}\n",
+        "\n",
+        "event: response.completed\n",
+        "data: {\"type\":\"response.completed\",\"sequence_number\":19,\"response\":{\"id\":\"resp_68af3c1e\",\"object\":\"response\",\"created_at\":1756315678,\"status\":\"completed\",\"model\":\"gpt-5-2025-08-07\",\"output\":[],\"usage\":{\"input_tokens\":2006,\"input_tokens_details\":{\"cached_tokens\":1920},\"output_tokens\":312,\"output_tokens_details\":{\"reasoning_tokens\":256},\"total_tokens\":2318}}}\n",
+        "\n",
+    );
+
+    /// OpenAI Chat stream with `stream_options.include_usage` (translation.md §3.3): `usage:null`
+    /// on ordinary chunks, a finish chunk, the `choices:[]` usage chunk, then `[DONE]`.
+    const CHAT_STREAM: &str = concat!(
+        "data: {\"id\":\"chatcmpl-C9x2\",\"object\":\"chat.completion.chunk\",\"created\":1756315700,\"model\":\"gpt-4.1-2025-04-14\",\"system_fingerprint\":\"fp_b3f1157249\",\"choices\":[{\"index\":0,\"delta\":{\"role\":\"assistant\",\"content\":\"\",\"refusal\":null},\"logprobs\":null,\"finish_reason\":null}],\"usage\":null}\n",
+        "\n",
+        "data: {\"id\":\"chatcmpl-C9x2\",\"object\":\"chat.completion.chunk\",\"created\":1756315700,\"model\":\"gpt-4.1-2025-04-14\",\"system_fingerprint\":\"fp_b3f1157249\",\"choices\":[{\"index\":0,\"delta\":{\"content\":\"你好\"},\"logprobs\":null,\"finish_reason\":null}],\"usage\":null}\n",
+        "\n",
+        "data: {\"id\":\"chatcmpl-C9x2\",\"object\":\"chat.completion.chunk\",\"created\":1756315700,\"model\":\"gpt-4.1-2025-04-14\",\"system_fingerprint\":\"fp_b3f1157249\",\"choices\":[{\"index\":0,\"delta\":{\"content\":\"🌍! Checking.\"},\"logprobs\":null,\"finish_reason\":null}],\"usage\":null}\n",
+        "\n",
+        "data: {\"id\":\"chatcmpl-C9x2\",\"object\":\"chat.completion.chunk\",\"created\":1756315700,\"model\":\"gpt-4.1-2025-04-14\",\"system_fingerprint\":\"fp_b3f1157249\",\"choices\":[{\"index\":0,\"delta\":{\"tool_calls\":[{\"index\":0,\"id\":\"call_Qx7bN2\",\"type\":\"function\",\"function\":{\"name\":\"get_weather\",\"arguments\":\"\"}}]},\"logprobs\":null,\"finish_reason\":null}],\"usage\":null}\n",
+        "\n",
+        "data: {\"id\":\"chatcmpl-C9x2\",\"object\":\"chat.completion.chunk\",\"created\":1756315700,\"model\":\"gpt-4.1-2025-04-14\",\"system_fingerprint\":\"fp_b3f1157249\",\"choices\":[{\"index\":0,\"delta\":{\"tool_calls\":[{\"index\":0,\"function\":{\"arguments\":\"{\\\"city\\\":\\\"Paris\\\"}\"}}]},\"logprobs\":null,\"finish_reason\":null}],\"usage\":null}\n",
+        "\n",
+        "data: {\"id\":\"chatcmpl-C9x2\",\"object\":\"chat.completion.chunk\",\"created\":1756315700,\"model\":\"gpt-4.1-2025-04-14\",\"system_fingerprint\":\"fp_b3f1157249\",\"choices\":[{\"index\":0,\"delta\":{},\"logprobs\":null,\"finish_reason\":\"tool_calls\"}],\"usage\":null}\n",
+        "\n",
+        "data: {\"id\":\"chatcmpl-C9x2\",\"object\":\"chat.completion.chunk\",\"created\":1756315700,\"model\":\"gpt-4.1-2025-04-14\",\"system_fingerprint\":\"fp_b3f1157249\",\"choices\":[],\"usage\":{\"prompt_tokens\":1450,\"completion_tokens\":96,\"total_tokens\":1546,\"prompt_tokens_details\":{\"cached_tokens\":1280,\"audio_tokens\":0},\"completion_tokens_details\":{\"reasoning_tokens\":64,\"audio_tokens\":0,\"accepted_prediction_tokens\":0,\"rejected_prediction_tokens\":0}}}\n",
+        "\n",
+        "data: [DONE]\n",
+        "\n",
+    );
+
+    fn tap_pieces<'a>(format: WireFormat, pieces: impl IntoIterator<Item = &'a [u8]>) -> SseTap {
+        let mut tap = SseTap::new(format);
+        for piece in pieces {
+            tap.feed(piece);
+        }
+        tap.finish();
+        tap
+    }
+
+    fn tap(format: WireFormat, text: &str) -> UsageSniffer {
+        tap_pieces(format, [text.as_bytes()]).into_sniffer()
+    }
+
+    /// A stream cut right before the first line that contains `marker`.
+    fn cut_before<'a>(text: &'a str, marker: &str) -> &'a str {
+        let at = text.find(marker).unwrap();
+        let line_start = text[..at].rfind('\n').map_or(0, |i| i + 1);
+        &text[..line_start]
+    }
+
+    /// The observable state of a sniffer, for comparisons and snapshots.
+    fn state(s: &UsageSniffer) -> Value {
+        json!({
+            "usage": s.usage(),
+            "saw_usage": s.saw_usage(),
+            "saw_output_usage": s.saw_output_usage(),
+            "completed": s.completed(),
+            "errored": s.errored(),
+            "finish_reason": s.finish_reason(),
+            "streamed_text_chars": s.streamed_text_chars(),
+        })
+    }
+
+    fn usage(input: u64, cache_read: u64, cache_write: u64, output: u64, reasoning: u64) -> Usage {
+        Usage {
+            input_tokens: input,
+            cache_read_tokens: cache_read,
+            cache_write_tokens: cache_write,
+            output_tokens: output,
+            reasoning_tokens: reasoning,
+        }
+    }
+
+    fn sniff(format: WireFormat, events: &[(Option<&str>, Value)]) -> UsageSniffer {
+        let mut text = String::new();
+        for (name, data) in events {
+            text.push_str(&encode(*name, &data.to_string()));
+        }
+        tap(format, &text)
+    }
+
+    #[test]
+    fn total_tokens_and_serialized_shape() {
+        let u = usage(10, 20, 30, 40, 5);
+        assert_eq!(u.total_tokens(), 100);
+        assert_eq!(
+            serde_json::to_string(&u).unwrap(),
+            r#"{"input_tokens":10,"cache_read_tokens":20,"cache_write_tokens":30,"output_tokens":40,"reasoning_tokens":5,"total_tokens":100}"#
+        );
+        assert_eq!(usage(u64::MAX, 1, 0, 0, 0).total_tokens(), u64::MAX);
+    }
+
+    #[test]
+    fn anthropic_stream() {
+        let s = tap(WireFormat::Anthropic, ANTHROPIC_STREAM);
+        assert_eq!(s.usage(), usage(472, 1800, 1024, 89, 0));
+        assert!(s.saw_usage() && s.saw_output_usage() && s.completed() && !s.errored());
+        assert_eq!(s.finish_reason(), Some("tool_use"));
+        let text =
+            "User wants the weather in Paris; 先查一下。Checking 🌍 你好.{\"city\":\"Paris\"}";
+        assert_eq!(s.streamed_text_chars(), text.chars().count() as u64);
+    }
+
+    #[test]
+    fn anthropic_stream_cut_short_keeps_what_was_seen() {
+        let s = tap(
+            WireFormat::Anthropic,
+            cut_before(ANTHROPIC_STREAM, "\"message_delta\""),
+        );
+        // message_start's counts are kept, including its placeholder output count.
+        assert_eq!(s.usage(), usage(472, 1800, 1024, 2, 0));
+        assert!(s.saw_usage());
+        assert!(
+            !s.saw_output_usage(),
+            "message_start's output is a placeholder"
+        );
+        assert!(!s.completed() && !s.errored());
+        assert!(s.streamed_text_chars() > 0);
+
+        let s = tap(
+            WireFormat::Anthropic,
+            cut_before(ANTHROPIC_STREAM, "\"message_stop\""),
+        );
+        assert_eq!(s.usage().output_tokens, 89);
+        assert!(s.saw_output_usage() && !s.completed());
+    }
+
+    #[test]
+    fn anthropic_message_delta_is_cumulative_and_replaces() {
+        let s = sniff(
+            WireFormat::Anthropic,
+            &[
+                (
+                    Some("message_start"),
+                    json!({"type":"message_start","message":{"usage":{"input_tokens":25,"output_tokens":1}}}),
+                ),
+                (
+                    Some("message_delta"),
+                    json!({"type":"message_delta","delta":{"stop_reason":"end_turn"},"usage":{"output_tokens":89}}),
+                ),
+            ],
+        );
+        assert_eq!(s.usage(), usage(25, 0, 0, 89, 0), "89, not 90");
+
+        // Input/cache fields present in message_delta replace too; absent ones are kept.
+        let s = sniff(
+            WireFormat::Anthropic,
+            &[
+                (
+                    None,
+                    json!({"type":"message_start","message":{"usage":{"input_tokens":25,"cache_read_input_tokens":7,"cache_creation_input_tokens":3,"output_tokens":1}}}),
+                ),
+                (
+                    None,
+                    json!({"type":"message_delta","usage":{"input_tokens":30,"cache_read_input_tokens":9,"output_tokens":12}}),
+                ),
+                (
+                    None,
+                    json!({"type":"message_delta","usage":{"output_tokens":40,"cache_creation_input_tokens":null}}),
+                ),
+                (None, json!({"type":"message_stop"})),
+            ],
+        );
+        assert_eq!(s.usage(), usage(30, 9, 3, 40, 0));
+        assert!(s.completed());
+    }
+
+    #[test]
+    fn anthropic_dispatch_falls_back_to_event_name() {
+        let s = sniff(
+            WireFormat::Anthropic,
+            &[
+                (
+                    Some("message_start"),
+                    json!({"message":{"usage":{"input_tokens":5}}}),
+                ),
+                (Some("message_delta"), json!({"usage":{"output_tokens":6}})),
+                (Some("message_stop"), json!({})),
+            ],
+        );
+        assert_eq!(s.usage(), usage(5, 0, 0, 6, 0));
+        assert!(s.completed());
+        // The JSON `type` wins over the SSE event name.
+        let s = sniff(
+            WireFormat::Anthropic,
+            &[(Some("message_stop"), json!({"type":"ping"}))],
+        );
+        assert!(!s.completed());
+    }
+
+    #[test]
+    fn anthropic_error_event() {
+        let text = format!(
+            "{}{}",
+            cut_before(ANTHROPIC_STREAM, "\"message_delta\""),
+            "event: error\ndata: {\"type\":\"error\",\"error\":{\"type\":\"overloaded_error\",\"message\":\"Overloaded\"}}\n\n"
+        );
+        let s = tap(WireFormat::Anthropic, &text);
+        assert!(s.errored() && !s.completed());
+        assert_eq!(s.usage().input_tokens, 472);
+        // An `error` event whose data is not JSON still counts as an error.
+        let s = tap(
+            WireFormat::Anthropic,
+            "event: error\ndata: upstream timed out\n\n",
+        );
+        assert!(s.errored());
+    }
+
+    #[test]
+    fn anthropic_body() {
+        let body = json!({"id":"msg_01X","type":"message","role":"assistant","model":"claude-sonnet-4-5-20250929",
+            "stop_reason":"tool_use","content":[{"type":"text","text":"Checking."}],
+            "usage":{"input_tokens":20,"cache_creation_input_tokens":0,"cache_read_input_tokens":1800,"output_tokens":95}});
+        let u = from_json(WireFormat::Anthropic, &body).unwrap();
+        assert_eq!(u, usage(20, 1800, 0, 95, 0));
+        assert_eq!(u.total_tokens(), 1915);
+        assert_eq!(
+            from_json(WireFormat::Anthropic, &json!({"type":"message"})),
+            None
+        );
+        assert_eq!(
+            from_json(WireFormat::Anthropic, &json!({"usage":null})),
+            None
+        );
+        assert_eq!(
+            from_json(WireFormat::Anthropic, &json!({"usage":{}})),
+            Some(Usage::default())
+        );
+    }
+
+    #[test]
+    fn responses_stream() {
+        let s = tap(WireFormat::Responses, RESPONSES_STREAM);
+        assert_eq!(s.usage(), usage(86, 1920, 0, 312, 256));
+        assert_eq!(s.usage().total_tokens(), 2318);
+        assert!(s.saw_usage() && s.saw_output_usage() && s.completed() && !s.errored());
+        assert_eq!(s.finish_reason(), Some("completed"));
+        let text = "**Checking the weather**Let me check 巴黎 🌦.{\"city\":\"Paris\"}";
+        assert_eq!(s.streamed_text_chars(), text.chars().count() as u64);
+    }
+
+    #[test]
+    fn responses_stream_cut_short() {
+        let s = tap(
+            WireFormat::Responses,
+            cut_before(RESPONSES_STREAM, "\"response.completed\""),
+        );
+        assert_eq!(s.usage(), Usage::default());
+        assert!(!s.saw_usage() && !s.saw_output_usage() && !s.completed() && !s.errored());
+        assert!(s.streamed_text_chars() > 0);
+        assert_eq!(s.finish_reason(), None);
+    }
+
+    #[test]
+    fn responses_incomplete_and_failed_are_terminal() {
+        let s = sniff(
+            WireFormat::Responses,
+            &[(
+                Some("response.incomplete"),
+                json!({"type":"response.incomplete","response":{"status":"incomplete",
+                    "incomplete_details":{"reason":"max_output_tokens"},
+                    "usage":{"input_tokens":100,"input_tokens_details":{"cached_tokens":0},"output_tokens":16,"output_tokens_details":{"reasoning_tokens":16}}}}),
+            )],
+        );
+        assert_eq!(s.usage(), usage(100, 0, 0, 16, 16));
+        assert!(s.completed() && !s.errored());
+        assert_eq!(s.finish_reason(), Some("incomplete"));
+
+        let s = sniff(
+            WireFormat::Responses,
+            &[(
+                Some("response.failed"),
+                json!({"type":"response.failed","response":{"status":"failed",
+                    "error":{"code":"server_error","message":"boom"},"usage":null}}),
+            )],
+        );
+        assert!(s.completed() && s.errored() && !s.saw_usage());
+
+        let s = sniff(
+            WireFormat::Responses,
+            &[(
+                Some("error"),
+                json!({"type":"error","code":"rate_limit_exceeded","message":"slow down","sequence_number":3}),
+            )],
+        );
+        assert!(s.errored() && !s.completed());
+    }
+
+    #[test]
+    fn responses_cached_tokens_are_subtracted() {
+        let body = json!({"id":"resp_1","object":"response","status":"completed","output":[],
+            "usage":{"input_tokens":5000,"input_tokens_details":{"cached_tokens":4096},
+                     "output_tokens":700,"output_tokens_details":{"reasoning_tokens":512},"total_tokens":5700}});
+        let u = from_json(WireFormat::Responses, &body).unwrap();
+        assert_eq!(u, usage(904, 4096, 0, 700, 512));
+        assert_eq!(u.total_tokens(), 5700);
+        // Saturating: a broken upstream reporting more cached than input does not wrap.
+        let body = json!({"usage":{"input_tokens":10,"input_tokens_details":{"cached_tokens":64},"output_tokens":1}});
+        assert_eq!(
+            from_json(WireFormat::Responses, &body).unwrap(),
+            usage(0, 64, 0, 1, 0)
+        );
+        // Missing details.
+        let body = json!({"usage":{"input_tokens":10,"output_tokens":2}});
+        assert_eq!(
+            from_json(WireFormat::Responses, &body).unwrap(),
+            usage(10, 0, 0, 2, 0)
+        );
+    }
+
+    #[test]
+    fn chat_stream() {
+        let s = tap(WireFormat::Chat, CHAT_STREAM);
+        assert_eq!(s.usage(), usage(170, 1280, 0, 96, 64));
+        assert_eq!(s.usage().total_tokens(), 1546);
+        assert!(s.saw_usage() && s.saw_output_usage() && s.completed() && !s.errored());
+        assert_eq!(s.finish_reason(), Some("tool_calls"));
+        let text = "你好🌍! Checking.{\"city\":\"Paris\"}";
+        assert_eq!(s.streamed_text_chars(), text.chars().count() as u64);
+    }
+
+    #[test]
+    fn chat_finish_reason_is_not_terminal_done_is() {
+        let s = tap(
+            WireFormat::Chat,
+            cut_before(CHAT_STREAM, "\"choices\":[],\"usage\""),
+        );
+        assert_eq!(s.finish_reason(), Some("tool_calls"));
+        assert!(!s.completed() && !s.saw_usage() && !s.saw_output_usage());
+        assert_eq!(s.usage(), Usage::default());
+
+        let s = tap(WireFormat::Chat, cut_before(CHAT_STREAM, "[DONE]"));
+        assert!(!s.completed());
+        assert_eq!(s.usage().output_tokens, 96, "what was seen is kept");
+    }
+
+    #[test]
+    fn chat_last_usage_wins_and_cache_write_extension() {
+        let s = sniff(
+            WireFormat::Chat,
+            &[
+                (
+                    None,
+                    json!({"choices":[{"index":0,"delta":{"content":"a"}}],"usage":{"prompt_tokens":10,"completion_tokens":1}}),
+                ),
+                (
+                    None,
+                    json!({"choices":[{"index":0,"delta":{"reasoning_content":"abc","reasoning":"abc"}}],"usage":null}),
+                ),
+                (
+                    None,
+                    json!({"choices":[{"index":0,"delta":{"reasoning":"de"},"finish_reason":"stop"}]}),
+                ),
+                (
+                    None,
+                    json!({"choices":[],"usage":{"prompt_tokens":2100,"completion_tokens":30,
+                    "prompt_tokens_details":{"cached_tokens":1500},"cache_creation_input_tokens":400,
+                    "completion_tokens_details":null}}),
+                ),
+            ],
+        );
+        assert_eq!(s.usage(), usage(200, 1500, 400, 30, 0));
+        assert_eq!(s.streamed_text_chars(), 1 + 3 + 2);
+        assert!(!s.completed());
+    }
+
+    #[test]
+    fn chat_error_chunk() {
+        let s = tap(
+            WireFormat::Chat,
+            "data: {\"error\":{\"message\":\"The server had an error\",\"type\":\"server_error\",\"code\":null}}\n\n",
+        );
+        assert!(s.errored() && !s.completed());
+        let s = tap(
+            WireFormat::Chat,
+            "data: {\"choices\":[],\"error\":null}\n\n",
+        );
+        assert!(!s.errored());
+    }
+
+    #[test]
+    fn chat_body() {
+        let body = json!({"id":"chatcmpl-1","object":"chat.completion","created":1,"model":"gpt-4.1",
+            "choices":[{"index":0,"message":{"role":"assistant","content":"hi"},"finish_reason":"stop"}],
+            "usage":{"prompt_tokens":1820,"completion_tokens":95,"total_tokens":1915,
+                     "prompt_tokens_details":{"cached_tokens":1800},
+                     "completion_tokens_details":{"reasoning_tokens":40}}});
+        let u = from_json(WireFormat::Chat, &body).unwrap();
+        assert_eq!(u, usage(20, 1800, 0, 95, 40));
+        assert_eq!(u.total_tokens(), 1915);
+        let litellm = json!({"usage":{"prompt_tokens":1000,"completion_tokens":5,
+            "prompt_tokens_details":{"cached_tokens":600},"cache_creation_input_tokens":300}});
+        assert_eq!(
+            from_json(WireFormat::Chat, &litellm).unwrap(),
+            usage(100, 600, 300, 5, 0)
+        );
+    }
+
+    #[test]
+    fn malformed_and_odd_input_is_ignored() {
+        for format in [
+            WireFormat::Anthropic,
+            WireFormat::Responses,
+            WireFormat::Chat,
+        ] {
+            let text = concat!(
+                "data: {not json\n\n",
+                "data: [1,2,3]\n\n",
+                "data: \"string\"\n\n",
+                "data: 42\n\n",
+                "data: \n\n",
+                "event: message_delta\ndata: {\"type\":\"message_delta\",\"usage\":\"lots\"}\n\n",
+                "data: {\"type\":\"message_start\",\"message\":{\"usage\":{\"input_tokens\":-5,\"output_tokens\":\"7\"}}}\n\n",
+                "data: {\"type\":\"response.completed\",\"response\":[]}\n\n",
+                "data: {\"choices\":{\"0\":1},\"usage\":[]}\n\n",
+                "data: {\"type\":\"content_block_delta\",\"delta\":{\"text\":5}}\n\n",
+                "data: {\"choices\":[{\"delta\":{\"tool_calls\":[{\"function\":null}],\"content\":null}}]}\n\n",
+            );
+            let s = tap(format, text);
+            assert_eq!(s.usage(), Usage::default(), "{format:?}");
+            assert!(!s.saw_output_usage() && !s.errored(), "{format:?}");
+            assert_eq!(s.streamed_text_chars(), 0, "{format:?}");
+        }
+        // `[DONE]` is terminal for Chat only.
+        assert!(!tap(WireFormat::Anthropic, "data: [DONE]\n\n").completed());
+        assert!(tap(WireFormat::Chat, "data: [DONE]\n\n").completed());
+    }
+
+    #[test]
+    fn float_counts_are_accepted() {
+        let body = json!({"usage":{"input_tokens":12.0,"output_tokens":3}});
+        assert_eq!(
+            from_json(WireFormat::Anthropic, &body).unwrap(),
+            usage(12, 0, 0, 3, 0)
+        );
+    }
+
+    #[test]
+    fn tap_gives_the_same_result_for_any_split() {
+        for (format, text) in [
+            (WireFormat::Anthropic, ANTHROPIC_STREAM),
+            (WireFormat::Responses, RESPONSES_STREAM),
+            (WireFormat::Chat, CHAT_STREAM),
+        ] {
+            let bytes = text.as_bytes();
+            let whole = tap_pieces(format, [bytes]);
+            let reference = state(whole.sniffer());
+            assert_eq!(whole.ended_cleanly(), Some(true));
+
+            // One byte at a time: every multi-byte character is split.
+            assert_eq!(
+                state(tap_pieces(format, bytes.chunks(1)).sniffer()),
+                reference
+            );
+            // Odd sizes.
+            for size in [2, 3, 5, 7, 64, 333] {
+                assert_eq!(
+                    state(tap_pieces(format, bytes.chunks(size)).sniffer()),
+                    reference,
+                    "{format:?} chunks of {size}"
+                );
+            }
+            // Two pieces, cut at every offset (inside 你/🌍/巴 too).
+            for cut in 0..=bytes.len() {
+                let (a, b) = bytes.split_at(cut);
+                assert_eq!(
+                    state(tap_pieces(format, [a, b]).sniffer()),
+                    reference,
+                    "{format:?} cut {cut}"
+                );
+            }
+        }
+        // Explicitly: a cut inside the 4-byte 🌍 of the Anthropic text delta.
+        let bytes = ANTHROPIC_STREAM.as_bytes();
+        let globe = ANTHROPIC_STREAM.find('🌍').unwrap();
+        let pieces = [
+            &bytes[..globe + 1],
+            &bytes[globe + 1..globe + 3],
+            &bytes[globe + 3..],
+        ];
+        assert_eq!(
+            state(tap_pieces(WireFormat::Anthropic, pieces).sniffer()),
+            state(&tap(WireFormat::Anthropic, ANTHROPIC_STREAM))
+        );
+    }
+
+    #[test]
+    fn tap_counts_a_final_event_without_blank_line() {
+        let text = CHAT_STREAM.trim_end_matches('\n');
+        let t = tap_pieces(WireFormat::Chat, [text.as_bytes()]);
+        assert_eq!(t.ended_cleanly(), Some(false));
+        assert!(t.sniffer().completed());
+        // Cut in the middle of the usage chunk: the partial JSON is ignored.
+        let at = CHAT_STREAM.find("\"completion_tokens\"").unwrap();
+        let t = tap_pieces(WireFormat::Chat, [&CHAT_STREAM.as_bytes()[..at]]);
+        assert_eq!(t.ended_cleanly(), Some(false));
+        assert!(!t.sniffer().saw_usage() && !t.sniffer().completed());
+        // finish() is idempotent and the state before it is None.
+        let mut t = SseTap::new(WireFormat::Chat);
+        assert_eq!(t.ended_cleanly(), None);
+        t.feed(b"data: [DONE]\n\n");
+        t.finish();
+        t.finish();
+        assert_eq!(t.ended_cleanly(), Some(true));
+    }
+
+    #[test]
+    fn sniffer_fed_events_directly() {
+        let mut s = UsageSniffer::new(WireFormat::Anthropic);
+        s.on_event(&Event {
+            event: Some("message_start".into()),
+            data: r#"{"type":"message_start","message":{"usage":{"input_tokens":3,"output_tokens":1}}}"#.into(),
+            ..Event::default()
+        });
+        assert_eq!(s.usage(), usage(3, 0, 0, 1, 0));
+        assert!(s.saw_usage() && !s.saw_output_usage());
+    }
+
+    fn snapshot(name: &str, format: WireFormat, text: &str) {
+        let value = state(&tap(format, text));
+        insta::with_settings!({ prepend_module_to_snapshot => false }, {
+            insta::assert_json_snapshot!(name, value);
+        });
+    }
+
+    #[test]
+    fn snapshot_anthropic_transcript() {
+        snapshot(
+            "usage_anthropic_transcript",
+            WireFormat::Anthropic,
+            ANTHROPIC_STREAM,
+        );
+    }
+
+    #[test]
+    fn snapshot_responses_transcript() {
+        snapshot(
+            "usage_responses_transcript",
+            WireFormat::Responses,
+            RESPONSES_STREAM,
+        );
+    }
+
+    #[test]
+    fn snapshot_chat_transcript() {
+        snapshot("usage_chat_transcript", WireFormat::Chat, CHAT_STREAM);
+    }
+}
