@@ -97,3 +97,93 @@ pub(crate) fn check_llm_headers(route: LlmRoute, req: &RecordedRequest) -> Resul
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::http::{HeaderMap, HeaderName, HeaderValue};
+
+    fn request(pairs: &[(&'static str, &'static str)]) -> RecordedRequest {
+        let mut headers = HeaderMap::new();
+        for (k, v) in pairs {
+            headers.insert(HeaderName::from_static(k), HeaderValue::from_static(v));
+        }
+        RecordedRequest::new(
+            "POST",
+            "/api/llm/a/v1/messages",
+            None,
+            &headers,
+            "{}".into(),
+        )
+    }
+
+    const GOOD: &[(&str, &str)] = &[
+        ("content-type", "application/json"),
+        ("authorization", "Bearer fk-1"),
+        ("x-factory-client", "cli"),
+        ("x-session-id", "s"),
+        ("x-assistant-message-id", "a"),
+        ("user-agent", "factory-cli/0.19.3"),
+        ("x-api-provider", "anthropic"),
+        ("x-stainless-arch", "x64"),
+        ("x-stainless-lang", "js"),
+        ("x-stainless-os", "MacOS"),
+        ("x-stainless-runtime", "node"),
+        ("x-stainless-retry-count", "0"),
+        ("x-stainless-package-version", "0.57.0"),
+        ("x-stainless-runtime-version", "v24.3.0"),
+        ("accept", "application/json"),
+        ("anthropic-version", "2023-06-01"),
+        ("x-api-key", "placeholder"),
+        ("x-stainless-timeout", "600"),
+    ];
+
+    fn without(name: &str) -> Vec<(&'static str, &'static str)> {
+        GOOD.iter().copied().filter(|(k, _)| *k != name).collect()
+    }
+
+    #[test]
+    fn complete_headers_pass() {
+        assert_eq!(
+            check_llm_headers(LlmRoute::AnthropicMessages, &request(GOOD)),
+            Ok(())
+        );
+    }
+
+    #[test]
+    fn each_missing_header_is_named() {
+        for (name, _) in GOOD {
+            let err = check_llm_headers(LlmRoute::AnthropicMessages, &request(&without(name)))
+                .expect_err(name);
+            assert!(err.starts_with("mock:") && err.contains(name), "{err}");
+        }
+        // Responses needs neither `accept` nor the Anthropic extras.
+        let mut openai = without("accept");
+        openai.retain(|(k, _)| {
+            !["anthropic-version", "x-api-key", "x-stainless-timeout"].contains(k)
+        });
+        assert_eq!(
+            check_llm_headers(LlmRoute::Responses, &request(&openai)),
+            Ok(())
+        );
+        assert!(
+            check_llm_headers(LlmRoute::Chat, &request(&openai))
+                .is_err_and(|e| e.contains("accept"))
+        );
+    }
+
+    #[test]
+    fn wrong_values_are_rejected() {
+        let mut h = without("x-api-key");
+        h.push(("x-api-key", "fk-real-key"));
+        let err =
+            check_llm_headers(LlmRoute::AnthropicCountTokens, &request(&h)).expect_err("x-api-key");
+        assert!(err.contains("placeholder"), "{err}");
+        let mut h = without("authorization");
+        h.push(("authorization", "Basic abc"));
+        assert!(
+            check_llm_headers(LlmRoute::Chat, &request(&h))
+                .is_err_and(|e| e.contains("authorization"))
+        );
+    }
+}

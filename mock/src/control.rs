@@ -55,13 +55,12 @@ fn ok() -> Response {
     json_response(200, &json!({"ok": true}))
 }
 
-fn parse<T: DeserializeOwned>(body: &[u8]) -> Result<T, Response> {
-    serde_json::from_slice(body).map_err(|e| {
-        json_response(
-            400,
-            &json!({"error": format!("mock: bad control body: {e}")}),
-        )
-    })
+fn parse<T: DeserializeOwned>(body: &[u8]) -> Result<T, String> {
+    serde_json::from_slice(body).map_err(|e| format!("mock: bad control body: {e}"))
+}
+
+fn bad(msg: String) -> Response {
+    json_response(400, &json!({"error": msg}))
 }
 
 async fn list_requests(State(shared): S) -> Response {
@@ -90,7 +89,7 @@ async fn add_rules(State(shared): S, body: Bytes) -> Response {
     let rules = match parse::<OneOrMany>(&body) {
         Ok(OneOrMany::Many(v)) => v,
         Ok(OneOrMany::One(r)) => vec![*r],
-        Err(resp) => return resp,
+        Err(msg) => return bad(msg),
     };
     shared.lock().rules.extend(rules);
     ok()
@@ -117,7 +116,7 @@ async fn add_refresh_token(State(shared): S, body: Bytes) -> Response {
             shared.lock().refresh_tokens.insert(t.token);
             ok()
         }
-        Err(resp) => resp,
+        Err(msg) => bad(msg),
     }
 }
 
@@ -138,7 +137,7 @@ async fn set_bearer_status(State(shared): S, body: Bytes) -> Response {
                 .insert(b.bearer, (b.status, b.body));
             ok()
         }
-        Err(resp) => resp,
+        Err(msg) => bad(msg),
     }
 }
 
@@ -169,7 +168,7 @@ async fn expire(State(shared): S, body: Bytes) -> Response {
             drop(st);
             ok()
         }
-        Err(resp) => resp,
+        Err(msg) => bad(msg),
     }
 }
 
@@ -185,7 +184,7 @@ async fn workos_failure(State(shared): S, body: Bytes) -> Response {
             shared.lock().workos_failure = f.status;
             ok()
         }
-        Err(resp) => resp,
+        Err(msg) => bad(msg),
     }
 }
 

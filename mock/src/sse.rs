@@ -117,11 +117,6 @@ pub fn split_awkwardly_with(bytes: &[u8], seed: u64, max_piece: usize) -> Vec<By
     let mut awkward = Vec::new();
     while pos < len {
         let reach = (pos + max_piece).min(len);
-        if reach == len && rng.u8(..) < 64 {
-            // Sometimes just take the rest.
-            pieces.push(src.slice(pos..len));
-            break;
-        }
         // Candidate awkward cut positions `c` (piece = pos..c) with pos < c <= reach, c < len.
         awkward.clear();
         let mut first_mid_char = None;
@@ -133,6 +128,12 @@ pub fn split_awkwardly_with(bytes: &[u8], seed: u64, max_piece: usize) -> Vec<By
             } else if b == b'\n' && bytes[c - 1] == b'\r' {
                 awkward.push(c);
             }
+        }
+        let must_cut_char = first_mid_char.is_some() && !cut_inside_char;
+        if reach == len && !must_cut_char && rng.u8(..) < 64 {
+            // Sometimes just take the rest.
+            pieces.push(src.slice(pos..len));
+            break;
         }
         let end = match first_mid_char {
             Some(c) if !cut_inside_char => c,
@@ -336,6 +337,12 @@ mod tests {
                 .count();
         }
         assert!(crlf_splits > 50, "only {crlf_splits} CRLF splits");
+        // Even a lone character at the very end gets cut.
+        for seed in 0..50 {
+            let input = "data: 🌍".as_bytes();
+            let cuts = cut_positions(&split_awkwardly(input, seed));
+            assert!(cuts.iter().any(|&c| input[c] & 0xC0 == 0x80), "seed {seed}");
+        }
     }
 
     #[test]

@@ -86,3 +86,66 @@ pub(crate) fn redeem(shared: &Shared, refresh_token: &str) -> (u16, Value) {
         }),
     )
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::MockOptions;
+    use axum::http::{HeaderMap, HeaderValue};
+
+    fn form_request(body: &str, content_type: &'static str) -> RecordedRequest {
+        let mut headers = HeaderMap::new();
+        headers.insert("content-type", HeaderValue::from_static(content_type));
+        RecordedRequest::new(
+            "POST",
+            "/user_management/authenticate",
+            None,
+            &headers,
+            body.to_owned().into(),
+        )
+    }
+
+    #[test]
+    fn form_checks() {
+        let ok =
+            format!("grant_type=refresh_token&refresh_token=rt-1&client_id={WORKOS_CLIENT_ID}");
+        let form = "application/x-www-form-urlencoded";
+        assert_eq!(
+            parse_refresh_form(&form_request(&ok, form)),
+            Ok("rt-1".into())
+        );
+        assert!(parse_refresh_form(&form_request(&ok, "application/json")).is_err());
+        let wrong_client = "grant_type=refresh_token&refresh_token=rt-1&client_id=client_factory";
+        assert!(parse_refresh_form(&form_request(wrong_client, form)).is_err());
+        let wrong_grant =
+            format!("grant_type=password&refresh_token=rt-1&client_id={WORKOS_CLIENT_ID}");
+        assert!(parse_refresh_form(&form_request(&wrong_grant, form)).is_err());
+        let no_token = format!("grant_type=refresh_token&client_id={WORKOS_CLIENT_ID}");
+        assert!(parse_refresh_form(&form_request(&no_token, form)).is_err());
+    }
+
+    #[test]
+    fn refresh_tokens_are_single_use_and_rotate() {
+        let shared = Shared::new(MockOptions::default());
+        shared.lock().refresh_tokens.insert("rt-seed".into());
+        let (status, body) = redeem(&shared, "rt-seed");
+        assert_eq!(status, 200);
+        let next = body["refresh_token"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned();
+        let access = body["access_token"].as_str().unwrap_or_default().to_owned();
+        assert!(next.starts_with("rt-") && access.starts_with("at-"));
+        {
+            let st = shared.lock();
+            assert!(!st.refresh_tokens.contains("rt-seed"));
+            assert!(st.refresh_tokens.contains(&next));
+            assert!(st.minted_access_tokens.contains(&access));
+        }
+        let (status, body) = redeem(&shared, "rt-seed");
+        assert_eq!(status, 400);
+        assert_eq!(body["error"], "invalid_grant");
+        assert_eq!(redeem(&shared, &next).0, 200);
+        assert_eq!(redeem(&shared, &next).0, 400);
+    }
+}
