@@ -51,7 +51,9 @@ impl App {
             shutdown: CancellationToken::new(),
             tasks: TaskTracker::new(),
         };
-        if let Some(r) = app.credentials.refresh_manager() {
+        if let Some(r) = app.credentials.refresh_manager()
+            && app.credentials.refresh_may_serve()
+        {
             let r = Arc::clone(r);
             app.tasks.spawn(r.run(app.shutdown.clone()));
         }

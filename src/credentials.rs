@@ -194,6 +194,12 @@ impl Credentials {
         })
     }
 
+    /// Whether level 3 can ever serve (level 1 is unset): only then is its token kept fresh in
+    /// the background, so a configured refresh token is not spent while FACTORY_API_KEY serves.
+    pub fn refresh_may_serve(&self) -> bool {
+        self.refresh.is_some() && self.factory_key.is_none()
+    }
+
     pub fn refresh_manager(&self) -> Option<&Arc<RefreshManager>> {
         self.refresh.as_ref()
     }

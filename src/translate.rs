@@ -10,8 +10,11 @@
 //!   `/v1/chat/completions` for common-type models: the body keeps its format, the system prompt
 //!   is injected and the reasoning level applied.
 
+pub mod anthropic_chat;
+pub mod chat;
 pub mod passthrough;
 pub mod reasoning;
+pub mod responses_chat;
 
 use serde_json::Value;
 
@@ -181,5 +184,31 @@ mod tests {
         assert_eq!(e.body["error"]["type"], "server_error");
         let e = upstream_error_to_openai(500, b"");
         assert_eq!(e.body["error"]["message"], "upstream answered HTTP 500");
+    }
+}
+
+/// An upstream failure seen while translating a stream (an `error` event, `response.failed`, or
+/// a stream cut short). When nothing has reached the client yet, the proxy answers with an HTTP
+/// error instead: `status` is the HTTP status that matches the upstream error type, `body` the
+/// upstream error JSON (fed to [`upstream_error_to_openai`]).
+#[derive(Debug, Clone, PartialEq)]
+pub struct StreamFailure {
+    pub status: u16,
+    pub body: Vec<u8>,
+}
+
+/// The HTTP status of an Anthropic error type (`translation.md` §6.1).
+pub fn anthropic_error_status(error_type: &str) -> u16 {
+    match error_type {
+        "invalid_request_error" => 400,
+        "authentication_error" => 401,
+        "billing_error" => 402,
+        "permission_error" => 403,
+        "not_found_error" => 404,
+        "request_too_large" => 413,
+        "rate_limit_error" => 429,
+        "timeout_error" => 504,
+        "overloaded_error" => 529,
+        _ => 500,
     }
 }

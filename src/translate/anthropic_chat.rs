@@ -1,0 +1,1 @@
+//! Chat Completions ⇄ Anthropic Messages (translation.md §1–§3, §5). Being written.

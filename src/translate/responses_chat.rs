@@ -1,0 +1,1 @@
+//! Chat Completions ⇄ OpenAI Responses (translation.md §4). Being written.
