@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use droid2api::config::{Env, Settings};
 use droid2api::server::Running;
+#[allow(unused_imports)]
 pub use droid2api_mock::{MockUpstream, Reply, Rule};
 use serde_json::Value;
 
