@@ -40,17 +40,21 @@ pub struct Env {
 impl Env {
     /// The process environment, with `.env` from the working directory underneath it.
     pub fn from_process() -> Self {
+        let process = std::env::vars_os()
+            .filter_map(|(k, v)| Some((k.to_str()?.to_string(), v.to_str()?.to_string())));
+        Env::layered(std::path::Path::new(".env"), process)
+    }
+
+    /// `real` variables over the ones of a dotenv file (a missing file adds nothing; a variable
+    /// of the file never overrides a real one).
+    pub fn layered(dotenv: &Path, real: impl IntoIterator<Item = (String, String)>) -> Self {
         let mut vars: BTreeMap<String, String> = BTreeMap::new();
-        if let Ok(iter) = dotenvy::from_path_iter(".env") {
+        if let Ok(iter) = dotenvy::from_path_iter(dotenv) {
             for (k, v) in iter.flatten() {
                 vars.insert(k, v);
             }
         }
-        for (k, v) in std::env::vars_os() {
-            if let (Some(k), Some(v)) = (k.to_str(), v.to_str()) {
-                vars.insert(k.to_string(), v.to_string());
-            }
-        }
+        vars.extend(real);
         Env { vars }
     }
 

@@ -189,3 +189,16 @@ fn loopback_detection() {
         assert_eq!(s.listens_on_loopback(), lo, "{host}");
     }
 }
+
+#[test]
+fn dotenv_fills_in_but_never_overrides_the_real_environment() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join(".env");
+    std::fs::write(&path, "PORT=4100\nFACTORY_API_KEY=fk-from-dotenv-file\n# comment\nAPI_ACCESS_KEY=\"quoted key\"\n").unwrap();
+    let env = Env::layered(&path, [("PORT".to_string(), "4200".to_string())]);
+    assert_eq!(env.get("PORT"), Some("4200"));
+    assert_eq!(env.get("FACTORY_API_KEY"), Some("fk-from-dotenv-file"));
+    assert_eq!(env.get("API_ACCESS_KEY"), Some("quoted key"));
+    let missing = Env::layered(&dir.path().join("absent"), []);
+    assert_eq!(missing.get("PORT"), None);
+}
