@@ -126,15 +126,30 @@ impl Upstream {
         &self.clients[i]
     }
 
-    /// Sends an LLM call and returns as soon as the response headers arrived.
+    /// Sends an LLM call and returns as soon as the response headers arrived. A connection that
+    /// could not even be opened (the request never left) is retried through the next egress
+    /// route, so one dead proxy in the rotation does not fail requests.
     pub async fn send(&self, req: UpstreamRequest) -> Result<reqwest::Response, UpstreamError> {
-        self.client()
-            .post(&req.url)
-            .headers(req.headers)
-            .body(req.body)
-            .send()
-            .await
-            .map_err(UpstreamError::from_reqwest)
+        let routes = self.clients.len().max(1);
+        let mut last = None;
+        for _ in 0..routes {
+            let result = self
+                .client()
+                .post(&req.url)
+                .headers(req.headers.clone())
+                .body(req.body.clone())
+                .send()
+                .await
+                .map_err(UpstreamError::from_reqwest);
+            match result {
+                Err(e) if e.is_connect() && routes > 1 => {
+                    tracing::warn!(error = %e, "egress route failed to connect; trying the next one");
+                    last = Some(e);
+                }
+                other => return other,
+            }
+        }
+        Err(last.unwrap_or(UpstreamError::Other("no egress route".into())))
     }
 
     /// Exchanges a refresh token at WorkOS (`upstream-factory.md` §1.5): form-encoded, fixed

@@ -2,6 +2,9 @@
 //! lifecycle (rotation persisted before use, surviving a restart, background refresh, refresh
 //! after a 401, single flight, fallback to the last token).
 
+// Test helpers panic on purpose: a failed setup step is a failed test.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod common;
 
 use std::os::unix::fs::PermissionsExt;

@@ -1,5 +1,8 @@
 //! The HTTP edge: client authentication, CORS, bad input, models, health, readiness, metrics.
 
+// Test helpers panic on purpose: a failed setup step is a failed test.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod common;
 
 use common::*;

@@ -2,6 +2,9 @@
 //! reasoning table, upstream errors, byte-for-byte streams, the common-type usage chunk and
 //! client disconnects.
 
+// Test helpers panic on purpose: a failed setup step is a failed test.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod common;
 
 use std::time::Duration;

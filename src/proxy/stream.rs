@@ -80,8 +80,8 @@ impl RequestLog {
         tracing::info!(
             request_id = %self.request_id,
             route = self.route.label(),
-            model = %self.model,
-            credential = %self.credential,
+            model = %or_dash(&self.model),
+            credential = %or_dash(&self.credential),
             status,
             ms = (secs * 1000.0) as u64,
             input_tokens = u.input_tokens,
@@ -92,7 +92,7 @@ impl RequestLog {
         );
     }
 
-    fn finish_stream(&mut self, sniffer: &UsageSniffer, outcome: &str) {
+    pub(super) fn finish_stream(&mut self, sniffer: &UsageSniffer, outcome: &str) {
         if self.closed {
             return;
         }
@@ -117,6 +117,10 @@ impl RequestLog {
             "stream done"
         );
     }
+}
+
+fn or_dash(s: &str) -> &str {
+    if s.is_empty() { "-" } else { s }
 }
 
 /// Adds a usage to the token counters.
