@@ -180,3 +180,30 @@ async fn refresh_goes_through_the_proxy_too() {
     assert!(!auth.contains(seed), "the seed was rotated away");
     let _ = tokio::time::timeout(Duration::from_secs(5), gw.stop()).await;
 }
+
+#[tokio::test]
+async fn a_dead_proxy_in_the_rotation_is_skipped() {
+    let live = MockUpstream::start().await;
+    let dead = closed_port_url();
+    let unreachable = closed_port_url();
+    let gw = gateway(&live)
+        .env("FACTORY_BASE_URL", unreachable)
+        .env("FACTORY_API_KEY", "fk-proxy-failover-key-0123")
+        .config(json!({"proxies": [{"url": dead}, {"url": live.url()}]}))
+        .start()
+        .await;
+    for i in 0..4 {
+        let (s, _, b) = post(
+            &gw.url("/v1/messages"),
+            &anthropic_body("claude-opus-4-6"),
+            &[],
+        )
+        .await;
+        assert_eq!(s, 200, "request {i}: {}", String::from_utf8_lossy(&b));
+    }
+    assert_eq!(
+        live.llm_requests().len(),
+        4,
+        "every request reached the live proxy"
+    );
+}
