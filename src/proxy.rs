@@ -8,6 +8,7 @@
 //! usage alongside, without re-serialising.
 
 mod stream;
+mod translated;
 
 use std::time::Instant;
 
@@ -28,6 +29,33 @@ use crate::upstream::{UpstreamError, UpstreamRequest, headers};
 use crate::usage::{self, WireFormat};
 
 pub use stream::RequestLog;
+
+/// How the upstream answer is shaped for the client.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Shape {
+    /// Same format both ways: bytes relayed.
+    Passthrough,
+    /// A Chat Completions client served from another format.
+    Chat {
+        from: ModelKind,
+        /// The model name the client asked for (echoed in every chunk).
+        client_model: String,
+        include_usage: bool,
+    },
+}
+
+fn include_usage(body: &Value) -> bool {
+    body.pointer("/stream_options/include_usage")
+        .and_then(Value::as_bool)
+        .unwrap_or(false)
+}
+
+fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
 
 /// The client routes that reach Factory.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -251,6 +279,7 @@ async fn run(
         budgets: settings.reasoning_budgets,
     };
     let client_beta = headers.get("anthropic-beta").and_then(|v| v.to_str().ok());
+    let mut shape = Shape::Passthrough;
     let (prepared, url, format) = match route {
         Route::Messages | Route::CountTokens => {
             if model.kind != ModelKind::Anthropic {
@@ -282,17 +311,23 @@ async fn run(
                 let p = translate::passthrough::prepare_common_chat(value, model, &ctx)?;
                 (p, settings.endpoints.common.clone(), WireFormat::Chat)
             }
-            ModelKind::Anthropic | ModelKind::OpenAi => {
-                return Err(ApiError::new(
-                    StatusCode::NOT_IMPLEMENTED,
-                    format!(
-                        "model {} is of type {}: /v1/chat/completions translation to that format is not available yet; call {} directly",
-                        model.id,
-                        model.kind.as_str(),
-                        if model.kind == ModelKind::Anthropic { "/v1/messages" } else { "/v1/responses" }
-                    ),
-                )
-                .with_code("not_implemented"));
+            ModelKind::Anthropic => {
+                shape = Shape::Chat {
+                    from: ModelKind::Anthropic,
+                    client_model: requested.clone(),
+                    include_usage: include_usage(&value),
+                };
+                let p = translate::anthropic_chat::chat_to_anthropic(value, model, &ctx, client_beta)?;
+                (p, settings.endpoints.anthropic.clone(), WireFormat::Anthropic)
+            }
+            ModelKind::OpenAi => {
+                shape = Shape::Chat {
+                    from: ModelKind::OpenAi,
+                    client_model: requested.clone(),
+                    include_usage: include_usage(&value),
+                };
+                let p = translate::responses_chat::chat_to_responses(value, model, &ctx)?;
+                (p, settings.endpoints.openai.clone(), WireFormat::Responses)
             }
         },
     };
@@ -351,7 +386,8 @@ async fn run(
         break resp;
     };
     log.upstream_status = Some(resp.status().as_u16());
-    respond(route, model, &prepared, format, resp, log).await
+    let keepalive = std::time::Duration::from_secs(settings.timing.sse_keepalive_s);
+    respond(route, model, &prepared, format, shape, keepalive, resp, log).await
 }
 
 fn with_query(base: &str, query: Option<&str>) -> String {
@@ -378,11 +414,14 @@ fn relay_headers(upstream: &HeaderMap, out: &mut HeaderMap) {
     }
 }
 
+#[allow(clippy::too_many_arguments)]
 async fn respond(
     route: Route,
     model: &Model,
     prepared: &Prepared,
     format: WireFormat,
+    shape: Shape,
+    keepalive: std::time::Duration,
     resp: reqwest::Response,
     log: &mut RequestLog,
 ) -> Result<Response, ApiError> {
@@ -418,6 +457,10 @@ async fn respond(
         relay_headers(&upstream_headers, out.headers_mut());
         log.finish_unstreamed(out.status().as_u16());
         return Ok(with_info(out, log));
+    }
+
+    if let Shape::Chat { from, client_model, include_usage } = shape {
+        return respond_chat(model, prepared.stream, from, client_model, include_usage, keepalive, resp, &upstream_headers, log).await;
     }
 
     if prepared.stream {
@@ -461,5 +504,95 @@ async fn respond(
     );
     relay_headers(&upstream_headers, out.headers_mut());
     log.finish_unstreamed(status.as_u16());
+    Ok(with_info(out, log))
+}
+
+/// An upstream error translated into the OpenAI envelope (the chat route's answer).
+fn openai_error_response(status: u16, body: &[u8]) -> Response {
+    let e = translate::upstream_error_to_openai(status, body);
+    let mut r = Response::new(Body::from(serde_json::to_vec(&e.body).unwrap_or_default()));
+    *r.status_mut() = StatusCode::from_u16(e.status).unwrap_or(StatusCode::BAD_GATEWAY);
+    r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    if e.no_retry {
+        r.headers_mut().insert("x-should-retry", HeaderValue::from_static("false"));
+    }
+    r
+}
+
+/// A successful upstream answer turned into Chat Completions.
+#[allow(clippy::too_many_arguments)]
+async fn respond_chat(
+    model: &Model,
+    stream: bool,
+    from: ModelKind,
+    client_model: String,
+    include_usage: bool,
+    keepalive: std::time::Duration,
+    resp: reqwest::Response,
+    upstream_headers: &HeaderMap,
+    log: &mut RequestLog,
+) -> Result<Response, ApiError> {
+    use translate::chat::ChatChunks;
+    use translated::{ChatTranslator, Primed, Translated};
+
+    if stream {
+        let chunks = ChatChunks {
+            id: format!("chatcmpl-{}", uuid::Uuid::new_v4().simple()),
+            created: unix_now(),
+            model: client_model,
+            include_usage,
+        };
+        let translator = match from {
+            ModelKind::Anthropic => ChatTranslator::Anthropic(Box::new(translate::anthropic_chat::AnthropicToChat::new(chunks))),
+            _ => ChatTranslator::Responses(Box::new(translate::responses_chat::ResponsesToChat::new(chunks))),
+        };
+        let info = log.info();
+        return Ok(match Translated::new(resp, translator, log.take(), keepalive).prime().await {
+            Primed::Streaming(first, t) => {
+                let mut out = Response::new(Body::from_stream(t.into_stream(first)));
+                let h = out.headers_mut();
+                h.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/event-stream"));
+                h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+                h.insert("x-accel-buffering", HeaderValue::from_static("no"));
+                relay_headers(upstream_headers, h);
+                out.extensions_mut().insert(info);
+                out
+            }
+            Primed::Failed(f) => {
+                tracing::info!(request_id = %log.request_id, status = f.status, "upstream failed before the first event; answering with an error");
+                let mut out = openai_error_response(f.status, &f.body);
+                relay_headers(upstream_headers, out.headers_mut());
+                out.extensions_mut().insert(info);
+                out
+            }
+        });
+    }
+
+    let body = resp.bytes().await.map_err(UpstreamError::from_reqwest)?;
+    let v: Value = serde_json::from_slice(&body).map_err(|e| {
+        ApiError::new(StatusCode::BAD_GATEWAY, format!("the upstream answered with invalid JSON: {e}")).with_code("bad_upstream_response")
+    })?;
+    let upstream_format = if from == ModelKind::Anthropic { WireFormat::Anthropic } else { WireFormat::Responses };
+    if let Some(u) = usage::from_json(upstream_format, &v) {
+        stream::count_tokens_metric(&model.id, &u);
+        log.usage = Some(u);
+    }
+    let translated = match from {
+        ModelKind::Anthropic => Ok(translate::anthropic_chat::anthropic_to_chat_response(&v, &client_model, unix_now())),
+        _ => {
+            let created = v.get("created_at").and_then(Value::as_f64).map(|c| c as u64).unwrap_or_else(unix_now);
+            translate::responses_chat::responses_to_chat_response(&v, &client_model, created)
+        }
+    };
+    let mut out = match translated {
+        Ok(chat) => {
+            let mut r = Response::new(Body::from(serde_json::to_vec(&chat).unwrap_or_default()));
+            r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+            r
+        }
+        Err(f) => openai_error_response(f.status, &f.body),
+    };
+    relay_headers(upstream_headers, out.headers_mut());
+    log.finish_unstreamed(out.status().as_u16());
     Ok(with_info(out, log))
 }
