@@ -317,8 +317,13 @@ async fn run(
                     client_model: requested.clone(),
                     include_usage: include_usage(&value),
                 };
-                let p = translate::anthropic_chat::chat_to_anthropic(value, model, &ctx, client_beta)?;
-                (p, settings.endpoints.anthropic.clone(), WireFormat::Anthropic)
+                let p =
+                    translate::anthropic_chat::chat_to_anthropic(value, model, &ctx, client_beta)?;
+                (
+                    p,
+                    settings.endpoints.anthropic.clone(),
+                    WireFormat::Anthropic,
+                )
             }
             ModelKind::OpenAi => {
                 shape = Shape::Chat {
@@ -459,8 +464,24 @@ async fn respond(
         return Ok(with_info(out, log));
     }
 
-    if let Shape::Chat { from, client_model, include_usage } = shape {
-        return respond_chat(model, prepared.stream, from, client_model, include_usage, keepalive, resp, &upstream_headers, log).await;
+    if let Shape::Chat {
+        from,
+        client_model,
+        include_usage,
+    } = shape
+    {
+        return respond_chat(
+            model,
+            prepared.stream,
+            from,
+            client_model,
+            include_usage,
+            keepalive,
+            resp,
+            &upstream_headers,
+            log,
+        )
+        .await;
     }
 
     if prepared.stream {
@@ -512,9 +533,13 @@ fn openai_error_response(status: u16, body: &[u8]) -> Response {
     let e = translate::upstream_error_to_openai(status, body);
     let mut r = Response::new(Body::from(serde_json::to_vec(&e.body).unwrap_or_default()));
     *r.status_mut() = StatusCode::from_u16(e.status).unwrap_or(StatusCode::BAD_GATEWAY);
-    r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
     if e.no_retry {
-        r.headers_mut().insert("x-should-retry", HeaderValue::from_static("false"));
+        r.headers_mut()
+            .insert("x-should-retry", HeaderValue::from_static("false"));
     }
     r
 }
@@ -543,51 +568,82 @@ async fn respond_chat(
             include_usage,
         };
         let translator = match from {
-            ModelKind::Anthropic => ChatTranslator::Anthropic(Box::new(translate::anthropic_chat::AnthropicToChat::new(chunks))),
-            _ => ChatTranslator::Responses(Box::new(translate::responses_chat::ResponsesToChat::new(chunks))),
+            ModelKind::Anthropic => ChatTranslator::Anthropic(Box::new(
+                translate::anthropic_chat::AnthropicToChat::new(chunks),
+            )),
+            _ => ChatTranslator::Responses(Box::new(
+                translate::responses_chat::ResponsesToChat::new(chunks),
+            )),
         };
         let info = log.info();
-        return Ok(match Translated::new(resp, translator, log.take(), keepalive).prime().await {
-            Primed::Streaming(first, t) => {
-                let mut out = Response::new(Body::from_stream(t.into_stream(first)));
-                let h = out.headers_mut();
-                h.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/event-stream"));
-                h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
-                h.insert("x-accel-buffering", HeaderValue::from_static("no"));
-                relay_headers(upstream_headers, h);
-                out.extensions_mut().insert(info);
-                out
-            }
-            Primed::Failed(f) => {
-                tracing::info!(request_id = %log.request_id, status = f.status, "upstream failed before the first event; answering with an error");
-                let mut out = openai_error_response(f.status, &f.body);
-                relay_headers(upstream_headers, out.headers_mut());
-                out.extensions_mut().insert(info);
-                out
-            }
-        });
+        return Ok(
+            match Translated::new(resp, translator, log.take(), keepalive)
+                .prime()
+                .await
+            {
+                Primed::Streaming(first, t) => {
+                    let mut out = Response::new(Body::from_stream(t.into_stream(first)));
+                    let h = out.headers_mut();
+                    h.insert(
+                        header::CONTENT_TYPE,
+                        HeaderValue::from_static("text/event-stream"),
+                    );
+                    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+                    h.insert("x-accel-buffering", HeaderValue::from_static("no"));
+                    relay_headers(upstream_headers, h);
+                    out.extensions_mut().insert(info);
+                    out
+                }
+                Primed::Failed(f) => {
+                    tracing::info!(request_id = %log.request_id, status = f.status, "upstream failed before the first event; answering with an error");
+                    let mut out = openai_error_response(f.status, &f.body);
+                    relay_headers(upstream_headers, out.headers_mut());
+                    out.extensions_mut().insert(info);
+                    out
+                }
+            },
+        );
     }
 
     let body = resp.bytes().await.map_err(UpstreamError::from_reqwest)?;
     let v: Value = serde_json::from_slice(&body).map_err(|e| {
-        ApiError::new(StatusCode::BAD_GATEWAY, format!("the upstream answered with invalid JSON: {e}")).with_code("bad_upstream_response")
+        ApiError::new(
+            StatusCode::BAD_GATEWAY,
+            format!("the upstream answered with invalid JSON: {e}"),
+        )
+        .with_code("bad_upstream_response")
     })?;
-    let upstream_format = if from == ModelKind::Anthropic { WireFormat::Anthropic } else { WireFormat::Responses };
+    let upstream_format = if from == ModelKind::Anthropic {
+        WireFormat::Anthropic
+    } else {
+        WireFormat::Responses
+    };
     if let Some(u) = usage::from_json(upstream_format, &v) {
         stream::count_tokens_metric(&model.id, &u);
         log.usage = Some(u);
     }
     let translated = match from {
-        ModelKind::Anthropic => Ok(translate::anthropic_chat::anthropic_to_chat_response(&v, &client_model, unix_now())),
+        ModelKind::Anthropic => Ok(translate::anthropic_chat::anthropic_to_chat_response(
+            &v,
+            &client_model,
+            unix_now(),
+        )),
         _ => {
-            let created = v.get("created_at").and_then(Value::as_f64).map(|c| c as u64).unwrap_or_else(unix_now);
+            let created = v
+                .get("created_at")
+                .and_then(Value::as_f64)
+                .map(|c| c as u64)
+                .unwrap_or_else(unix_now);
             translate::responses_chat::responses_to_chat_response(&v, &client_model, created)
         }
     };
     let mut out = match translated {
         Ok(chat) => {
             let mut r = Response::new(Body::from(serde_json::to_vec(&chat).unwrap_or_default()));
-            r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+            r.headers_mut().insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/json"),
+            );
             r
         }
         Err(f) => openai_error_response(f.status, &f.body),

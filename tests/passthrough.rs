@@ -18,7 +18,11 @@ const KEY: &str = "fk-passthrough-key-0001";
 const PROMPT: &str = "You are Droid, an AI software engineering agent built by Factory.\n\n";
 
 async fn gw_with(mock: &MockUpstream, config: Value) -> Gateway {
-    gateway(mock).env("FACTORY_API_KEY", KEY).config(config).start().await
+    gateway(mock)
+        .env("FACTORY_API_KEY", KEY)
+        .config(config)
+        .start()
+        .await
 }
 
 fn upstream_json(mock: &MockUpstream) -> Value {
@@ -40,14 +44,23 @@ async fn factory_headers_on_every_route() {
     let (s, _, _) = post(&gw.url("/v1/messages"), &json!({"model": "claude-opus-4-6", "max_tokens": 10, "stream": true, "messages": [{"role": "user", "content": "hi"}]}), &client_headers).await;
     assert_eq!(s, 200);
     let r = mock.last_llm_request().unwrap();
-    let h = |n: &str| r.header(n).unwrap_or_else(|| panic!("missing {n}")).to_string();
+    let h = |n: &str| {
+        r.header(n)
+            .unwrap_or_else(|| panic!("missing {n}"))
+            .to_string()
+    };
     assert_eq!(r.path, "/api/llm/a/v1/messages");
     assert_eq!(h("authorization"), format!("Bearer {KEY}"));
     assert_eq!(h("content-type"), "application/json");
     assert_eq!(h("accept"), "application/json");
     assert_eq!(h("x-factory-client"), "cli");
     assert_eq!(h("x-session-id"), "sess-from-client");
-    assert!(uuid::Uuid::parse_str(&h("x-assistant-message-id")).unwrap().get_version_num() == 4);
+    assert!(
+        uuid::Uuid::parse_str(&h("x-assistant-message-id"))
+            .unwrap()
+            .get_version_num()
+            == 4
+    );
     assert_eq!(h("user-agent"), "factory-cli/9.9.9");
     assert_eq!(h("connection"), "keep-alive");
     assert_eq!(h("x-stainless-os"), "Linux");
@@ -82,9 +95,18 @@ async fn factory_headers_on_every_route() {
     assert_eq!(r.path, "/api/llm/o/v1/chat/completions");
     assert_eq!(r.header("x-api-provider"), Some("fireworks"));
     assert_eq!(r.header("accept"), Some("application/json"));
-    assert_ne!(r.header("x-session-id").unwrap(), fresh, "a fresh session id per request");
+    assert_ne!(
+        r.header("x-session-id").unwrap(),
+        fresh,
+        "a fresh session id per request"
+    );
 
-    let (s, _, b) = post(&gw.url("/v1/messages/count_tokens?beta=true"), &json!({"model": "claude-opus-4-6", "messages": [{"role": "user", "content": "hi"}]}), &[]).await;
+    let (s, _, b) = post(
+        &gw.url("/v1/messages/count_tokens?beta=true"),
+        &json!({"model": "claude-opus-4-6", "messages": [{"role": "user", "content": "hi"}]}),
+        &[],
+    )
+    .await;
     assert_eq!(s, 200, "{}", String::from_utf8_lossy(&b));
     let r = mock.last_llm_request().unwrap();
     assert_eq!(r.path, "/api/llm/a/v1/messages/count_tokens");
@@ -103,14 +125,24 @@ async fn system_prompt_injection_cases() {
     post(&url, &base(), &[]).await;
     let up = upstream_json(&mock);
     assert_eq!(up["system"], json!([{"type": "text", "text": PROMPT}]));
-    assert_eq!(up["context_management"], json!({"edits": []}), "unknown fields pass through");
-    assert_eq!(mock.last_llm_request().unwrap().query.as_deref(), Some("beta=true"));
+    assert_eq!(
+        up["context_management"],
+        json!({"edits": []}),
+        "unknown fields pass through"
+    );
+    assert_eq!(
+        mock.last_llm_request().unwrap().query.as_deref(),
+        Some("beta=true")
+    );
 
     // A string: kept as the next block.
     let mut b = base();
     b["system"] = json!("Be terse.");
     post(&url, &b, &[]).await;
-    assert_eq!(upstream_json(&mock)["system"], json!([{"type": "text", "text": PROMPT}, {"type": "text", "text": "Be terse."}]));
+    assert_eq!(
+        upstream_json(&mock)["system"],
+        json!([{"type": "text", "text": PROMPT}, {"type": "text", "text": "Be terse."}])
+    );
 
     // Blocks with cache markers: never edited, marker count unchanged, injected block unmarked.
     let mut b = base();
@@ -135,37 +167,74 @@ async fn system_prompt_injection_cases() {
     c["system"] = json!("Be terse.");
     let (s, _, body) = post(&gw.url("/v1/messages/count_tokens"), &c, &[]).await;
     assert_eq!(s, 200);
-    assert_eq!(upstream_json(&mock)["system"], json!([{"type": "text", "text": PROMPT}, {"type": "text", "text": "Be terse."}]));
+    assert_eq!(
+        upstream_json(&mock)["system"],
+        json!([{"type": "text", "text": PROMPT}, {"type": "text", "text": "Be terse."}])
+    );
     let with_prompt = json(&body)["input_tokens"].as_u64().unwrap();
     assert!(with_prompt > 0);
 
     // Responses: instructions = prompt + client instructions.
-    post(&gw.url("/v1/responses"), &json!({"model": "gpt-5.4", "input": "hi", "instructions": "Be kind."}), &[]).await;
-    assert_eq!(upstream_json(&mock)["instructions"], format!("{PROMPT}Be kind."));
-    post(&gw.url("/v1/responses"), &json!({"model": "gpt-5.4", "input": "hi"}), &[]).await;
+    post(
+        &gw.url("/v1/responses"),
+        &json!({"model": "gpt-5.4", "input": "hi", "instructions": "Be kind."}),
+        &[],
+    )
+    .await;
+    assert_eq!(
+        upstream_json(&mock)["instructions"],
+        format!("{PROMPT}Be kind.")
+    );
+    post(
+        &gw.url("/v1/responses"),
+        &json!({"model": "gpt-5.4", "input": "hi"}),
+        &[],
+    )
+    .await;
     assert_eq!(upstream_json(&mock)["instructions"], PROMPT);
 
     // Chat (common): a new first system message, client messages unchanged after it.
     let msgs = json!([{"role": "system", "content": [{"type": "text", "text": "S"}]}, {"role": "user", "content": "u"}]);
-    post(&gw.url("/v1/chat/completions"), &json!({"model": "glm-5", "messages": msgs}), &[]).await;
+    post(
+        &gw.url("/v1/chat/completions"),
+        &json!({"model": "glm-5", "messages": msgs}),
+        &[],
+    )
+    .await;
     let up = upstream_json(&mock);
-    assert_eq!(up["messages"][0], json!({"role": "system", "content": PROMPT}));
-    assert_eq!(Value::Array(up["messages"].as_array().unwrap()[1..].to_vec()), msgs);
+    assert_eq!(
+        up["messages"][0],
+        json!({"role": "system", "content": PROMPT})
+    );
+    assert_eq!(
+        Value::Array(up["messages"].as_array().unwrap()[1..].to_vec()),
+        msgs
+    );
 
     // The model name is resolved (redirects) before it goes upstream.
     drop(gw);
-    let gw = gw_with(&mock, json!({"model_redirects": {"sonnet": "claude-sonnet-4-6"}, "system_prompt": ""})).await;
+    let gw = gw_with(
+        &mock,
+        json!({"model_redirects": {"sonnet": "claude-sonnet-4-6"}, "system_prompt": ""}),
+    )
+    .await;
     post(&gw.url("/v1/messages"), &json!({"model": "sonnet", "max_tokens": 5, "messages": [{"role": "user", "content": "x"}]}), &[]).await;
     let up = upstream_json(&mock);
     assert_eq!(up["model"], "claude-sonnet-4-6");
-    assert!(up.get("system").is_none(), "an empty system prompt injects nothing");
+    assert!(
+        up.get("system").is_none(),
+        "an empty system prompt injects nothing"
+    );
 }
 
 /// One request per route for a reasoning level; returns the upstream bodies and the beta header.
 async fn reasoning_round(level: &str, stream: bool) -> (Value, Option<String>, Value, Value) {
     let mock = MockUpstream::start().await;
     let gw = gw_with(&mock, models_config(level)).await;
-    let beta = [("anthropic-beta", "other-beta, interleaved-thinking-2025-05-14")];
+    let beta = [(
+        "anthropic-beta",
+        "other-beta, interleaved-thinking-2025-05-14",
+    )];
     let (s, _, b) = post(
         &gw.url("/v1/messages"),
         &json!({"model": "claude-test", "max_tokens": 3000, "stream": stream, "thinking": {"type": "enabled", "budget_tokens": 2000},
@@ -177,7 +246,12 @@ async fn reasoning_round(level: &str, stream: bool) -> (Value, Option<String>, V
     let r = mock.last_llm_request().unwrap();
     let anthropic = r.json.clone().unwrap();
     let beta_sent = r.header("anthropic-beta").map(str::to_string);
-    let (s, _, _) = post(&gw.url("/v1/responses"), &json!({"model": "gpt-test", "input": "hi", "reasoning": {"effort": "minimal"}}), &[]).await;
+    let (s, _, _) = post(
+        &gw.url("/v1/responses"),
+        &json!({"model": "gpt-test", "input": "hi", "reasoning": {"effort": "minimal"}}),
+        &[],
+    )
+    .await;
     assert_eq!(s, 200);
     let responses = upstream_json(&mock);
     let (s, _, _) = post(&gw.url("/v1/chat/completions"), &json!({"model": "glm-test", "messages": [{"role": "user", "content": "hi"}], "reasoning_effort": "minimal"}), &[]).await;
@@ -190,9 +264,15 @@ async fn reasoning_round(level: &str, stream: bool) -> (Value, Option<String>, V
 async fn reasoning_levels_on_every_route() {
     // auto: the client's fields, untouched.
     let (a, beta, r, c) = reasoning_round("auto", false).await;
-    assert_eq!(a["thinking"], json!({"type": "enabled", "budget_tokens": 2000}));
+    assert_eq!(
+        a["thinking"],
+        json!({"type": "enabled", "budget_tokens": 2000})
+    );
     assert_eq!(a["max_tokens"], 3000);
-    assert_eq!(beta.as_deref(), Some("other-beta, interleaved-thinking-2025-05-14"));
+    assert_eq!(
+        beta.as_deref(),
+        Some("other-beta, interleaved-thinking-2025-05-14")
+    );
     assert_eq!(r["reasoning"], json!({"effort": "minimal"}));
     assert_eq!(c["reasoning_effort"], "minimal");
 
@@ -206,17 +286,36 @@ async fn reasoning_levels_on_every_route() {
 
     // Fixed levels: budgets 4096 / 12288 / 24576 and max_tokens raised by the rule; the
     // non-streaming cap of 21,333 shrinks the high budget to fit.
-    for (level, budget, max) in [("low", 4096, 7096), ("medium", 12288, 15288), ("high", 20309, 21333)] {
+    for (level, budget, max) in [
+        ("low", 4096, 7096),
+        ("medium", 12288, 15288),
+        ("high", 20309, 21333),
+    ] {
         let (a, beta, r, c) = reasoning_round(level, false).await;
-        assert_eq!(a["thinking"], json!({"type": "enabled", "budget_tokens": budget}), "{level}");
+        assert_eq!(
+            a["thinking"],
+            json!({"type": "enabled", "budget_tokens": budget}),
+            "{level}"
+        );
         assert_eq!(a["max_tokens"], max, "{level}");
-        assert_eq!(beta.as_deref(), Some("other-beta, interleaved-thinking-2025-05-14"), "{level}");
-        assert_eq!(r["reasoning"], json!({"effort": level, "summary": "auto"}), "{level}");
+        assert_eq!(
+            beta.as_deref(),
+            Some("other-beta, interleaved-thinking-2025-05-14"),
+            "{level}"
+        );
+        assert_eq!(
+            r["reasoning"],
+            json!({"effort": level, "summary": "auto"}),
+            "{level}"
+        );
         assert_eq!(c["reasoning_effort"], level, "{level}");
     }
     // Streaming requests are not capped at 21,333.
     let (a, _, _, _) = reasoning_round("high", true).await;
-    assert_eq!(a["thinking"], json!({"type": "enabled", "budget_tokens": 24576}));
+    assert_eq!(
+        a["thinking"],
+        json!({"type": "enabled", "budget_tokens": 24576})
+    );
     assert_eq!(a["max_tokens"], 27576);
 }
 
@@ -250,13 +349,24 @@ async fn configured_budgets_and_sampling_parameters_with_thinking() {
 async fn upstream_errors_keep_status_body_and_headers() {
     let mock = MockUpstream::start().await;
     let gw = gw_with(&mock, json!({})).await;
-    let body = json!({"type": "error", "error": {"type": "rate_limit_error", "message": "slow down"}});
+    let body =
+        json!({"type": "error", "error": {"type": "rate_limit_error", "message": "slow down"}});
     mock.push_rule(
-        Rule::new(Reply::json(429, body.clone()).with_header("retry-after", "7").with_header("x-request-id", "up-123").with_header("request-id", "req_abc"))
-            .path("/a/v1/messages")
-            .once(),
+        Rule::new(
+            Reply::json(429, body.clone())
+                .with_header("retry-after", "7")
+                .with_header("x-request-id", "up-123")
+                .with_header("request-id", "req_abc"),
+        )
+        .path("/a/v1/messages")
+        .once(),
     );
-    let (s, h, b) = post(&gw.url("/v1/messages"), &anthropic_body("claude-opus-4-6"), &[]).await;
+    let (s, h, b) = post(
+        &gw.url("/v1/messages"),
+        &anthropic_body("claude-opus-4-6"),
+        &[],
+    )
+    .await;
     assert_eq!(s, 429);
     assert_eq!(json(&b), body, "relayed unchanged");
     assert_eq!(h["retry-after"], "7");
@@ -266,7 +376,11 @@ async fn upstream_errors_keep_status_body_and_headers() {
 
     // Responses: relayed unchanged too.
     let oai = json!({"error": {"message": "bad input", "type": "invalid_request_error", "param": "input", "code": null}});
-    mock.push_rule(Rule::new(Reply::json(400, oai.clone())).path("/o/v1/responses").once());
+    mock.push_rule(
+        Rule::new(Reply::json(400, oai.clone()))
+            .path("/o/v1/responses")
+            .once(),
+    );
     let (s, _, b) = post(&gw.url("/v1/responses"), &responses_body("gpt-5.4"), &[]).await;
     assert_eq!((s, json(&b)), (400, oai));
 
@@ -275,13 +389,33 @@ async fn upstream_errors_keep_status_body_and_headers() {
     let (s, h, b) = post(&gw.url("/v1/chat/completions"), &chat_body("glm-5"), &[]).await;
     assert_eq!(s, 503);
     assert_eq!(h["retry-after"], "3");
-    assert_eq!(json(&b), json!({"error": {"message": "Overloaded", "type": "server_error", "param": null, "code": "overloaded"}}));
+    assert_eq!(
+        json(&b),
+        json!({"error": {"message": "Overloaded", "type": "server_error", "param": null, "code": "overloaded"}})
+    );
 
     // Upstream unreachable: 502 in the route's envelope.
-    mock.push_rule(Rule::new(Reply::text(500, "plain failure")).path("/a/v1/messages").once());
-    let (s, _, b) = post(&gw.url("/v1/messages"), &anthropic_body("claude-opus-4-6"), &[]).await;
-    assert_eq!((s, String::from_utf8_lossy(&b).to_string()), (500, "plain failure".to_string()));
-    let (s, _, _) = post(&gw.url("/v1/messages"), &anthropic_body("claude-opus-4-6"), &[]).await;
+    mock.push_rule(
+        Rule::new(Reply::text(500, "plain failure"))
+            .path("/a/v1/messages")
+            .once(),
+    );
+    let (s, _, b) = post(
+        &gw.url("/v1/messages"),
+        &anthropic_body("claude-opus-4-6"),
+        &[],
+    )
+    .await;
+    assert_eq!(
+        (s, String::from_utf8_lossy(&b).to_string()),
+        (500, "plain failure".to_string())
+    );
+    let (s, _, _) = post(
+        &gw.url("/v1/messages"),
+        &anthropic_body("claude-opus-4-6"),
+        &[],
+    )
+    .await;
     assert_eq!(s, 200, "still serving");
 }
 
@@ -292,12 +426,24 @@ async fn unreachable_upstream_is_a_502_in_the_route_envelope() {
         l.local_addr().unwrap().port()
     };
     let mock = MockUpstream::start().await;
-    let gw = gateway(&mock).env("FACTORY_API_KEY", KEY).env("FACTORY_BASE_URL", format!("http://127.0.0.1:{closed}")).start().await;
-    let (s, h, b) = post(&gw.url("/v1/messages"), &anthropic_body("claude-opus-4-6"), &[]).await;
+    let gw = gateway(&mock)
+        .env("FACTORY_API_KEY", KEY)
+        .env("FACTORY_BASE_URL", format!("http://127.0.0.1:{closed}"))
+        .start()
+        .await;
+    let (s, h, b) = post(
+        &gw.url("/v1/messages"),
+        &anthropic_body("claude-opus-4-6"),
+        &[],
+    )
+    .await;
     assert_eq!(s, 502);
     let v = json(&b);
     assert_eq!(v["error"]["type"], "api_error");
-    assert!(v["error"]["message"].as_str().unwrap().ends_with(&format!("(request id: {})", h["x-request-id"].to_str().unwrap())));
+    assert!(v["error"]["message"].as_str().unwrap().ends_with(&format!(
+        "(request id: {})",
+        h["x-request-id"].to_str().unwrap()
+    )));
     let (s, _, b) = post(&gw.url("/v1/chat/completions"), &chat_body("glm-5"), &[]).await;
     assert_eq!(s, 502);
     assert_eq!(json(&b)["error"]["code"], "upstream_unreachable");
@@ -317,9 +463,20 @@ async fn read_stream(resp: reqwest::Response) -> Vec<u8> {
 async fn streams_are_relayed_byte_for_byte() {
     let mock = MockUpstream::start().await;
     let gw = gw_with(&mock, json!({})).await;
-    let events = anthropic::text_stream_events("msg_1", "claude-opus-4-6", "Hello 你好 🌍 world, split awkwardly", 40, 9, Some(("thinking…", "sig")));
+    let events = anthropic::text_stream_events(
+        "msg_1",
+        "claude-opus-4-6",
+        "Hello 你好 🌍 world, split awkwardly",
+        40,
+        9,
+        Some(("thinking…", "sig")),
+    );
     let expected = encode_events(&events, true);
-    mock.push_rule(Rule::new(Reply::sse(events).sse_options(0, false, true)).path("/a/v1/messages").once());
+    mock.push_rule(
+        Rule::new(Reply::sse(events).sse_options(0, false, true))
+            .path("/a/v1/messages")
+            .once(),
+    );
     let resp = client()
         .post(gw.url("/v1/messages"))
         .json(&json!({"model": "claude-opus-4-6", "max_tokens": 10, "stream": true, "messages": [{"role": "user", "content": "hi"}]}))
@@ -329,13 +486,29 @@ async fn streams_are_relayed_byte_for_byte() {
     assert_eq!(resp.status(), 200);
     assert_eq!(resp.headers()["content-type"], "text/event-stream");
     assert_eq!(resp.headers()["cache-control"], "no-cache");
-    assert_eq!(read_stream(resp).await, expected, "CRLF, split UTF-8 and all: unchanged");
+    assert_eq!(
+        read_stream(resp).await,
+        expected,
+        "CRLF, split UTF-8 and all: unchanged"
+    );
 
     // Responses streams too.
-    let events = openai::responses_text_stream_events("resp_1", "gpt-5.4", "中文 and emoji 🚀", 10, 5, Some("thinking"));
+    let events = openai::responses_text_stream_events(
+        "resp_1",
+        "gpt-5.4",
+        "中文 and emoji 🚀",
+        10,
+        5,
+        Some("thinking"),
+    );
     let expected = encode_events(&events, false);
     mock.push_rule(Rule::new(Reply::sse(events)).path("/o/v1/responses").once());
-    let resp = client().post(gw.url("/v1/responses")).json(&json!({"model": "gpt-5.4", "input": "hi", "stream": true})).send().await.unwrap();
+    let resp = client()
+        .post(gw.url("/v1/responses"))
+        .json(&json!({"model": "gpt-5.4", "input": "hi", "stream": true}))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(read_stream(resp).await, expected);
 }
 
@@ -345,9 +518,14 @@ async fn streams_are_not_buffered() {
     // deliver nothing; ours delivers every event already sent.
     let mock = MockUpstream::start().await;
     let gw = gw_with(&mock, json!({})).await;
-    let events = anthropic::text_stream_events("msg_2", "claude-opus-4-6", "partial answer", 5, 3, None);
+    let events =
+        anthropic::text_stream_events("msg_2", "claude-opus-4-6", "partial answer", 5, 3, None);
     let sent = encode_events(&events[..4], false);
-    mock.push_rule(Rule::new(Reply::sse(events[..4].to_vec()).hanging_after()).path("/a/v1/messages").once());
+    mock.push_rule(
+        Rule::new(Reply::sse(events[..4].to_vec()).hanging_after())
+            .path("/a/v1/messages")
+            .once(),
+    );
     let resp = client()
         .post(gw.url("/v1/messages"))
         .json(&json!({"model": "claude-opus-4-6", "max_tokens": 10, "stream": true, "messages": [{"role": "user", "content": "hi"}]}))
@@ -358,13 +536,19 @@ async fn streams_are_not_buffered() {
     let mut s = resp.bytes_stream();
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
     while got.len() < sent.len() {
-        let c = tokio::time::timeout_at(deadline, s.next()).await.expect("bytes arrive while the upstream is still open");
+        let c = tokio::time::timeout_at(deadline, s.next())
+            .await
+            .expect("bytes arrive while the upstream is still open");
         got.extend_from_slice(&c.unwrap().unwrap());
     }
     assert_eq!(got, sent);
     // The client leaves: the upstream request is cancelled.
     drop(s);
-    assert!(mock.wait_until(Duration::from_secs(5), |m| m.cancelled_streams() >= 1).await, "upstream stream cancelled");
+    assert!(
+        mock.wait_until(Duration::from_secs(5), |m| m.cancelled_streams() >= 1)
+            .await,
+        "upstream stream cancelled"
+    );
 }
 
 #[tokio::test]
@@ -383,18 +567,32 @@ async fn common_streams_hide_the_usage_chunk_the_client_did_not_ask_for() {
     // Not asked: upstream was asked anyway, the usage-only chunk is dropped, [DONE] kept.
     let resp = client().post(gw.url("/v1/chat/completions")).json(&json!({"model": "glm-5", "stream": true, "messages": [{"role": "user", "content": "hi"}]})).send().await.unwrap();
     let body = read_stream(resp).await;
-    assert_eq!(upstream_json(&mock)["stream_options"], json!({"include_usage": true}));
+    assert_eq!(
+        upstream_json(&mock)["stream_options"],
+        json!({"include_usage": true})
+    );
     let f = frames(&body);
     assert!(!f.is_empty());
-    assert!(f.iter().all(|c| !c["choices"].as_array().unwrap().is_empty()), "no usage-only chunk");
+    assert!(
+        f.iter()
+            .all(|c| !c["choices"].as_array().unwrap().is_empty()),
+        "no usage-only chunk"
+    );
     assert!(String::from_utf8_lossy(&body).ends_with("data: [DONE]\n\n"));
-    let text: String = f.iter().filter_map(|c| c["choices"][0]["delta"]["content"].as_str()).collect();
+    let text: String = f
+        .iter()
+        .filter_map(|c| c["choices"][0]["delta"]["content"].as_str())
+        .collect();
     assert_eq!(text, droid2api_mock::MOCK_TEXT);
 
     // Asked: relayed unchanged, usage chunk included.
     let events = openai::chat_text_stream_events("c1", "glm-5", "hi there", Some((7, 3)));
     let expected = encode_events(&events, false);
-    mock.push_rule(Rule::new(Reply::sse(events)).path("/chat/completions").once());
+    mock.push_rule(
+        Rule::new(Reply::sse(events))
+            .path("/chat/completions")
+            .once(),
+    );
     let resp = client()
         .post(gw.url("/v1/chat/completions"))
         .json(&json!({"model": "glm-5", "stream": true, "stream_options": {"include_usage": true}, "messages": [{"role": "user", "content": "hi"}]}))
@@ -403,7 +601,11 @@ async fn common_streams_hide_the_usage_chunk_the_client_did_not_ask_for() {
         .unwrap();
     let body = read_stream(resp).await;
     assert_eq!(body, expected);
-    assert!(frames(&body).iter().any(|c| c["choices"].as_array().unwrap().is_empty() && c["usage"]["prompt_tokens"] == 7));
+    assert!(
+        frames(&body).iter().any(
+            |c| c["choices"].as_array().unwrap().is_empty() && c["usage"]["prompt_tokens"] == 7
+        )
+    );
 }
 
 #[tokio::test]
@@ -421,8 +623,17 @@ async fn a_client_that_goes_away_cancels_the_upstream_request() {
         .send()
         .await;
     assert!(r.is_err());
-    assert!(mock.wait_until(Duration::from_secs(5), |m| m.hanging_requests() == 0).await, "the upstream request was dropped");
-    let (s, _, _) = post(&gw.url("/v1/messages"), &anthropic_body("claude-opus-4-6"), &[]).await;
+    assert!(
+        mock.wait_until(Duration::from_secs(5), |m| m.hanging_requests() == 0)
+            .await,
+        "the upstream request was dropped"
+    );
+    let (s, _, _) = post(
+        &gw.url("/v1/messages"),
+        &anthropic_body("claude-opus-4-6"),
+        &[],
+    )
+    .await;
     assert_eq!(s, 200);
 }
 
@@ -441,26 +652,58 @@ async fn usage_is_read_from_every_format_without_changing_the_bytes() {
         .start()
         .await;
     let events = vec![
-        SseEventSpec::named("message_start", &json!({"type": "message_start", "message": {"id": "m", "type": "message", "role": "assistant", "model": "x", "content": [], "stop_reason": null, "usage": {"input_tokens": 11, "cache_read_input_tokens": 100, "cache_creation_input_tokens": 5, "output_tokens": 1}}})),
-        SseEventSpec::named("message_delta", &json!({"type": "message_delta", "delta": {"stop_reason": "end_turn"}, "usage": {"output_tokens": 42}})),
+        SseEventSpec::named(
+            "message_start",
+            &json!({"type": "message_start", "message": {"id": "m", "type": "message", "role": "assistant", "model": "x", "content": [], "stop_reason": null, "usage": {"input_tokens": 11, "cache_read_input_tokens": 100, "cache_creation_input_tokens": 5, "output_tokens": 1}}}),
+        ),
+        SseEventSpec::named(
+            "message_delta",
+            &json!({"type": "message_delta", "delta": {"stop_reason": "end_turn"}, "usage": {"output_tokens": 42}}),
+        ),
         SseEventSpec::named("message_stop", &json!({"type": "message_stop"})),
     ];
     mock.push_rule(Rule::new(Reply::sse(events)).path("/a/v1/messages").once());
     let resp = client().post(gw.url("/v1/messages")).json(&json!({"model": "claude-usage-probe", "max_tokens": 10, "stream": true, "messages": [{"role": "user", "content": "hi"}]})).send().await.unwrap();
     read_stream(resp).await;
-    post(&gw.url("/v1/responses"), &json!({"model": "gpt-usage-probe", "input": "hi", "stream": true}), &[]).await;
+    post(
+        &gw.url("/v1/responses"),
+        &json!({"model": "gpt-usage-probe", "input": "hi", "stream": true}),
+        &[],
+    )
+    .await;
     post(&gw.url("/v1/chat/completions"), &json!({"model": "glm-usage-probe", "stream": true, "messages": [{"role": "user", "content": "hi"}]}), &[]).await;
     tokio::time::sleep(Duration::from_millis(200)).await;
-    let text = client().get(gw.url("/metrics")).header("x-admin-key", admin).send().await.unwrap().text().await.unwrap();
+    let text = client()
+        .get(gw.url("/metrics"))
+        .header("x-admin-key", admin)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
     let metric = |model: &str, kind: &str| -> u64 {
         let needle = format!("droid2api_tokens_total{{model=\"{model}\",kind=\"{kind}\"}} ");
-        text.lines().find_map(|l| l.strip_prefix(&needle)).map(|v| v.trim().parse().unwrap()).unwrap_or(0)
+        text.lines()
+            .find_map(|l| l.strip_prefix(&needle))
+            .map(|v| v.trim().parse().unwrap())
+            .unwrap_or(0)
     };
     assert_eq!(metric("claude-usage-probe", "input"), 11);
     assert_eq!(metric("claude-usage-probe", "cache_read"), 100);
     assert_eq!(metric("claude-usage-probe", "cache_write"), 5);
-    assert_eq!(metric("claude-usage-probe", "output"), 42, "message_delta is cumulative: replaces, not adds");
-    assert_eq!(metric("gpt-usage-probe", "output"), droid2api_mock::DEFAULT_OUTPUT_TOKENS);
+    assert_eq!(
+        metric("claude-usage-probe", "output"),
+        42,
+        "message_delta is cumulative: replaces, not adds"
+    );
+    assert_eq!(
+        metric("gpt-usage-probe", "output"),
+        droid2api_mock::DEFAULT_OUTPUT_TOKENS
+    );
     assert!(metric("gpt-usage-probe", "input") > 0);
-    assert_eq!(metric("glm-usage-probe", "output"), droid2api_mock::DEFAULT_OUTPUT_TOKENS);
+    assert_eq!(
+        metric("glm-usage-probe", "output"),
+        droid2api_mock::DEFAULT_OUTPUT_TOKENS
+    );
 }

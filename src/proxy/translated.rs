@@ -82,13 +82,18 @@ pub struct Translated {
 /// How the first read of a translated stream went.
 pub enum Primed {
     /// Client frames are ready: stream them, starting with these bytes.
-    Streaming(Bytes, Translated),
+    Streaming(Bytes, Box<Translated>),
     /// The upstream failed before anything was produced for the client: answer with an error.
     Failed(StreamFailure),
 }
 
 impl Translated {
-    pub fn new(resp: reqwest::Response, translator: ChatTranslator, log: RequestLog, keepalive: Duration) -> Self {
+    pub fn new(
+        resp: reqwest::Response,
+        translator: ChatTranslator,
+        log: RequestLog,
+        keepalive: Duration,
+    ) -> Self {
         Translated {
             inner: Box::pin(resp.bytes_stream()),
             decoder: Decoder::new(),
@@ -149,20 +154,23 @@ impl Translated {
                     self.decoder.feed(&chunk, &mut self.events);
                     let failed_before = self.translator.failure().is_some();
                     self.translate(&mut out);
-                    if !failed_before {
-                        if let Some(f) = self.translator.failure() {
-                            if out_is_only_failure(&out, &self.translator) {
-                                let f = f.clone();
-                                self.close("upstream_failed");
-                                return Primed::Failed(f);
-                            }
-                        }
+                    if !failed_before
+                        && let Some(f) = self.translator.failure()
+                        && out_is_only_failure(&out, &self.translator)
+                    {
+                        let f = f.clone();
+                        self.close("upstream_failed");
+                        return Primed::Failed(f);
                     }
                     if !out.is_empty() {
                         if self.translator.is_closed() {
-                            self.close(if self.translator.failure().is_some() { "upstream_failed" } else { "complete" });
+                            self.close(if self.translator.failure().is_some() {
+                                "upstream_failed"
+                            } else {
+                                "complete"
+                            });
                         }
-                        return Primed::Streaming(Bytes::from(out), self);
+                        return Primed::Streaming(Bytes::from(out), Box::new(self));
                     }
                 }
                 Some(Err(e)) => {
@@ -182,12 +190,15 @@ impl Translated {
         match self.translator.failure() {
             // Nothing useful was produced before the failure: an HTTP error is clearer.
             Some(f) if out_is_only_failure(&out, &self.translator) => Primed::Failed(f.clone()),
-            _ => Primed::Streaming(Bytes::from(out), self),
+            _ => Primed::Streaming(Bytes::from(out), Box::new(self)),
         }
     }
 
     /// The rest of the stream after the primed bytes.
-    pub fn into_stream(self, first: Bytes) -> impl Stream<Item = Result<Bytes, std::io::Error>> + Send + 'static {
+    pub fn into_stream(
+        self,
+        first: Bytes,
+    ) -> impl Stream<Item = Result<Bytes, std::io::Error>> + Send + 'static {
         let first = futures_util::stream::once(async move { Ok::<Bytes, std::io::Error>(first) });
         let rest = futures_util::stream::unfold(self, |mut st| async move {
             if !st.first_byte_sent {
@@ -213,7 +224,11 @@ impl Translated {
                         st.decoder.feed(&chunk, &mut st.events);
                         st.translate(&mut out);
                         if st.translator.is_closed() {
-                            let outcome = if st.translator.failure().is_some() { "upstream_failed" } else { "complete" };
+                            let outcome = if st.translator.failure().is_some() {
+                                "upstream_failed"
+                            } else {
+                                "complete"
+                            };
                             st.close(outcome);
                         }
                         if !out.is_empty() {
@@ -241,7 +256,9 @@ impl Translated {
 
 /// Whether `out` holds nothing but the error frame of a failure (no client-visible progress).
 fn out_is_only_failure(out: &str, translator: &ChatTranslator) -> bool {
-    translator.failure().is_some() && out.matches("data: ").count() <= 1 && out.contains("\"error\"")
+    translator.failure().is_some()
+        && out.matches("data: ").count() <= 1
+        && out.contains("\"error\"")
 }
 
 impl Drop for Translated {

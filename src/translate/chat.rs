@@ -85,7 +85,8 @@ impl ChatChunks {
     /// A mid-stream error (`translation.md` §6.3): the stream closes after it, without a finish
     /// chunk or `[DONE]`.
     pub fn error(&self, message: &str, error_type: &str, code: Option<&str>) -> String {
-        let v = json!({"error": {"message": message, "type": error_type, "param": null, "code": code}});
+        let v =
+            json!({"error": {"message": message, "type": error_type, "param": null, "code": code}});
         sse::encode(None, &v.to_string())
     }
 }
@@ -96,7 +97,13 @@ mod tests {
 
     #[test]
     fn usage_mapping() {
-        let u = Usage { input_tokens: 20, cache_read_tokens: 1800, cache_write_tokens: 0, output_tokens: 95, reasoning_tokens: 0 };
+        let u = Usage {
+            input_tokens: 20,
+            cache_read_tokens: 1800,
+            cache_write_tokens: 0,
+            output_tokens: 95,
+            reasoning_tokens: 0,
+        };
         assert_eq!(
             openai_usage(&u),
             json!({"prompt_tokens": 1820, "completion_tokens": 95, "total_tokens": 1915,
@@ -106,7 +113,12 @@ mod tests {
 
     #[test]
     fn chunks_keep_id_created_model() {
-        let c = ChatChunks { id: "chatcmpl-1".into(), created: 7, model: "m".into(), include_usage: true };
+        let c = ChatChunks {
+            id: "chatcmpl-1".into(),
+            created: 7,
+            model: "m".into(),
+            include_usage: true,
+        };
         let a = c.role();
         assert!(a.starts_with("data: {\"id\":\"chatcmpl-1\",\"object\":\"chat.completion.chunk\",\"created\":7,\"model\":\"m\""), "{a}");
         assert!(a.ends_with("\"usage\":null}\n\n"), "{a}");

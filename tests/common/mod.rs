@@ -68,12 +68,22 @@ impl Builder {
 
     pub fn settings(&self) -> (Settings, Option<tempfile::TempDir>, PathBuf, PathBuf) {
         let temp = tempfile::tempdir().unwrap();
-        let data = self.data_dir.clone().unwrap_or_else(|| temp.path().join("data"));
-        let home = self.home_dir.clone().unwrap_or_else(|| temp.path().join("home"));
+        let data = self
+            .data_dir
+            .clone()
+            .unwrap_or_else(|| temp.path().join("data"));
+        let home = self
+            .home_dir
+            .clone()
+            .unwrap_or_else(|| temp.path().join("home"));
         std::fs::create_dir_all(&data).unwrap();
         std::fs::create_dir_all(&home).unwrap();
         if let Some(c) = &self.config {
-            std::fs::write(data.join("config.json"), serde_json::to_vec_pretty(c).unwrap()).unwrap();
+            std::fs::write(
+                data.join("config.json"),
+                serde_json::to_vec_pretty(c).unwrap(),
+            )
+            .unwrap();
         }
         let mut env = Env::from_pairs(self.env.iter().cloned());
         env.set("DATA_DIR", data.display().to_string());
@@ -106,7 +116,11 @@ impl Gateway {
         if let Some(r) = self.running.take() {
             r.shutdown().await;
         }
-        (self.data_dir.clone(), self.home_dir.clone(), self._temp.take())
+        (
+            self.data_dir.clone(),
+            self.home_dir.clone(),
+            self._temp.take(),
+        )
     }
 }
 
@@ -119,7 +133,11 @@ pub fn client() -> reqwest::Client {
 }
 
 /// POSTs JSON and returns (status, headers, body bytes).
-pub async fn post(url: &str, body: &Value, headers: &[(&str, &str)]) -> (u16, reqwest::header::HeaderMap, bytes::Bytes) {
+pub async fn post(
+    url: &str,
+    body: &Value,
+    headers: &[(&str, &str)],
+) -> (u16, reqwest::header::HeaderMap, bytes::Bytes) {
     let mut req = client().post(url).json(body);
     for (k, v) in headers {
         req = req.header(*k, *v);
@@ -131,8 +149,15 @@ pub async fn post(url: &str, body: &Value, headers: &[(&str, &str)]) -> (u16, re
 }
 
 /// POSTs raw bytes.
-pub async fn post_raw(url: &str, body: Vec<u8>, headers: &[(&str, &str)]) -> (u16, reqwest::header::HeaderMap, bytes::Bytes) {
-    let mut req = client().post(url).body(body).header("content-type", "application/json");
+pub async fn post_raw(
+    url: &str,
+    body: Vec<u8>,
+    headers: &[(&str, &str)],
+) -> (u16, reqwest::header::HeaderMap, bytes::Bytes) {
+    let mut req = client()
+        .post(url)
+        .body(body)
+        .header("content-type", "application/json");
     for (k, v) in headers {
         req = req.header(*k, *v);
     }
@@ -143,7 +168,8 @@ pub async fn post_raw(url: &str, body: Vec<u8>, headers: &[(&str, &str)]) -> (u1
 }
 
 pub fn json(b: &[u8]) -> Value {
-    serde_json::from_slice(b).unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(b)))
+    serde_json::from_slice(b)
+        .unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(b)))
 }
 
 /// The bearer credential of the last LLM call the mock saw.

@@ -1,0 +1,341 @@
+//! Golden transcripts: OpenAI Responses SSE (`tests/fixtures/responses/*.sse`) → the exact Chat
+//! Completions SSE a client receives (`translation.md` §4.3, §6.3), snapshotted with insta
+//! (`tests/snapshots/golden_responses__<case>.snap`).
+//!
+//! The bytes go through `sse::Decoder` exactly as the proxy feeds them, and the output must not
+//! depend on how the transport cut them: every two-piece split, byte-by-byte, and random
+//! multi-piece splits give byte-identical text.
+
+use droid2api::sse::Decoder;
+use droid2api::translate::chat::ChatChunks;
+use droid2api::translate::responses_chat::ResponsesToChat;
+use proptest::prelude::*;
+use serde_json::Value;
+
+/// One golden case: a fixture, whether the client asked for `include_usage`, and the failure
+/// status the translator must report (`None` = a clean end).
+struct Case {
+    name: &'static str,
+    sse: &'static str,
+    include_usage: bool,
+    failure: Option<u16>,
+}
+
+macro_rules! fixture {
+    ($name:literal) => {
+        include_str!(concat!("fixtures/responses/", $name, ".sse"))
+    };
+}
+
+const CASES: &[Case] = &[
+    Case {
+        name: "plain_text",
+        sse: fixture!("plain_text"),
+        include_usage: false,
+        failure: None,
+    },
+    Case {
+        name: "chinese_emoji",
+        sse: fixture!("chinese_emoji"),
+        include_usage: false,
+        failure: None,
+    },
+    Case {
+        name: "parallel_tool_calls",
+        sse: fixture!("parallel_tool_calls"),
+        include_usage: false,
+        failure: None,
+    },
+    Case {
+        name: "tool_call_no_arguments",
+        sse: fixture!("tool_call_no_arguments"),
+        include_usage: false,
+        failure: None,
+    },
+    Case {
+        name: "tool_call_empty_arguments",
+        sse: fixture!("tool_call_empty_arguments"),
+        include_usage: false,
+        failure: None,
+    },
+    Case {
+        name: "reasoning_then_tool_call",
+        sse: fixture!("reasoning_then_tool_call"),
+        include_usage: true,
+        failure: None,
+    },
+    Case {
+        name: "usage_cached",
+        sse: fixture!("usage_cached"),
+        include_usage: true,
+        failure: None,
+    },
+    Case {
+        name: "error_event",
+        sse: fixture!("error_event"),
+        include_usage: true,
+        failure: Some(500),
+    },
+    Case {
+        name: "response_failed",
+        sse: fixture!("response_failed"),
+        include_usage: false,
+        failure: Some(500),
+    },
+    Case {
+        name: "truncated",
+        sse: fixture!("truncated"),
+        include_usage: false,
+        failure: Some(502),
+    },
+    Case {
+        name: "max_output_tokens",
+        sse: fixture!("max_output_tokens"),
+        include_usage: true,
+        failure: None,
+    },
+    Case {
+        name: "arguments_delta_and_done",
+        sse: fixture!("arguments_delta_and_done"),
+        include_usage: false,
+        failure: None,
+    },
+];
+
+fn case(name: &str) -> &'static Case {
+    CASES
+        .iter()
+        .find(|c| c.name == name)
+        .unwrap_or_else(|| panic!("no case {name}"))
+}
+
+/// Decodes the pieces in order and translates every event; returns the client text and the
+/// translator.
+fn translate<'a>(
+    pieces: impl IntoIterator<Item = &'a [u8]>,
+    include_usage: bool,
+) -> (String, ResponsesToChat) {
+    let mut decoder = Decoder::new();
+    let mut t = ResponsesToChat::new(ChatChunks {
+        id: "chatcmpl-test".into(),
+        created: 1_764_158_400,
+        model: "gpt-client-name".into(),
+        include_usage,
+    });
+    let mut events = Vec::new();
+    let mut out = String::new();
+    for piece in pieces {
+        decoder.feed(piece, &mut events);
+        for ev in events.drain(..) {
+            t.on_event(&ev, &mut out);
+        }
+    }
+    decoder.finish(&mut events);
+    for ev in events.drain(..) {
+        t.on_event(&ev, &mut out);
+    }
+    t.finish(&mut out);
+    (out, t)
+}
+
+fn whole(c: &Case) -> String {
+    translate([c.sse.as_bytes()], c.include_usage).0
+}
+
+/// Checks the stream invariants (G4) that hold for every case, then snapshots the text.
+fn golden(name: &str) {
+    let c = case(name);
+    let (out, t) = translate([c.sse.as_bytes()], c.include_usage);
+    assert!(t.is_closed(), "{name}: not closed");
+    assert_eq!(t.failure().map(|f| f.status), c.failure, "{name}: failure");
+    let frames: Vec<&str> = out.split_terminator("\n\n").collect();
+    assert!(!frames.is_empty());
+    for (i, frame) in frames.iter().enumerate() {
+        let data = frame
+            .strip_prefix("data: ")
+            .unwrap_or_else(|| panic!("{name}: frame {i} is not one data line: {frame:?}"));
+        assert!(!data.contains('\n'), "{name}: frame {i} spans lines");
+        if data == "[DONE]" {
+            assert_eq!(i, frames.len() - 1, "{name}: [DONE] is last");
+            continue;
+        }
+        let v: Value = serde_json::from_str(data).expect("every frame is JSON");
+        if v.get("error").is_some() {
+            assert_eq!(i, frames.len() - 1, "{name}: the error chunk is last");
+            continue;
+        }
+        assert_eq!(v["id"], "chatcmpl-test");
+        assert_eq!(v["object"], "chat.completion.chunk");
+        assert_eq!(v["created"], 1_764_158_400);
+        assert_eq!(v["model"], "gpt-client-name");
+        for choice in v["choices"].as_array().expect("choices") {
+            assert_eq!(choice["index"], 0);
+        }
+    }
+    match c.failure {
+        None => assert!(out.ends_with("data: [DONE]\n\n"), "{name}"),
+        Some(_) => assert!(
+            !out.contains("[DONE]") && !out.contains("finish_reason\":\""),
+            "{name}"
+        ),
+    }
+    insta::assert_snapshot!(name, out);
+}
+
+#[test]
+fn plain_text() {
+    golden("plain_text");
+}
+
+#[test]
+fn chinese_emoji() {
+    golden("chinese_emoji");
+    let out = whole(case("chinese_emoji"));
+    assert!(out.contains("散步 🚶‍♀️") && out.contains("愉快 🌍🎉"));
+    assert!(!out.contains('\u{FFFD}'));
+}
+
+#[test]
+fn parallel_tool_calls() {
+    golden("parallel_tool_calls");
+}
+
+#[test]
+fn tool_call_no_arguments() {
+    golden("tool_call_no_arguments");
+}
+
+#[test]
+fn tool_call_empty_arguments() {
+    golden("tool_call_empty_arguments");
+    // The client can always `json.loads` the accumulated arguments.
+    assert!(whole(case("tool_call_empty_arguments")).contains(r#"{"arguments":"{}"}"#));
+}
+
+#[test]
+fn reasoning_then_tool_call() {
+    golden("reasoning_then_tool_call");
+}
+
+#[test]
+fn usage_cached() {
+    golden("usage_cached");
+}
+
+#[test]
+fn error_event() {
+    golden("error_event");
+}
+
+#[test]
+fn response_failed() {
+    golden("response_failed");
+}
+
+#[test]
+fn truncated() {
+    golden("truncated");
+}
+
+#[test]
+fn max_output_tokens() {
+    golden("max_output_tokens");
+}
+
+#[test]
+fn arguments_delta_and_done() {
+    golden("arguments_delta_and_done");
+    // The arguments reach the client exactly once.
+    let out = whole(case("arguments_delta_and_done"));
+    let mut args = String::new();
+    for frame in out.split_terminator("\n\n") {
+        let Ok(v) = serde_json::from_str::<Value>(&frame["data: ".len()..]) else {
+            continue;
+        };
+        if let Some(a) = v["choices"][0]["delta"]["tool_calls"][0]["function"]["arguments"].as_str()
+        {
+            args.push_str(a);
+        }
+    }
+    assert_eq!(args, r#"{"path":"src/main.rs","start_line":42}"#);
+}
+
+#[test]
+fn every_fixture_has_a_case() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/responses");
+    let mut names: Vec<String> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter_map(|n| n.strip_suffix(".sse").map(str::to_string))
+        .collect();
+    names.sort();
+    let mut cases: Vec<String> = CASES.iter().map(|c| c.name.to_string()).collect();
+    cases.sort();
+    assert_eq!(names, cases);
+}
+
+/// Every two-piece split (at each byte offset, inside multi-byte characters too) and a
+/// byte-by-byte feed give the bytes of the one-piece run.
+fn every_split_matches(name: &str) {
+    let c = case(name);
+    let bytes = c.sse.as_bytes();
+    let reference = whole(c);
+    for cut in 0..=bytes.len() {
+        let (a, b) = bytes.split_at(cut);
+        let (out, _) = translate([a, b], c.include_usage);
+        assert!(out == reference, "{name}: cut at {cut} differs");
+    }
+    let (out, _) = translate(bytes.chunks(1), c.include_usage);
+    assert!(out == reference, "{name}: byte by byte differs");
+}
+
+/// One test per fixture, so that the harness runs them in parallel.
+macro_rules! every_split {
+    ($($test:ident => $name:literal,)*) => {
+        $(
+            #[test]
+            fn $test() {
+                every_split_matches($name);
+            }
+        )*
+    };
+}
+
+every_split! {
+    splits_plain_text => "plain_text",
+    splits_chinese_emoji => "chinese_emoji",
+    splits_parallel_tool_calls => "parallel_tool_calls",
+    splits_tool_call_no_arguments => "tool_call_no_arguments",
+    splits_tool_call_empty_arguments => "tool_call_empty_arguments",
+    splits_reasoning_then_tool_call => "reasoning_then_tool_call",
+    splits_usage_cached => "usage_cached",
+    splits_error_event => "error_event",
+    splits_response_failed => "response_failed",
+    splits_truncated => "truncated",
+    splits_max_output_tokens => "max_output_tokens",
+    splits_arguments_delta_and_done => "arguments_delta_and_done",
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(256))]
+
+    #[test]
+    fn random_multi_piece_splits_give_the_same_bytes(
+        which in 0..CASES.len(),
+        cuts in prop::collection::vec(any::<prop::sample::Index>(), 1..24),
+    ) {
+        let c = &CASES[which];
+        let bytes = c.sse.as_bytes();
+        let mut at: Vec<usize> = cuts.iter().map(|i| i.index(bytes.len() + 1)).collect();
+        at.sort_unstable();
+        let mut pieces = Vec::with_capacity(at.len() + 1);
+        let mut start = 0;
+        for end in at {
+            pieces.push(&bytes[start..end]);
+            start = end;
+        }
+        pieces.push(&bytes[start..]);
+        let (out, _) = translate(pieces, c.include_usage);
+        prop_assert_eq!(out, whole(c));
+    }
+}
