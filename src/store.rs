@@ -1,8 +1,14 @@
-//! Persistence: the data folder, its single-instance lock and private atomic file writes.
+//! Persistence: the data folder, its single-instance lock, private atomic file writes, and the
+//! embedded SQLite database (`sqlite`) that holds the key pool, its history and stored settings,
+//! written behind by one writer thread.
 //!
 //! **Invariant:** this module knows nothing of HTTP. Files holding secrets are written with mode
 //! 0600, atomically (temporary file, fsync, rename, fsync of the folder), so a crash leaves either
 //! the old or the new content.
+
+pub mod import;
+pub mod records;
+pub mod sqlite;
 
 use std::fs::{self, File, OpenOptions};
 use std::io::Write;

@@ -1,0 +1,1 @@
+//! Import of the Node.js version's `data/key_pool.json`. Being written.

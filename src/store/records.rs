@@ -1,0 +1,214 @@
+//! The persisted records of the key pool: plain data shared by the store (which writes them) and
+//! the pool (which owns them in memory). Times are Unix milliseconds (UTC).
+
+use crate::secret::Secret;
+
+/// Unix time in milliseconds.
+pub type Millis = i64;
+
+/// A key's stored state (contract §7). "Cooling" is not a status: it is an active key whose
+/// `cooldown_until` lies in the future.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum KeyStatus {
+    Active,
+    Disabled,
+    Banned,
+}
+
+impl KeyStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            KeyStatus::Active => "active",
+            KeyStatus::Disabled => "disabled",
+            KeyStatus::Banned => "banned",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "active" => Some(KeyStatus::Active),
+            "disabled" => Some(KeyStatus::Disabled),
+            "banned" => Some(KeyStatus::Banned),
+            _ => None,
+        }
+    }
+}
+
+/// Who disabled a key. A key an admin disabled is never re-enabled automatically.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DisabledBy {
+    Admin,
+    Auto,
+}
+
+impl DisabledBy {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DisabledBy::Admin => "admin",
+            DisabledBy::Auto => "auto",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "admin" => Some(DisabledBy::Admin),
+            "auto" => Some(DisabledBy::Auto),
+            _ => None,
+        }
+    }
+}
+
+/// What caused a state transition.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EventSource {
+    Admin,
+    Traffic,
+    Test,
+    Sync,
+    Import,
+}
+
+impl EventSource {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EventSource::Admin => "admin",
+            EventSource::Traffic => "traffic",
+            EventSource::Test => "test",
+            EventSource::Sync => "sync",
+            EventSource::Import => "import",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "admin" => Some(EventSource::Admin),
+            "traffic" => Some(EventSource::Traffic),
+            "test" => Some(EventSource::Test),
+            "sync" => Some(EventSource::Sync),
+            "import" => Some(EventSource::Import),
+            _ => None,
+        }
+    }
+}
+
+/// The outcome of a key test (contract §7).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TestResult {
+    Success,
+    Banned,
+    Disabled,
+    Inconclusive,
+}
+
+impl TestResult {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TestResult::Success => "success",
+            TestResult::Banned => "banned",
+            TestResult::Disabled => "disabled",
+            TestResult::Inconclusive => "inconclusive",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "success" => Some(TestResult::Success),
+            "banned" => Some(TestResult::Banned),
+            "disabled" => Some(TestResult::Disabled),
+            "inconclusive" => Some(TestResult::Inconclusive),
+            _ => None,
+        }
+    }
+}
+
+/// The last admin test of a key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LastTest {
+    pub at: Millis,
+    pub result: TestResult,
+    /// Upstream HTTP status, 0 if none.
+    pub status: u16,
+}
+
+/// One pool key, as stored.
+#[derive(Debug, Clone)]
+pub struct KeyRecord {
+    /// `key_…` (imported ids are kept as they were).
+    pub id: String,
+    pub secret: Secret,
+    pub status: KeyStatus,
+    pub status_reason: Option<String>,
+    pub status_changed_at: Option<Millis>,
+    pub disabled_by: Option<DisabledBy>,
+    pub pool_group: String,
+    pub notes: String,
+    pub created_at: Millis,
+    pub last_used_at: Option<Millis>,
+    pub cooldown_until: Option<Millis>,
+    pub requests: u64,
+    pub successes: u64,
+    pub failures: u64,
+    pub input_tokens: u64,
+    pub output_tokens: u64,
+    pub last_test: Option<LastTest>,
+}
+
+/// A pool group (tier). Lower `priority` serves first.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PoolGroup {
+    pub id: String,
+    pub name: String,
+    pub priority: i64,
+    pub description: String,
+    pub created_at: Millis,
+}
+
+/// The id of the group every key belongs to unless moved, and that cannot be deleted.
+pub const DEFAULT_GROUP: &str = "default";
+/// The default group's priority unless changed.
+pub const DEFAULT_GROUP_PRIORITY: i64 = 1000;
+
+/// A recorded state transition (`GET /admin/keys/:id/history`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeyEvent {
+    pub key_id: String,
+    pub at: Millis,
+    /// `active`, `disabled`, `banned`, `cooling`; `None` for a key's creation.
+    pub from: Option<String>,
+    /// `active`, `disabled`, `banned`, `cooling`, `deleted`.
+    pub to: String,
+    pub reason: String,
+    pub source: EventSource,
+}
+
+/// Per-request counters accumulated in memory and written behind in batches.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CounterDelta {
+    pub key_id: String,
+    pub requests: u64,
+    pub successes: u64,
+    pub failures: u64,
+    pub input_tokens: u64,
+    pub output_tokens: u64,
+    pub last_used_at: Option<Millis>,
+}
+
+/// One write to the store.
+#[derive(Debug, Clone)]
+pub enum StoreOp {
+    /// Insert or replace a whole key record (counters included).
+    PutKey(KeyRecord),
+    /// Update only a key's state fields (status, reason, changed-at, disabled-by, cooldown,
+    /// last test), leaving counters alone.
+    PutKeyState(KeyRecord),
+    DeleteKey(String),
+    PutGroup(PoolGroup),
+    /// Delete a group; its keys move to `move_keys_to`.
+    DeleteGroup { id: String, move_keys_to: String },
+    AddEvents(Vec<KeyEvent>),
+    AddCounters(Vec<CounterDelta>),
+    /// A stored admin setting (`key_pool.<name>` → JSON value).
+    PutSetting { name: String, value: serde_json::Value },
+    /// Drop every stored admin setting.
+    ClearSettings,
+}
