@@ -19,6 +19,15 @@ pub const TOKENS: &str = "droid2api_tokens_total";
 /// Streams whose client went away before the end.
 pub const CLIENT_DISCONNECTS: &str = "droid2api_client_disconnects_total";
 
+/// Pool keys by state (`active`, `cooling`, `disabled`, `banned`).
+pub const POOL_KEYS: &str = "droid2api_pool_keys";
+/// Retries on another key within one request, by the `status` that caused them.
+pub const POOL_FAILOVERS: &str = "droid2api_pool_failovers_total";
+/// Requests the pool could not serve, by `reason` (`cooling`, `no_active_key`).
+pub const POOL_EXHAUSTED: &str = "droid2api_pool_exhausted_total";
+/// Key state transitions, by `reason`.
+pub const POOL_TRANSITIONS: &str = "droid2api_pool_transitions_total";
+
 const LATENCY_BUCKETS: &[f64] = &[
     0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0,
 ];
