@@ -10,6 +10,7 @@
 mod stream;
 mod translated;
 
+use std::sync::Arc;
 use std::time::Instant;
 
 use axum::body::Body;
@@ -21,8 +22,10 @@ use serde_json::Value;
 
 use crate::app::App;
 use crate::config::{MAX_BODY_BYTES, Model, ModelKind};
+use crate::credentials::pool::{KeyPool, Outcome};
 use crate::credentials::{CascadeError, CredentialLabel, Lease};
 use crate::error::{ApiError, Envelope};
+use crate::store::records::EventSource;
 use crate::telemetry::metrics as m;
 use crate::translate::{self, Context, Prepared, TranslateError};
 use crate::upstream::{UpstreamError, UpstreamRequest, headers};
@@ -344,10 +347,31 @@ async fn run(
     })?);
 
     let client_cred = client_credential(headers);
-    let mut lease = app.credentials.lease(client_cred, &[]).await?;
-    log.credential = lease.label.as_str().to_string();
+    let pool = Arc::clone(app.credentials.pool());
+    let max_attempts = pool.settings().max_attempts.max(1) as usize;
+    let mut tried: Vec<String> = Vec::new();
     let mut refreshed = false;
-    let resp = loop {
+    let mut refreshed_lease: Option<Lease> = None;
+    let mut last_failure: Option<Answer> = None;
+    let answer = loop {
+        let lease = match refreshed_lease.take() {
+            Some(l) => l,
+            None => match app.credentials.lease(client_cred, &tried).await {
+                Ok(l) => l,
+                // Every key this request could use has been tried: the last upstream answer.
+                Err(e) => match last_failure.take() {
+                    Some(f) => break f,
+                    None => return Err(e.into()),
+                },
+            },
+        };
+        log.credential = lease.label.as_str().to_string();
+        let pool_key = match &lease.label {
+            CredentialLabel::Pool(id) => Some(id.clone()),
+            _ => None,
+        };
+        let guard = AttemptGuard::new(&pool, pool_key.clone());
+        let can_fail_over = pool_key.is_some() && tried.len() + 1 < max_attempts;
         let req = UpstreamRequest {
             url: url.clone(),
             headers: headers::build(headers::HeaderInput {
@@ -365,11 +389,38 @@ async fn run(
             Ok(r) => r,
             Err(e) => {
                 metrics::counter!(m::UPSTREAM_ERRORS, "status" => "0").increment(1);
-                tracing::warn!(request_id = %log.request_id, error = %e, "upstream call failed");
+                tracing::warn!(request_id = %log.request_id, credential = %log.credential, error = %e, "upstream call failed");
+                guard.report(if matches!(e, UpstreamError::Timeout) {
+                    Outcome::Timeout
+                } else {
+                    Outcome::Connect
+                });
+                if can_fail_over && let Some(id) = pool_key {
+                    metrics::counter!(m::POOL_FAILOVERS, "status" => "0").increment(1);
+                    tried.push(id);
+                    continue;
+                }
                 return Err(e.into());
             }
         };
-        if resp.status() == StatusCode::UNAUTHORIZED
+        let status = resp.status();
+        if status.is_success() {
+            guard.report(Outcome::Success);
+            log.pool_key = pool_key;
+            break Answer::Ok(resp);
+        }
+        // An error answer: read it (small) to classify it and, maybe, relay it.
+        let upstream_headers = resp.headers().clone();
+        let body = match resp.bytes().await {
+            Ok(b) => b,
+            Err(e) => {
+                let e = UpstreamError::from_reqwest(e);
+                guard.report(Outcome::Connect);
+                return Err(e.into());
+            }
+        };
+        metrics::counter!(m::UPSTREAM_ERRORS, "status" => status.as_u16().to_string()).increment(1);
+        if status == StatusCode::UNAUTHORIZED
             && !refreshed
             && let (CredentialLabel::Refresh, Some(generation), Some(r)) = (
                 &lease.label,
@@ -377,22 +428,146 @@ async fn run(
                 app.credentials.refresh_manager(),
             )
         {
+            // A refresh-token lease is never a pool key: the guard has nothing to report.
             refreshed = true;
             if let Ok((secret, generation)) = r.after_unauthorized(generation).await {
                 tracing::info!(request_id = %log.request_id, "upstream 401 with the access token: refreshed, retrying once");
-                lease = Lease {
+                refreshed_lease = Some(Lease {
                     secret,
                     label: CredentialLabel::Refresh,
                     generation: Some(generation),
-                };
+                });
                 continue;
             }
         }
-        break resp;
+        let outcome = Outcome::from_status(
+            status.as_u16(),
+            &error_reason(&body),
+            retry_after(&upstream_headers),
+        );
+        guard.report(outcome.clone());
+        tracing::info!(request_id = %log.request_id, credential = %log.credential, status = status.as_u16(), "upstream answered with an error");
+        let failure = Answer::Failed {
+            status,
+            headers: upstream_headers,
+            body,
+        };
+        if can_fail_over
+            && outcome.retryable()
+            && let Some(id) = pool_key
+        {
+            metrics::counter!(m::POOL_FAILOVERS, "status" => status.as_u16().to_string())
+                .increment(1);
+            tracing::info!(request_id = %log.request_id, key = %id, status = status.as_u16(), "failing over to another key");
+            tried.push(id);
+            last_failure = Some(failure);
+            continue;
+        }
+        break failure;
     };
-    log.upstream_status = Some(resp.status().as_u16());
     let keepalive = std::time::Duration::from_secs(settings.timing.sse_keepalive_s);
-    respond(route, model, &prepared, format, shape, keepalive, resp, log).await
+    match answer {
+        Answer::Ok(resp) => {
+            log.upstream_status = Some(resp.status().as_u16());
+            log.pool = Some(Arc::clone(&pool));
+            respond(route, model, &prepared, format, shape, keepalive, resp, log).await
+        }
+        Answer::Failed {
+            status,
+            headers,
+            body,
+        } => {
+            log.upstream_status = Some(status.as_u16());
+            Ok(respond_error(route, status, &headers, body, log))
+        }
+    }
+}
+
+/// What the attempts ended with.
+enum Answer {
+    /// A 2xx response, body not yet read.
+    Ok(reqwest::Response),
+    /// An error answer, read whole.
+    Failed {
+        status: StatusCode,
+        headers: HeaderMap,
+        body: Bytes,
+    },
+}
+
+/// Reports an attempt's outcome to the pool exactly once; an attempt dropped before it was
+/// reported (the client went away) is reported as cancelled, which releases a half-open probe.
+struct AttemptGuard<'a> {
+    pool: &'a KeyPool,
+    key: Option<String>,
+}
+
+impl<'a> AttemptGuard<'a> {
+    fn new(pool: &'a KeyPool, key: Option<String>) -> Self {
+        AttemptGuard { pool, key }
+    }
+
+    fn report(mut self, outcome: Outcome) {
+        if let Some(id) = self.key.take() {
+            self.pool.report(&id, &outcome, EventSource::Traffic);
+        }
+    }
+}
+
+impl Drop for AttemptGuard<'_> {
+    fn drop(&mut self) {
+        if let Some(id) = self.key.take() {
+            self.pool
+                .report(&id, &Outcome::Cancelled, EventSource::Traffic);
+        }
+    }
+}
+
+/// The message of an upstream error body (for a ban reason); never more than 200 characters.
+fn error_reason(body: &[u8]) -> String {
+    let v: Option<Value> = serde_json::from_slice(body).ok();
+    let msg = v
+        .as_ref()
+        .and_then(|v| {
+            v.pointer("/error/message")
+                .or_else(|| v.get("message"))
+                .or_else(|| v.get("error"))
+                .and_then(Value::as_str)
+                .map(str::to_string)
+        })
+        .unwrap_or_else(|| String::from_utf8_lossy(body).trim().to_string());
+    msg.chars().take(200).collect()
+}
+
+/// `Retry-After` in seconds (the delta-seconds form).
+fn retry_after(h: &HeaderMap) -> Option<u64> {
+    h.get(header::RETRY_AFTER)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok())
+}
+
+/// An upstream error answer relayed to the client: unchanged on pass-through routes, in the
+/// OpenAI envelope on the chat route.
+fn respond_error(
+    route: Route,
+    status: StatusCode,
+    upstream_headers: &HeaderMap,
+    body: Bytes,
+    log: &mut RequestLog,
+) -> Response {
+    let mut out = if route == Route::ChatCompletions {
+        openai_error_response(status.as_u16(), &body)
+    } else {
+        let mut r = Response::new(Body::from(body));
+        *r.status_mut() = status;
+        if let Some(ct) = upstream_headers.get(header::CONTENT_TYPE) {
+            r.headers_mut().insert(header::CONTENT_TYPE, ct.clone());
+        }
+        r
+    };
+    relay_headers(upstream_headers, out.headers_mut());
+    log.finish_unstreamed(out.status().as_u16());
+    with_info(out, log)
 }
 
 fn with_query(base: &str, query: Option<&str>) -> String {
@@ -433,36 +608,6 @@ async fn respond(
     let status = resp.status();
     let upstream_headers = resp.headers().clone();
     let content_type = upstream_headers.get(header::CONTENT_TYPE).cloned();
-
-    if !status.is_success() {
-        metrics::counter!(m::UPSTREAM_ERRORS, "status" => status.as_u16().to_string()).increment(1);
-        let body = resp.bytes().await.map_err(UpstreamError::from_reqwest)?;
-        tracing::info!(request_id = %log.request_id, status = status.as_u16(), "upstream answered with an error");
-        let mut out = if route == Route::ChatCompletions {
-            let e = translate::upstream_error_to_openai(status.as_u16(), &body);
-            let mut r = Response::new(Body::from(serde_json::to_vec(&e.body).unwrap_or_default()));
-            *r.status_mut() = StatusCode::from_u16(e.status).unwrap_or(StatusCode::BAD_GATEWAY);
-            r.headers_mut().insert(
-                header::CONTENT_TYPE,
-                HeaderValue::from_static("application/json"),
-            );
-            if e.no_retry {
-                r.headers_mut()
-                    .insert("x-should-retry", HeaderValue::from_static("false"));
-            }
-            r
-        } else {
-            let mut r = Response::new(Body::from(body));
-            *r.status_mut() = status;
-            if let Some(ct) = content_type {
-                r.headers_mut().insert(header::CONTENT_TYPE, ct);
-            }
-            r
-        };
-        relay_headers(&upstream_headers, out.headers_mut());
-        log.finish_unstreamed(out.status().as_u16());
-        return Ok(with_info(out, log));
-    }
 
     if let Shape::Chat {
         from,

@@ -3,6 +3,7 @@
 //! when the client goes away mid-stream: the relay's `Drop`).
 
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Instant;
 
@@ -11,6 +12,7 @@ use futures_util::Stream;
 use futures_util::stream::BoxStream;
 
 use super::{ProxyInfo, Route};
+use crate::credentials::pool::KeyPool;
 use crate::sse::{self, Decoder, Event};
 use crate::telemetry::metrics as m;
 use crate::translate::passthrough::is_usage_only_chunk;
@@ -26,6 +28,9 @@ pub struct RequestLog {
     pub credential: String,
     pub upstream_status: Option<u16>,
     pub usage: Option<Usage>,
+    /// The pool key that served (its token counters get the usage).
+    pub pool_key: Option<String>,
+    pub pool: Option<Arc<KeyPool>>,
     closed: bool,
 }
 
@@ -39,7 +44,20 @@ impl RequestLog {
             credential: String::new(),
             upstream_status: None,
             usage: None,
+            pool_key: None,
+            pool: None,
             closed: false,
+        }
+    }
+
+    /// Credits the usage to the pool key that served.
+    fn credit_key(&self, u: &Usage) {
+        if let (Some(pool), Some(id)) = (&self.pool, &self.pool_key) {
+            pool.add_tokens(
+                id,
+                u.input_tokens + u.cache_read_tokens + u.cache_write_tokens,
+                u.output_tokens,
+            );
         }
     }
 
@@ -61,6 +79,8 @@ impl RequestLog {
             credential: self.credential.clone(),
             upstream_status: self.upstream_status,
             usage: self.usage,
+            pool_key: self.pool_key.clone(),
+            pool: self.pool.clone(),
             closed: false,
         };
         self.closed = true;
@@ -77,6 +97,7 @@ impl RequestLog {
         metrics::histogram!(m::REQUEST_DURATION, "route" => self.route.label()).record(secs);
         metrics::histogram!(m::TIME_TO_FIRST_BYTE, "route" => self.route.label()).record(secs);
         let u = self.usage.unwrap_or_default();
+        self.credit_key(&u);
         tracing::info!(
             request_id = %self.request_id,
             route = self.route.label(),
@@ -101,6 +122,7 @@ impl RequestLog {
         metrics::histogram!(m::REQUEST_DURATION, "route" => self.route.label()).record(secs);
         let u = sniffer.usage();
         count_tokens_metric(&self.model, &u);
+        self.credit_key(&u);
         self.usage = Some(u);
         tracing::info!(
             request_id = %self.request_id,
