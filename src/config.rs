@@ -16,7 +16,9 @@ use std::path::{Path, PathBuf};
 
 use crate::secret::Secret;
 
-pub use file::{ConfigFile, Findings, key_pool_from, parse_config_file, parse_value};
+pub use file::{
+    ConfigFile, Findings, KEY_POOL_FIELDS, key_pool_from, parse_config_file, parse_value,
+};
 
 /// Default origin of every Factory call.
 pub const DEFAULT_FACTORY_BASE_URL: &str = "https://api.factory.ai";
@@ -350,7 +352,12 @@ pub struct Settings {
     /// IANA zone for "today" and daily rollups; `None` = the machine's zone.
     pub timezone: Option<String>,
     pub reasoning_budgets: ReasoningBudgets,
+    /// Effective key-pool settings at start-up (env > config.json > defaults; the stored admin
+    /// layer is applied with [`Settings::key_pool_with`]).
     pub key_pool: KeyPoolSettings,
+    /// `key_pool` from config.json over the defaults, without env pins (the base the admin layer
+    /// goes on).
+    pub key_pool_file: KeyPoolSettings,
     pub pinned: Pinned,
     pub timing: Timing,
     pub sync_interval_minutes: u64,
@@ -486,7 +493,8 @@ impl Settings {
             }
         }
 
-        let mut key_pool = file.key_pool.clone().unwrap_or_default();
+        let key_pool_file = file.key_pool.clone().unwrap_or_default();
+        let mut key_pool = key_pool_file.clone();
         let mut pinned = Vec::new();
         if let Some(alg) = env.get("KEY_POOL_ALGORITHM") {
             if ALGORITHMS.contains(&alg) {
@@ -569,6 +577,7 @@ impl Settings {
             timezone,
             reasoning_budgets: budgets,
             key_pool,
+            key_pool_file,
             pinned,
             timing,
             sync_interval_minutes,
@@ -578,6 +587,21 @@ impl Settings {
             home_dir: env.get("HOME").map(PathBuf::from),
             warnings,
         })
+    }
+
+    /// Effective key-pool settings with a stored admin layer: env > stored > config.json >
+    /// defaults. Stored values that no longer validate are reported and skipped.
+    pub fn key_pool_with(
+        &self,
+        stored: &BTreeMap<String, serde_json::Value>,
+    ) -> (KeyPoolSettings, Findings) {
+        let map: serde_json::Map<String, serde_json::Value> =
+            stored.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+        let (mut kp, findings) = key_pool_from(&map, self.key_pool_file.clone());
+        if self.pinned.contains(&"algorithm") {
+            kp.algorithm = self.key_pool.algorithm.clone();
+        }
+        (kp, findings)
     }
 
     /// Resolves a client model name: `model_redirects` first, then the model list.

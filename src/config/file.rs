@@ -300,6 +300,20 @@ pub struct Findings {
     pub warnings: Vec<String>,
 }
 
+/// The field names of `key_pool` (config.json and the admin API use the same names).
+pub const KEY_POOL_FIELDS: [&str; 10] = [
+    "algorithm",
+    "max_attempts",
+    "rate_limit_cooldown_s",
+    "rate_limit_cooldown_max_s",
+    "failure_threshold",
+    "failure_window_s",
+    "failure_cooldown_s",
+    "unauthorized_threshold",
+    "auto_fallback",
+    "test_concurrency",
+];
+
 /// Applies a `key_pool` object (config.json or a partial admin update) over `base`.
 pub fn key_pool_from(o: &Map<String, Value>, base: KeyPoolSettings) -> (KeyPoolSettings, Findings) {
     let mut f = Findings::default();
@@ -309,22 +323,7 @@ pub fn key_pool_from(o: &Map<String, Value>, base: KeyPoolSettings) -> (KeyPoolS
             errors: &mut f.errors,
             warnings: &mut f.warnings,
         };
-        r.unknown(
-            "key_pool",
-            o,
-            &[
-                "algorithm",
-                "max_attempts",
-                "rate_limit_cooldown_s",
-                "rate_limit_cooldown_max_s",
-                "failure_threshold",
-                "failure_window_s",
-                "failure_cooldown_s",
-                "unauthorized_threshold",
-                "auto_fallback",
-                "test_concurrency",
-            ],
-        );
+        r.unknown("key_pool", o, &KEY_POOL_FIELDS);
         if let Some(a) = r.string(o, "algorithm", "key_pool.algorithm") {
             if ALGORITHMS.contains(&a.as_str()) {
                 kp.algorithm = a;

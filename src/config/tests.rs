@@ -202,3 +202,26 @@ fn dotenv_fills_in_but_never_overrides_the_real_environment() {
     let missing = Env::layered(&dir.path().join("absent"), []);
     assert_eq!(missing.get("PORT"), None);
 }
+
+#[test]
+fn stored_admin_layer_sits_between_env_and_config_json() {
+    let s = settings(
+        &[("KEY_POOL_ALGORITHM", "random")],
+        json!({"key_pool": {"max_attempts": 5, "failure_threshold": 7}}),
+    )
+    .unwrap();
+    let stored: BTreeMap<String, serde_json::Value> = [
+        ("algorithm".to_string(), json!("least-used")),
+        ("max_attempts".to_string(), json!(2)),
+        ("bogus".to_string(), json!(1)),
+    ]
+    .into_iter()
+    .collect();
+    let (kp, findings) = s.key_pool_with(&stored);
+    assert_eq!(kp.algorithm, "random", "env wins over the stored layer");
+    assert_eq!(kp.max_attempts, 2, "stored wins over config.json");
+    assert_eq!(kp.failure_threshold, 7, "config.json wins over defaults");
+    assert!(findings.warnings.iter().any(|w| w.contains("bogus")));
+    let (kp, _) = s.key_pool_with(&BTreeMap::new());
+    assert_eq!(kp.max_attempts, 5);
+}
