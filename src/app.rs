@@ -1,14 +1,17 @@
 //! The long-lived handles every request uses, built once at start-up.
 
 use std::sync::Arc;
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 use metrics_exporter_prometheus::PrometheusHandle;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::config::Settings;
-use crate::credentials::{Credentials, CredentialsError, KeyPool};
+use crate::credentials::pool::{KeyPool, Persist, SystemClock};
+use crate::credentials::{Credentials, CredentialsError};
+use crate::store::StoreError;
+use crate::store::sqlite::Store;
 use crate::telemetry;
 use crate::upstream::{Upstream, UpstreamError};
 
@@ -18,6 +21,8 @@ pub struct App {
     pub settings: Arc<Settings>,
     pub upstream: Arc<Upstream>,
     pub credentials: Arc<Credentials>,
+    pub pool: Arc<KeyPool>,
+    pub store: Store,
     pub metrics: PrometheusHandle,
     pub started_at: SystemTime,
     /// Fired when shutdown begins (`/ready` turns 503, background loops stop).
@@ -33,19 +38,50 @@ pub enum AppError {
     Upstream(#[from] UpstreamError),
     #[error(transparent)]
     Credentials(#[from] CredentialsError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
 }
 
+/// How often per-request counters are written behind.
+const COUNTER_FLUSH_PERIOD: Duration = Duration::from_secs(1);
+
 impl App {
-    /// Builds the handles and starts the background tasks (WorkOS refresh).
+    /// Opens the store, builds the handles and starts the background tasks (counter flushes,
+    /// WorkOS refresh). The caller holds the data-folder lock.
     pub fn start(settings: Settings) -> Result<App, AppError> {
+        let (store, loaded) = Store::open(&settings.data_dir)?;
+        if let Some(r) = &loaded.import {
+            tracing::info!(
+                keys = r.keys,
+                groups = r.groups,
+                skipped = r.skipped,
+                "imported the Node.js data/key_pool.json (left in place)"
+            );
+        }
+        let (key_pool, findings) = settings.key_pool_with(&loaded.settings);
+        for w in findings.warnings.iter().chain(&findings.errors) {
+            tracing::warn!("stored key_pool setting ignored: {w}");
+        }
         let settings = Arc::new(settings);
         let upstream = Arc::new(Upstream::new(&settings)?);
-        let pool = Arc::new(KeyPool::default());
-        let credentials = Arc::new(Credentials::load(&settings, Arc::clone(&upstream), pool)?);
+        let pool = Arc::new(KeyPool::new(
+            loaded.keys,
+            loaded.groups,
+            key_pool,
+            Some(Arc::new(store.clone()) as Arc<dyn Persist>),
+            Arc::new(SystemClock),
+        ));
+        let credentials = Arc::new(Credentials::load(
+            &settings,
+            Arc::clone(&upstream),
+            Arc::clone(&pool),
+        )?);
         let app = App {
             settings,
             upstream,
             credentials,
+            pool,
+            store,
             metrics: telemetry::metrics::handle(),
             started_at: SystemTime::now(),
             shutdown: CancellationToken::new(),
@@ -57,6 +93,31 @@ impl App {
             let r = Arc::clone(r);
             app.tasks.spawn(r.run(app.shutdown.clone()));
         }
+        let (pool, stop) = (Arc::clone(&app.pool), app.shutdown.clone());
+        app.tasks.spawn(async move {
+            let mut tick = tokio::time::interval(COUNTER_FLUSH_PERIOD);
+            loop {
+                tokio::select! {
+                    _ = stop.cancelled() => break,
+                    _ = tick.tick() => pool.flush_counters(),
+                }
+            }
+            pool.flush_counters();
+        });
         Ok(app)
+    }
+
+    /// Writes everything still in memory and closes the store (the end of shutdown).
+    pub async fn close_store(&self) {
+        self.pool.flush_counters();
+        if let Err(e) = self.store.flush().await {
+            tracing::error!(error = %e, "could not flush the store");
+        }
+        let store = self.store.clone();
+        match tokio::task::spawn_blocking(move || store.close()).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::error!(error = %e, "could not close the store"),
+            Err(e) => tracing::error!(error = %e, "closing the store failed"),
+        }
     }
 }

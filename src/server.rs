@@ -431,6 +431,7 @@ impl Running {
             }
         };
         let _ = tokio::time::timeout(Duration::from_secs(5), self.app.tasks.wait()).await;
+        self.app.close_store().await;
         tracing::info!("shutdown complete");
         clean
     }

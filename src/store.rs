@@ -31,6 +31,12 @@ pub enum StoreError {
         #[source]
         source: std::io::Error,
     },
+    #[error("{path}: {source}")]
+    Database {
+        path: String,
+        #[source]
+        source: sqlite::SqliteError,
+    },
 }
 
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> StoreError + '_ {

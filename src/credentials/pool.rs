@@ -21,6 +21,7 @@ use crate::store::records::{
     CounterDelta, DEFAULT_GROUP, DEFAULT_GROUP_PRIORITY, DisabledBy, EventSource, KeyEvent,
     KeyRecord, KeyStatus, LastTest, Millis, PoolGroup, StoreOp,
 };
+use crate::store::sqlite::{SqliteError, Store};
 use crate::telemetry::metrics as m;
 
 pub use health::{Health, Outcome};
@@ -49,7 +50,17 @@ pub trait Persist: Send + Sync + std::fmt::Debug {
     /// Queues ops (order preserved across calls).
     fn enqueue(&self, ops: Vec<StoreOp>);
     /// Queues ops and returns a receiver resolved once they are durable.
-    fn enqueue_acked(&self, ops: Vec<StoreOp>) -> oneshot::Receiver<Result<(), String>>;
+    fn enqueue_acked(&self, ops: Vec<StoreOp>) -> oneshot::Receiver<Result<(), SqliteError>>;
+}
+
+impl Persist for Store {
+    fn enqueue(&self, ops: Vec<StoreOp>) {
+        self.submit(ops);
+    }
+
+    fn enqueue_acked(&self, ops: Vec<StoreOp>) -> oneshot::Receiver<Result<(), SqliteError>> {
+        Store::enqueue_acked(self, ops)
+    }
 }
 
 /// The outcome of a pick.
@@ -746,19 +757,19 @@ impl KeyPool {
 
     async fn acked(
         &self,
-        rx: Option<oneshot::Receiver<Result<(), String>>>,
+        rx: Option<oneshot::Receiver<Result<(), SqliteError>>>,
     ) -> Result<(), PoolError> {
         match rx {
             None => Ok(()),
             Some(rx) => match rx.await {
                 Ok(Ok(())) => Ok(()),
-                Ok(Err(e)) => Err(PoolError::Persist(e)),
+                Ok(Err(e)) => Err(PoolError::Persist(e.to_string())),
                 Err(_) => Err(PoolError::Persist("the store stopped".into())),
             },
         }
     }
 
-    fn queue(&self, ops: Vec<StoreOp>) -> Option<oneshot::Receiver<Result<(), String>>> {
+    fn queue(&self, ops: Vec<StoreOp>) -> Option<oneshot::Receiver<Result<(), SqliteError>>> {
         self.persist.as_ref().map(|p| p.enqueue_acked(ops))
     }
 

@@ -204,11 +204,17 @@ pub enum StoreOp {
     DeleteKey(String),
     PutGroup(PoolGroup),
     /// Delete a group; its keys move to `move_keys_to`.
-    DeleteGroup { id: String, move_keys_to: String },
+    DeleteGroup {
+        id: String,
+        move_keys_to: String,
+    },
     AddEvents(Vec<KeyEvent>),
     AddCounters(Vec<CounterDelta>),
     /// A stored admin setting (`key_pool.<name>` → JSON value).
-    PutSetting { name: String, value: serde_json::Value },
+    PutSetting {
+        name: String,
+        value: serde_json::Value,
+    },
     /// Drop every stored admin setting.
     ClearSettings,
 }

@@ -1,6 +1,7 @@
 use std::sync::atomic::{AtomicI64, Ordering};
 
 use super::*;
+use crate::store::sqlite::SqliteError;
 
 /// A clock the test moves.
 #[derive(Debug, Default)]
@@ -23,7 +24,7 @@ impl Persist for Recorder {
     fn enqueue(&self, ops: Vec<StoreOp>) {
         self.0.lock().unwrap().extend(ops);
     }
-    fn enqueue_acked(&self, ops: Vec<StoreOp>) -> oneshot::Receiver<Result<(), String>> {
+    fn enqueue_acked(&self, ops: Vec<StoreOp>) -> oneshot::Receiver<Result<(), SqliteError>> {
         self.enqueue(ops);
         let (tx, rx) = oneshot::channel();
         let _ = tx.send(Ok(()));
