@@ -23,6 +23,11 @@ pub struct App {
     pub credentials: Arc<Credentials>,
     pub pool: Arc<KeyPool>,
     pub store: Store,
+    /// The stored admin layer of `key_pool` settings (name → JSON value), as loaded at start and
+    /// changed through `PUT /admin/config`; the effective settings are
+    /// `settings.key_pool_with(&stored_key_pool)`.
+    pub stored_key_pool:
+        Arc<std::sync::Mutex<std::collections::BTreeMap<String, serde_json::Value>>>,
     pub metrics: PrometheusHandle,
     pub started_at: SystemTime,
     /// Fired when shutdown begins (`/ready` turns 503, background loops stop).
@@ -62,6 +67,7 @@ impl App {
         for w in findings.warnings.iter().chain(&findings.errors) {
             tracing::warn!("stored key_pool setting ignored: {w}");
         }
+        let stored_key_pool = Arc::new(std::sync::Mutex::new(loaded.settings.clone()));
         let settings = Arc::new(settings);
         let upstream = Arc::new(Upstream::new(&settings)?);
         let pool = Arc::new(KeyPool::new(
@@ -82,6 +88,7 @@ impl App {
             credentials,
             pool,
             store,
+            stored_key_pool,
             metrics: telemetry::metrics::handle(),
             started_at: SystemTime::now(),
             shutdown: CancellationToken::new(),
