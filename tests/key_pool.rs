@@ -399,3 +399,73 @@ async fn pool_metrics() {
         assert!(text.contains(needle), "missing {needle}");
     }
 }
+
+#[tokio::test]
+async fn a_node_key_pool_json_is_imported_on_first_start_and_left_in_place() {
+    let mock = MockUpstream::start().await;
+    let data = tempfile::tempdir().unwrap();
+    let fixture = std::fs::read(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/fixtures/node/key_pool.json"
+    ))
+    .unwrap();
+    std::fs::write(data.path().join("key_pool.json"), &fixture).unwrap();
+    let gw = gateway(&mock).data_dir(data.path()).start().await;
+    let p = pool(&gw);
+    let (counts, groups) = p.stats();
+    assert_eq!(counts.total, 6, "six valid keys imported, three skipped");
+    let banned = p.get("key_1728700000003_k9l0m1n2o").expect("ids are kept");
+    assert_eq!(banned.rec.status, KeyStatus::Banned);
+    assert_eq!(
+        banned.rec.status_reason.as_deref(),
+        Some("Payment Required - No Credits")
+    );
+    let disabled = p.get("key_1728700000002_f5g6h7i8j").unwrap();
+    assert_eq!(disabled.rec.status, KeyStatus::Disabled);
+    assert_eq!(
+        disabled.rec.disabled_by,
+        Some(droid2api::store::records::DisabledBy::Auto),
+        "imported disabled keys count as disabled automatically"
+    );
+    assert_eq!(
+        p.get("key_1728700000001_a1b2c3d4e").unwrap().rec.pool_group,
+        "freebies"
+    );
+    assert!(
+        groups
+            .iter()
+            .any(|(g, _)| g.id == "freebies" && g.priority == 1)
+    );
+    assert_eq!(
+        p.settings().algorithm,
+        "round-robin",
+        "an unknown Node algorithm becomes round-robin"
+    );
+    assert_eq!(
+        std::fs::read(data.path().join("key_pool.json")).unwrap(),
+        fixture,
+        "the file is left in place"
+    );
+    // The imported pool serves.
+    let (s, _, _) = post(
+        &gw.url("/v1/messages"),
+        &anthropic_body("claude-opus-4-6"),
+        &[],
+    )
+    .await;
+    assert_eq!(s, 200);
+    assert!(
+        last_bearer(&mock).starts_with("fk-fixture-freebies"),
+        "the highest-priority tier serves"
+    );
+    // A restart does not import again (a deleted key stays deleted).
+    p.delete("key_1728700000001_a1b2c3d4e").await.unwrap();
+    let (data_dir, home, _keep) = gw.stop().await;
+    let gw = gateway(&mock)
+        .data_dir(&data_dir)
+        .home_dir(&home)
+        .start()
+        .await;
+    assert!(pool(&gw).get("key_1728700000001_a1b2c3d4e").is_none());
+    assert_eq!(pool(&gw).stats().0.total, 5);
+}
