@@ -4,6 +4,7 @@
 //! The binary (`src/main.rs`) is a thin shell over this library; `ARCHITECTURE.md` has the code
 //! map and the invariants each module keeps.
 
+pub mod admin;
 pub mod app;
 pub mod cli;
 pub mod config;

@@ -37,6 +37,7 @@ pub fn router(app: App) -> Router {
         .route("/v1/responses", post(responses))
         .route("/v1/messages", post(messages))
         .route("/v1/messages/count_tokens", post(count_tokens))
+        .merge(crate::admin::router(app.clone()))
         .fallback(not_found)
         .layer(middleware::from_fn_with_state(app.clone(), edge))
         .with_state(app)

@@ -913,3 +913,86 @@ async fn invalid_configuration_stops_startup() {
     );
     assert!(!out.contains(" listening"), "{out}");
 }
+
+/// Every admin change acknowledged with a 2xx survives `kill -9` right after the reply.
+#[tokio::test]
+async fn acknowledged_admin_changes_survive_kill_9() {
+    let mock = MockUpstream::start().await;
+    let dirs = Dirs::new();
+    let admin = "admin-key-kill9-0123456789";
+    let mut env = base_env(&dirs, &mock.url());
+    set(&mut env, "ADMIN_ACCESS_KEY", admin);
+    let mut p = Proc::spawn(&dirs, &env, &[]);
+    let port = p.port().await;
+    let base = format!("http://127.0.0.1:{port}");
+    let c = client();
+    let mut ids = Vec::new();
+    for i in 0..20 {
+        let r = c
+            .post(format!("{base}/admin/keys"))
+            .header("x-admin-key", admin)
+            .json(&serde_json::json!({"key": format!("fk-kill9-key-{i:04}"), "notes": format!("n{i}")}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 201);
+        let v: Value = r.json().await.unwrap();
+        ids.push(v["data"]["id"].as_str().unwrap().to_string());
+    }
+    let r = c
+        .patch(format!("{base}/admin/keys/{}/toggle", ids[3]))
+        .header("x-admin-key", admin)
+        .json(&serde_json::json!({"status": "disabled"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let r = c
+        .post(format!("{base}/admin/pool-groups"))
+        .header("x-admin-key", admin)
+        .json(&serde_json::json!({"id": "tier1", "name": "Tier 1", "priority": 1}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    // No grace: the process dies right after the last acknowledgement.
+    p.signal("-KILL");
+    p.wait(Duration::from_secs(10)).await;
+
+    let mut p = Proc::spawn(&dirs, &env, &[]);
+    let port = p.port().await;
+    let base = format!("http://127.0.0.1:{port}");
+    let v: Value = c
+        .get(format!("{base}/admin/keys?limit=500"))
+        .header("x-admin-key", admin)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let keys = v["data"]["keys"].as_array().unwrap();
+    assert_eq!(keys.len(), 20, "{v}");
+    let k3 = keys.iter().find(|k| k["id"] == ids[3].as_str()).unwrap();
+    assert_eq!(k3["status"], "disabled");
+    assert_eq!(k3["disabled_by"], "admin");
+    let groups: Value = c
+        .get(format!("{base}/admin/pool-groups"))
+        .header("x-admin-key", admin)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(
+        groups["data"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|g| g["id"] == "tier1"),
+        "{groups}"
+    );
+    p.sigterm();
+    assert!(p.wait(Duration::from_secs(10)).await.success());
+}

@@ -218,3 +218,55 @@ pub enum StoreOp {
     /// Drop every stored admin setting.
     ClearSettings,
 }
+
+/// One client request's usage (contract §7 token fields), one record per request — not per
+/// failover attempt.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UsageRecord {
+    /// When the request arrived.
+    pub at: Millis,
+    /// Start of the request's hour in the configured time zone (UTC milliseconds).
+    pub hour_start: Millis,
+    /// Start of the request's day in the configured time zone (UTC milliseconds).
+    pub day_start: Millis,
+    /// The credential that served: a pool key id, or `env`, `refresh`, `file`, `client`; `-` when
+    /// none was chosen (the request was rejected first). Never a secret.
+    pub credential: String,
+    /// Upstream attempts (failovers + 1); 0 when the gateway answered itself.
+    pub attempts: u32,
+    /// `api_access_key` or `anonymous`.
+    pub client: String,
+    /// The resolved model id (`-` when unknown).
+    pub model: String,
+    /// The client route (`/v1/messages`, …).
+    pub route: String,
+    /// `anthropic`, `responses`, `chat`, or `-` when no upstream call was made.
+    pub upstream_format: String,
+    /// The status the client got.
+    pub status: u16,
+    pub input_tokens: u64,
+    pub cache_read_tokens: u64,
+    pub cache_write_tokens: u64,
+    pub output_tokens: u64,
+    pub reasoning_tokens: u64,
+    /// Output tokens were estimated from the streamed text (the upstream never reported them).
+    pub estimated: bool,
+    /// The response reached its normal end (a stream cut short by the client or the upstream is
+    /// `false`).
+    pub complete: bool,
+    pub latency_ms: u64,
+    pub ttfb_ms: Option<u64>,
+}
+
+/// A key's Factory balance from the last sync (contract §7 `balance`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BalanceRecord {
+    pub key_id: String,
+    /// Standard tier: tokens used, allowance, trial end.
+    pub used: u64,
+    pub allowance: u64,
+    pub premium_used: u64,
+    pub premium_allowance: u64,
+    pub trial_end: Option<Millis>,
+    pub synced_at: Millis,
+}

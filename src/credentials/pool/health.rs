@@ -175,6 +175,11 @@ pub fn apply(
     s: &KeyPoolSettings,
 ) -> Option<KeyEvent> {
     let was_probe = h.probe_since.take().is_some();
+    if rec.disabled_by == Some(DisabledBy::Admin) {
+        // An admin's decision is never changed automatically (a test of such a key only
+        // records its result).
+        return None;
+    }
     match outcome {
         Outcome::Cancelled => None,
         Outcome::Success | Outcome::Forbidden | Outcome::ClientError(_) => {
@@ -624,6 +629,22 @@ mod tests {
         k.disabled_by = Some(DisabledBy::Admin);
         assert!(apply(&mut k, &mut h, &Outcome::Success, EventSource::Test, 4, &s).is_none());
         assert_eq!(k.status, KeyStatus::Disabled);
+        // Nor is it banned by a 402 on a test (a later success would then re-enable it).
+        assert!(
+            apply(
+                &mut k,
+                &mut h,
+                &Outcome::PaymentRequired("x".into()),
+                EventSource::Test,
+                5,
+                &s
+            )
+            .is_none()
+        );
+        assert_eq!(
+            (k.status, k.disabled_by),
+            (KeyStatus::Disabled, Some(DisabledBy::Admin))
+        );
     }
 
     #[test]

@@ -1,0 +1,535 @@
+//! The admin API (contract §7, usage endpoints aside): key-pool management, key tests, pool
+//! groups and the stored layer of `key_pool` settings.
+//!
+//! Every `/admin/*` and `/factory/*` path — unknown ones included — goes through one
+//! authentication layer first: `x-admin-key` compared in constant time with `ADMIN_ACCESS_KEY`
+//! (401 `unauthorized`), or 503 `admin_disabled` when no admin key is configured. Replies use
+//! the admin envelope `{"success":true,"data":…,"message"?}` /
+//! `{"success":false,"error":{"code","message"}}`; export is the one reply that is a file and
+//! the one place whole secrets leave the gateway.
+//!
+//! Request bodies and query strings are parsed here rather than by axum's extractors, whose
+//! rejections are plain text: every malformed input gets a 400 envelope naming the problem.
+
+mod groups;
+mod keys;
+mod settings;
+mod testing;
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::rejection::PathRejection;
+use axum::extract::{Path, Request, State};
+use axum::http::{StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{any, delete, get, patch, post};
+use serde_json::{Map, Value, json};
+
+use crate::app::App;
+use crate::credentials::pool::{KeyView, PoolError};
+use crate::store::records::Millis;
+
+/// The largest admin request body (a batch import of many keys fits easily).
+const MAX_BODY_BYTES: usize = 16 * 1024 * 1024;
+
+/// State shared by the admin handlers.
+#[derive(Debug, Clone)]
+struct AdminState {
+    app: App,
+    jobs: Arc<testing::Jobs>,
+    /// Serialises changes of the stored settings layer (read, persist, apply).
+    config_lock: Arc<tokio::sync::Mutex<()>>,
+}
+
+/// The admin routes (`/admin/*`, and `/factory/*` until the usage endpoints exist), behind the
+/// admin authentication layer. Merged into the main router.
+pub fn router<S>(app: App) -> Router<S>
+where
+    S: Clone + Send + Sync + 'static,
+{
+    let state = AdminState {
+        app,
+        jobs: Arc::new(testing::Jobs::default()),
+        config_lock: Arc::new(tokio::sync::Mutex::new(())),
+    };
+    // Static segments win over `{id}` whatever the order of registration (the router matches
+    // the most specific route), so `/admin/keys/disabled` & co. never reach the `{id}` handlers.
+    Router::new()
+        .route("/admin/stats", get(keys::stats))
+        .route("/admin/keys", get(keys::list).post(keys::add))
+        .route("/admin/keys/add", post(keys::add))
+        .route("/admin/keys/batch", post(keys::batch))
+        .route("/admin/keys/bulk", post(keys::bulk))
+        .route("/admin/keys/export", get(keys::export))
+        .route("/admin/keys/test-all", post(testing::test_all))
+        .route("/admin/keys/disabled", delete(keys::delete_disabled))
+        .route("/admin/keys/banned", delete(keys::delete_banned))
+        .route(
+            "/admin/keys/{id}",
+            get(keys::get_one)
+                .put(keys::update)
+                .delete(keys::delete_one),
+        )
+        .route("/admin/keys/{id}/history", get(keys::history))
+        .route("/admin/keys/{id}/toggle", patch(keys::toggle))
+        .route("/admin/keys/{id}/pool", patch(keys::move_key))
+        .route("/admin/keys/{id}/reset", post(keys::reset))
+        .route("/admin/keys/{id}/test", post(testing::test_one))
+        .route("/admin/jobs/{id}", get(testing::job))
+        .route("/admin/pool-groups", get(groups::list).post(groups::create))
+        .route(
+            "/admin/pool-groups/{id}",
+            patch(groups::update).delete(groups::remove),
+        )
+        .route(
+            "/admin/config",
+            get(settings::get_config).put(settings::put_config),
+        )
+        .route("/admin/config/reset", post(settings::reset_config))
+        .route("/admin", any(unknown_route))
+        .route("/admin/", any(unknown_route))
+        .route("/admin/{*rest}", any(unknown_route))
+        .route("/factory", any(usage_placeholder))
+        .route("/factory/", any(usage_placeholder))
+        .route("/factory/{*rest}", any(usage_placeholder))
+        .layer(middleware::from_fn_with_state(state.clone(), authenticate))
+        .with_state(state)
+}
+
+// ----- authentication -----------------------------------------------------------------------
+
+/// `x-admin-key` in constant time; 503 when the admin API is not configured. Also gives the
+/// router's bare 405 answers the admin envelope.
+async fn authenticate(State(st): State<AdminState>, req: Request, next: Next) -> Response {
+    let Some(key) = &st.app.settings.admin_access_key else {
+        return AdminError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "admin_disabled",
+            "the admin API is disabled: set ADMIN_ACCESS_KEY to enable it",
+        )
+        .into_response();
+    };
+    let given = req
+        .headers()
+        .get("x-admin-key")
+        .and_then(|v| v.to_str().ok());
+    if !given.is_some_and(|g| key.ct_eq(g)) {
+        tracing::debug!(path = %req.uri().path(), "admin request refused: missing or wrong admin key");
+        return AdminError::new(
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            "missing or wrong admin key: send ADMIN_ACCESS_KEY in the x-admin-key header",
+        )
+        .into_response();
+    }
+    let method = req.method().clone();
+    let path = req.uri().path().to_string();
+    let resp = next.run(req).await;
+    if resp.status() == StatusCode::METHOD_NOT_ALLOWED {
+        let allow = resp.headers().get(header::ALLOW).cloned();
+        let mut out = AdminError::new(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "method_not_allowed",
+            format!(
+                "{method} is not supported on {path}{}",
+                allow
+                    .as_ref()
+                    .and_then(|a| a.to_str().ok())
+                    .map(|a| format!(" (allowed: {a})"))
+                    .unwrap_or_default()
+            ),
+        )
+        .into_response();
+        if let Some(a) = allow {
+            out.headers_mut().insert(header::ALLOW, a);
+        }
+        return out;
+    }
+    resp
+}
+
+async fn unknown_route(req: Request) -> Response {
+    AdminError::not_found(format!(
+        "no admin route for {} {}",
+        req.method(),
+        req.uri().path()
+    ))
+    .into_response()
+}
+
+async fn usage_placeholder(req: Request) -> Response {
+    AdminError::not_found(format!(
+        "no route for {} {}: the usage endpoints arrive with the usage issue",
+        req.method(),
+        req.uri().path()
+    ))
+    .into_response()
+}
+
+// ----- envelope -----------------------------------------------------------------------------
+
+/// An admin error reply.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct AdminError {
+    status: StatusCode,
+    code: &'static str,
+    message: String,
+}
+
+impl AdminError {
+    fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+        AdminError {
+            status,
+            code,
+            message: message.into(),
+        }
+    }
+
+    fn bad_request(message: impl Into<String>) -> Self {
+        AdminError::new(StatusCode::BAD_REQUEST, "bad_request", message)
+    }
+
+    fn not_found(message: impl Into<String>) -> Self {
+        AdminError::new(StatusCode::NOT_FOUND, "not_found", message)
+    }
+
+    fn conflict(message: impl Into<String>) -> Self {
+        AdminError::new(StatusCode::CONFLICT, "conflict", message)
+    }
+
+    fn internal(message: impl Into<String>) -> Self {
+        AdminError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", message)
+    }
+}
+
+impl From<PoolError> for AdminError {
+    fn from(e: PoolError) -> Self {
+        match e {
+            PoolError::BadRequest(m) => AdminError::bad_request(m),
+            PoolError::NotFound(m) => AdminError::not_found(m),
+            PoolError::Conflict(m) => AdminError::conflict(m),
+            PoolError::Persist(_) => {
+                tracing::error!(error = %e, "admin change not saved");
+                AdminError::internal(e.to_string())
+            }
+        }
+    }
+}
+
+impl IntoResponse for AdminError {
+    fn into_response(self) -> Response {
+        (
+            self.status,
+            axum::Json(json!({
+                "success": false,
+                "error": {"code": self.code, "message": self.message},
+            })),
+        )
+            .into_response()
+    }
+}
+
+type Reply = Result<Response, AdminError>;
+
+/// 200 with `data`.
+fn ok(data: Value) -> Reply {
+    Ok(axum::Json(json!({"success": true, "data": data})).into_response())
+}
+
+/// A success reply with a status and a message.
+fn reply(status: StatusCode, data: Value, message: &str) -> Reply {
+    Ok((
+        status,
+        axum::Json(json!({"success": true, "data": data, "message": message})),
+    )
+        .into_response())
+}
+
+// ----- input parsing ------------------------------------------------------------------------
+
+/// The `{id}` path parameter.
+fn path_id(p: Result<Path<String>, PathRejection>) -> Result<String, AdminError> {
+    match p {
+        Ok(Path(id)) if !id.is_empty() => Ok(id),
+        Ok(_) => Err(AdminError::bad_request("id: must not be empty")),
+        Err(e) => Err(AdminError::bad_request(format!("id: {}", e.body_text()))),
+    }
+}
+
+/// A JSON value's kind, for messages.
+fn kind_of(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
+    }
+}
+
+/// Reads the body as one JSON object.
+async fn json_object(body: Body) -> Result<Map<String, Value>, AdminError> {
+    let bytes = axum::body::to_bytes(body, MAX_BODY_BYTES)
+        .await
+        .map_err(|_| {
+            AdminError::bad_request(format!(
+                "the request body could not be read or is larger than {} MiB",
+                MAX_BODY_BYTES / (1024 * 1024)
+            ))
+        })?;
+    if bytes.iter().all(u8::is_ascii_whitespace) {
+        return Err(AdminError::bad_request(
+            "request body: expected a JSON object, got an empty body",
+        ));
+    }
+    let v: Value = serde_json::from_slice(&bytes)
+        .map_err(|e| AdminError::bad_request(format!("request body is not valid JSON: {e}")))?;
+    match v {
+        Value::Object(o) => Ok(o),
+        other => Err(AdminError::bad_request(format!(
+            "request body: expected a JSON object, got {}",
+            kind_of(&other)
+        ))),
+    }
+}
+
+/// An optional string field (`null` = absent).
+fn opt_string(o: &Map<String, Value>, name: &str) -> Result<Option<String>, AdminError> {
+    match o.get(name) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(s)) => Ok(Some(s.clone())),
+        Some(other) => Err(AdminError::bad_request(format!(
+            "{name}: expected a string, got {}",
+            kind_of(other)
+        ))),
+    }
+}
+
+/// A required string field.
+fn req_string(o: &Map<String, Value>, name: &str) -> Result<String, AdminError> {
+    opt_string(o, name)?
+        .ok_or_else(|| AdminError::bad_request(format!("{name}: required (a string)")))
+}
+
+/// An optional whole-number field.
+fn opt_i64(o: &Map<String, Value>, name: &str) -> Result<Option<i64>, AdminError> {
+    match o.get(name) {
+        None | Some(Value::Null) => Ok(None),
+        Some(v) => v.as_i64().map(Some).ok_or_else(|| {
+            AdminError::bad_request(format!("{name}: expected a whole number, got {v}"))
+        }),
+    }
+}
+
+/// An optional array of strings.
+fn opt_string_array(o: &Map<String, Value>, name: &str) -> Result<Option<Vec<String>>, AdminError> {
+    match o.get(name) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::Array(items)) => items
+            .iter()
+            .enumerate()
+            .map(|(i, v)| match v {
+                Value::String(s) => Ok(s.clone()),
+                other => Err(AdminError::bad_request(format!(
+                    "{name}[{i}]: expected a string, got {}",
+                    kind_of(other)
+                ))),
+            })
+            .collect::<Result<Vec<_>, _>>()
+            .map(Some),
+        Some(other) => Err(AdminError::bad_request(format!(
+            "{name}: expected an array of strings, got {}",
+            kind_of(other)
+        ))),
+    }
+}
+
+/// Decoded query parameters (`+` is a space; `%XX` escapes; invalid UTF-8 is refused).
+struct Query(Vec<(String, String)>);
+
+impl Query {
+    fn parse(raw: Option<&str>) -> Result<Query, AdminError> {
+        let mut out = Vec::new();
+        for part in raw.unwrap_or("").split('&').filter(|p| !p.is_empty()) {
+            let (k, v) = part.split_once('=').unwrap_or((part, ""));
+            out.push((percent_decode(k)?, percent_decode(v)?));
+        }
+        Ok(Query(out))
+    }
+
+    /// The first value of a parameter; an empty value counts as absent.
+    fn get(&self, name: &str) -> Option<&str> {
+        self.0
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+            .filter(|v| !v.is_empty())
+    }
+
+    /// A whole number within `[min, max]`, or `default` when absent.
+    fn number(
+        &self,
+        name: &str,
+        default: usize,
+        min: usize,
+        max: usize,
+    ) -> Result<usize, AdminError> {
+        match self.get(name) {
+            None => Ok(default),
+            Some(v) => match v.parse::<usize>() {
+                Ok(n) if (min..=max).contains(&n) => Ok(n),
+                _ => Err(AdminError::bad_request(format!(
+                    "{name}: expected a whole number from {min} to {max}, got {v:?}"
+                ))),
+            },
+        }
+    }
+
+    /// A value among `allowed`, or `default` when absent.
+    fn one_of<'a>(
+        &'a self,
+        name: &str,
+        allowed: &[&str],
+        default: &'a str,
+    ) -> Result<&'a str, AdminError> {
+        match self.get(name) {
+            None => Ok(default),
+            Some(v) if allowed.contains(&v) => Ok(v),
+            Some(v) => Err(AdminError::bad_request(format!(
+                "{name}: expected {}, got {v:?}",
+                allowed.join("|")
+            ))),
+        }
+    }
+}
+
+fn percent_decode(s: &str) -> Result<String, AdminError> {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        match b[i] {
+            b'+' => out.push(b' '),
+            b'%' => {
+                let hex = b
+                    .get(i + 1..i + 3)
+                    .and_then(|h| std::str::from_utf8(h).ok())
+                    .and_then(|h| u8::from_str_radix(h, 16).ok());
+                match hex {
+                    Some(v) => {
+                        out.push(v);
+                        i += 2;
+                    }
+                    None => {
+                        return Err(AdminError::bad_request(
+                            "query string: invalid percent escape",
+                        ));
+                    }
+                }
+            }
+            c => out.push(c),
+        }
+        i += 1;
+    }
+    String::from_utf8(out)
+        .map_err(|_| AdminError::bad_request("query string: not valid UTF-8 once decoded"))
+}
+
+/// Checks that a pool-group filter names an existing group.
+fn check_pool_filter(app: &App, pool: Option<&str>) -> Result<(), AdminError> {
+    match pool {
+        Some(p) if !app.pool.groups().iter().any(|g| g.id == p) => Err(AdminError::not_found(
+            format!("pool group {p} does not exist"),
+        )),
+        _ => Ok(()),
+    }
+}
+
+// ----- views --------------------------------------------------------------------------------
+
+/// RFC 3339 UTC, e.g. `2026-11-26T14:37:00Z` (fractional seconds only when non-zero).
+fn time(ms: Millis) -> Value {
+    jiff::Timestamp::from_millisecond(ms)
+        .map(|t| Value::String(t.to_string()))
+        .unwrap_or(Value::Null)
+}
+
+fn opt_time(ms: Option<Millis>) -> Value {
+    ms.map_or(Value::Null, time)
+}
+
+/// A key record as the admin API shows it (secret masked).
+fn key_json(v: &KeyView, now: Millis) -> Value {
+    let r = &v.rec;
+    let mut o = json!({
+        "id": r.id,
+        "key_masked": r.secret.masked(),
+        "status": r.status.as_str(),
+        "cooldown_until": opt_time(r.cooldown_until.filter(|t| *t > now)),
+        "status_reason": r.status_reason,
+        "status_changed_at": opt_time(r.status_changed_at),
+        "disabled_by": r.disabled_by.map(|d| d.as_str()),
+        "poolGroup": r.pool_group,
+        "notes": r.notes,
+        "created_at": time(r.created_at),
+        "last_used_at": opt_time(r.last_used_at),
+        "requests": r.requests,
+        "successes": r.successes,
+        "failures": r.failures,
+        "input_tokens": r.input_tokens,
+        "output_tokens": r.output_tokens,
+        "last_test": r.last_test.map_or(Value::Null, |t| json!({
+            "at": time(t.at),
+            "result": t.result.as_str(),
+            "status": t.status,
+        })),
+    });
+    if let (Some(b), Some(obj)) = (v.balance, o.as_object_mut()) {
+        let ratio = if b.allowance == 0 {
+            0.0
+        } else {
+            (b.used as f64 / b.allowance as f64).min(1.0)
+        };
+        obj.insert(
+            "balance".into(),
+            json!({
+                "used": b.used,
+                "allowance": b.allowance,
+                "remaining": b.allowance.saturating_sub(b.used),
+                "ratio": ratio,
+                "last_sync": time(b.synced_at),
+                "trial_end": null,
+            }),
+        );
+    }
+    o
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn query_decoding() {
+        let q = Query::parse(Some("a=1&b=x%20y+z&c=&d&e=%E4%BD%A0")).unwrap_or(Query(Vec::new()));
+        assert_eq!(q.get("a"), Some("1"));
+        assert_eq!(q.get("b"), Some("x y z"));
+        assert_eq!(q.get("c"), None);
+        assert_eq!(q.get("d"), None);
+        assert_eq!(q.get("e"), Some("你"));
+        assert!(Query::parse(Some("a=%zz")).is_err());
+        assert!(Query::parse(Some("a=%ff")).is_err());
+        assert!(Query::parse(Some("a=%4")).is_err());
+    }
+
+    #[test]
+    fn times_are_rfc3339_utc() {
+        assert_eq!(time(1_795_703_820_000), json!("2026-11-26T14:37:00Z"));
+        assert_eq!(time(1_795_703_820_123), json!("2026-11-26T14:37:00.123Z"));
+        assert_eq!(opt_time(None), Value::Null);
+    }
+}
