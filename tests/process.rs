@@ -996,3 +996,79 @@ async fn acknowledged_admin_changes_survive_kill_9() {
     p.sigterm();
     assert!(p.wait(Duration::from_secs(10)).await.success());
 }
+
+/// Pool keys never reach the logs: not on add, traffic, failover, ban, test or export.
+#[tokio::test]
+async fn pool_keys_never_reach_the_logs() {
+    let mock = MockUpstream::start().await;
+    let dirs = Dirs::new();
+    let admin = "admin-key-poollogs-0123456789";
+    let secrets: Vec<String> = (0..3)
+        .map(|i| format!("fk-SECRET-POOL-KEY-{i}-{}", uuid_like()))
+        .collect();
+    let mut env = base_env(&dirs, &mock.url());
+    set(&mut env, "ADMIN_ACCESS_KEY", admin);
+    set(&mut env, "LOG_LEVEL", "trace");
+    set(&mut env, "NODE_ENV", "production");
+    let mut p = Proc::spawn(&dirs, &env, &[]);
+    let port = p.port().await;
+    let base = format!("http://127.0.0.1:{port}");
+    let c = client();
+    let r = c
+        .post(format!("{base}/admin/keys/batch"))
+        .header("x-admin-key", admin)
+        .json(&json!({"keys": secrets}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    mock.set_bearer_status(
+        &secrets[0],
+        402,
+        json!({"type": "error", "error": {"type": "billing_error", "message": "no credits"}}),
+    );
+    mock.set_bearer_status(
+        &secrets[1],
+        429,
+        json!({"type": "error", "error": {"type": "rate_limit_error", "message": "slow"}}),
+    );
+    for _ in 0..4 {
+        let (s, _) = send(c.post(format!("{base}/v1/messages")).json(&json!({"model": "claude-opus-4-6", "max_tokens": 5, "messages": [{"role": "user", "content": "hi"}]}))).await;
+        assert!(s == 200 || s == 429, "{s}");
+    }
+    let v: Value = c
+        .get(format!("{base}/admin/keys"))
+        .header("x-admin-key", admin)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    for k in v["data"]["keys"].as_array().unwrap() {
+        let id = k["id"].as_str().unwrap();
+        send(
+            c.post(format!("{base}/admin/keys/{id}/test"))
+                .header("x-admin-key", admin),
+        )
+        .await;
+    }
+    let (s, exported) = send(
+        c.get(format!("{base}/admin/keys/export?format=json"))
+            .header("x-admin-key", admin),
+    )
+    .await;
+    assert_eq!(s, 200);
+    assert!(
+        exported.contains(&secrets[2]),
+        "export is the one place secrets are returned"
+    );
+    p.sigterm();
+    assert!(p.wait(Duration::from_secs(15)).await.success());
+    assert_clean("console output", &p.output(), &secrets);
+    let logs = files_in(&dirs.logs());
+    assert!(!logs.is_empty());
+    for (path, text) in logs {
+        assert_clean(&path.display().to_string(), &text, &secrets);
+    }
+}
