@@ -14,6 +14,7 @@ use crate::store::StoreError;
 use crate::store::sqlite::Store;
 use crate::telemetry;
 use crate::upstream::{Upstream, UpstreamError};
+use crate::usage::recorder::Recorder;
 
 /// Shared state (cheap to clone: everything is behind `Arc`).
 #[derive(Debug, Clone)]
@@ -29,6 +30,8 @@ pub struct App {
     pub stored_key_pool:
         Arc<std::sync::Mutex<std::collections::BTreeMap<String, serde_json::Value>>>,
     pub metrics: PrometheusHandle,
+    /// Usage records, queued to the store in batches.
+    pub recorder: Arc<Recorder>,
     pub started_at: SystemTime,
     /// Fired when shutdown begins (`/ready` turns 503, background loops stop).
     pub shutdown: CancellationToken,
@@ -82,6 +85,8 @@ impl App {
             Arc::clone(&upstream),
             Arc::clone(&pool),
         )?);
+        let tasks = TaskTracker::new();
+        let recorder = Recorder::start(store.clone(), settings.time_zone(), &tasks);
         let app = App {
             settings,
             upstream,
@@ -90,9 +95,10 @@ impl App {
             store,
             stored_key_pool,
             metrics: telemetry::metrics::handle(),
+            recorder,
             started_at: SystemTime::now(),
             shutdown: CancellationToken::new(),
-            tasks: TaskTracker::new(),
+            tasks,
         };
         if let Some(r) = app.credentials.refresh_manager()
             && app.credentials.refresh_may_serve()

@@ -516,10 +516,27 @@ impl Settings {
             timing.balance_sync_interval_s = Some(sync_interval_minutes * 60);
         }
 
-        let timezone = file
-            .timezone
-            .clone()
-            .or_else(|| env.get("TZ").map(str::to_string));
+        let timezone = match &file.timezone {
+            Some(tz) => {
+                if jiff::tz::TimeZone::get(tz).is_err() {
+                    errors.push(format!(
+                        "timezone: unknown time zone {tz:?} (expected an IANA name such as \"Asia/Shanghai\")"
+                    ));
+                }
+                Some(tz.clone())
+            }
+            None => env.get("TZ").and_then(|tz| {
+                let name = tz.trim_start_matches(':');
+                if jiff::tz::TimeZone::get(name).is_ok() {
+                    Some(name.to_string())
+                } else {
+                    warnings.push(format!(
+                        "TZ: {tz:?} is not an IANA time zone name; using the machine's zone"
+                    ));
+                    None
+                }
+            }),
+        };
 
         let redis_url = env.get("REDIS_URL").map(str::to_string).or_else(|| {
             env.get("REDIS_HOST").map(|h| {
@@ -602,6 +619,15 @@ impl Settings {
             kp.algorithm = self.key_pool.algorithm.clone();
         }
         (kp, findings)
+    }
+
+    /// The time zone for "today" and daily rollups: config `timezone`, else `TZ`, else the
+    /// machine's (validated at load, so a configured name always resolves here).
+    pub fn time_zone(&self) -> jiff::tz::TimeZone {
+        self.timezone
+            .as_deref()
+            .and_then(|name| jiff::tz::TimeZone::get(name.trim_start_matches(':')).ok())
+            .unwrap_or_else(jiff::tz::TimeZone::system)
     }
 
     /// Resolves a client model name: `model_redirects` first, then the model list.

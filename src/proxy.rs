@@ -241,6 +241,11 @@ pub async fn handle(
 ) -> Response {
     let started = Instant::now();
     let mut log = RequestLog::new(route, request_id.clone(), started);
+    log.recorder = Some(Arc::clone(&app.recorder));
+    if app.settings.api_access_key.is_some() {
+        // The edge already checked it: every request that gets here presented the key.
+        log.client = "api_access_key";
+    }
     match run(&app, route, &headers, query, body, &mut log).await {
         Ok(resp) => resp,
         Err(e) => {
@@ -339,6 +344,7 @@ async fn run(
             }
         },
     };
+    log.format = Some(format);
     let body = Bytes::from(serde_json::to_vec(&prepared.body).map_err(|e| {
         ApiError::new(
             StatusCode::INTERNAL_SERVER_ERROR,
@@ -371,6 +377,7 @@ async fn run(
             _ => None,
         };
         let guard = AttemptGuard::new(&pool, pool_key.clone());
+        log.attempts += 1;
         let can_fail_over = pool_key.is_some() && tried.len() + 1 < max_attempts;
         let req = UpstreamRequest {
             url: url.clone(),

@@ -120,6 +120,7 @@ async fn edge(State(app): State<App>, mut req: Request, next: Next) -> Response 
         );
         r
     } else if is_v1 && !client_authorized(&app, req.headers()) {
+        record_rejected(&app, &method, &path, started);
         ApiError::new(
             StatusCode::UNAUTHORIZED,
             "invalid or missing API access key: send it as 'Authorization: Bearer <key>' or 'x-api-key: <key>'",
@@ -156,6 +157,46 @@ async fn edge(State(app): State<App>, mut req: Request, next: Next) -> Response 
         "http"
     );
     resp
+}
+
+/// A request to an LLM route refused before the pipeline (bad client key) still gets its usage
+/// record, with zero tokens.
+fn record_rejected(app: &App, method: &Method, path: &str, started: Instant) {
+    let route = match path {
+        "/v1/chat/completions" => Route::ChatCompletions,
+        "/v1/responses" => Route::Responses,
+        "/v1/messages" => Route::Messages,
+        _ => return,
+    };
+    if method != Method::POST {
+        return;
+    }
+    let at = std::time::SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0);
+    let latency_ms = started.elapsed().as_millis() as u64;
+    app.recorder.record(crate::store::records::UsageRecord {
+        at,
+        hour_start: 0,
+        day_start: 0,
+        credential: "-".into(),
+        attempts: 0,
+        client: "anonymous".into(),
+        model: "-".into(),
+        route: route.label().into(),
+        upstream_format: "-".into(),
+        status: 401,
+        input_tokens: 0,
+        cache_read_tokens: 0,
+        cache_write_tokens: 0,
+        output_tokens: 0,
+        reasoning_tokens: 0,
+        estimated: false,
+        complete: true,
+        latency_ms,
+        ttfb_ms: Some(latency_ms),
+    });
 }
 
 fn request_id(req: &Request) -> String {
@@ -431,6 +472,8 @@ impl Running {
                 false
             }
         };
+        // The last request is done: the usage queue can drain and stop.
+        self.app.recorder.stop();
         let _ = tokio::time::timeout(Duration::from_secs(5), self.app.tasks.wait()).await;
         self.app.close_store().await;
         tracing::info!("shutdown complete");

@@ -225,3 +225,16 @@ fn stored_admin_layer_sits_between_env_and_config_json() {
     let (kp, _) = s.key_pool_with(&BTreeMap::new());
     assert_eq!(kp.max_attempts, 5);
 }
+
+#[test]
+fn time_zones_are_validated() {
+    let e = errors(settings(&[], json!({"timezone": "Mars/Olympus"})));
+    assert_eq!(e, vec![r#"timezone: unknown time zone "Mars/Olympus" (expected an IANA name such as "Asia/Shanghai")"#.to_string()]);
+    let s = settings(&[("TZ", "Not/AZone")], json!({})).unwrap();
+    assert!(s.timezone.is_none());
+    assert!(s.warnings.iter().any(|w| w.starts_with("TZ:")));
+    let s = settings(&[("TZ", ":Europe/Paris")], json!({})).unwrap();
+    assert_eq!(s.time_zone().iana_name(), Some("Europe/Paris"));
+    let s = settings(&[("TZ", "UTC")], json!({"timezone": "Asia/Shanghai"})).unwrap();
+    assert_eq!(s.time_zone().iana_name(), Some("Asia/Shanghai"));
+}

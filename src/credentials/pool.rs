@@ -90,6 +90,8 @@ pub struct Balance {
     pub used: u64,
     pub allowance: u64,
     pub synced_at: Millis,
+    /// End of the key's free trial, when known.
+    pub trial_end: Option<Millis>,
 }
 
 /// One key in memory.

@@ -14,24 +14,44 @@ use futures_util::stream::BoxStream;
 use super::{ProxyInfo, Route};
 use crate::credentials::pool::KeyPool;
 use crate::sse::{self, Decoder, Event};
+use crate::store::records::{Millis, UsageRecord};
 use crate::telemetry::metrics as m;
 use crate::translate::passthrough::is_usage_only_chunk;
+use crate::usage::recorder::Recorder;
 use crate::usage::{SseTap, Usage, UsageSniffer, WireFormat};
 
-/// What is known about one proxied request; closed exactly once.
-#[derive(Debug)]
+/// What is known about one proxied request; closed exactly once, which writes its metrics, its
+/// log line and its usage record.
+#[derive(Debug, Clone)]
 pub struct RequestLog {
     pub route: Route,
     pub request_id: String,
     pub started: Instant,
+    /// Wall-clock start (Unix ms) for the usage record.
+    pub at_ms: Millis,
     pub model: String,
     pub credential: String,
+    /// `api_access_key` or `anonymous`.
+    pub client: &'static str,
+    /// Upstream attempts made (failovers + 1).
+    pub attempts: u32,
+    pub format: Option<WireFormat>,
     pub upstream_status: Option<u16>,
     pub usage: Option<Usage>,
     /// The pool key that served (its token counters get the usage).
     pub pool_key: Option<String>,
     pub pool: Option<Arc<KeyPool>>,
+    pub recorder: Option<Arc<Recorder>>,
+    /// Milliseconds to the first byte sent to the client (streams).
+    pub first_byte_ms: Option<u64>,
     closed: bool,
+}
+
+fn unix_ms() -> Millis {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as Millis)
+        .unwrap_or(0)
 }
 
 impl RequestLog {
@@ -40,12 +60,18 @@ impl RequestLog {
             route,
             request_id,
             started,
+            at_ms: unix_ms(),
             model: String::new(),
             credential: String::new(),
+            client: "anonymous",
+            attempts: 0,
+            format: None,
             upstream_status: None,
             usage: None,
             pool_key: None,
             pool: None,
+            recorder: None,
+            first_byte_ms: None,
             closed: false,
         }
     }
@@ -61,6 +87,44 @@ impl RequestLog {
         }
     }
 
+    /// Writes the usage record (count_tokens calls are not usage).
+    fn record(&self, status: u16, u: &Usage, estimated: bool, complete: bool) {
+        let Some(rec) = &self.recorder else {
+            return;
+        };
+        if self.route == Route::CountTokens {
+            return;
+        }
+        let latency_ms = self.started.elapsed().as_millis() as u64;
+        rec.record(UsageRecord {
+            at: self.at_ms,
+            hour_start: 0,
+            day_start: 0,
+            credential: or_dash(&self.credential).to_string(),
+            attempts: self.attempts,
+            client: self.client.to_string(),
+            model: or_dash(&self.model).to_string(),
+            route: self.route.label().to_string(),
+            upstream_format: match self.format {
+                Some(WireFormat::Anthropic) => "anthropic",
+                Some(WireFormat::Responses) => "responses",
+                Some(WireFormat::Chat) => "chat",
+                None => "-",
+            }
+            .to_string(),
+            status,
+            input_tokens: u.input_tokens,
+            cache_read_tokens: u.cache_read_tokens,
+            cache_write_tokens: u.cache_write_tokens,
+            output_tokens: u.output_tokens,
+            reasoning_tokens: u.reasoning_tokens,
+            estimated,
+            complete,
+            latency_ms,
+            ttfb_ms: Some(self.first_byte_ms.unwrap_or(latency_ms)),
+        });
+    }
+
     pub fn info(&self) -> ProxyInfo {
         ProxyInfo {
             model: self.model.clone(),
@@ -71,18 +135,7 @@ impl RequestLog {
 
     /// Moves the record into a stream relay; this copy is then closed without effect.
     pub fn take(&mut self) -> RequestLog {
-        let taken = RequestLog {
-            route: self.route,
-            request_id: self.request_id.clone(),
-            started: self.started,
-            model: self.model.clone(),
-            credential: self.credential.clone(),
-            upstream_status: self.upstream_status,
-            usage: self.usage,
-            pool_key: self.pool_key.clone(),
-            pool: self.pool.clone(),
-            closed: false,
-        };
+        let taken = self.clone();
         self.closed = true;
         taken
     }
@@ -98,6 +151,7 @@ impl RequestLog {
         metrics::histogram!(m::TIME_TO_FIRST_BYTE, "route" => self.route.label()).record(secs);
         let u = self.usage.unwrap_or_default();
         self.credit_key(&u);
+        self.record(status, &u, false, true);
         tracing::info!(
             request_id = %self.request_id,
             route = self.route.label(),
@@ -113,6 +167,9 @@ impl RequestLog {
         );
     }
 
+    /// A stream that ended (normally, cut by the upstream, or abandoned by the client): what was
+    /// seen is kept; when the upstream never reported output usage, output is estimated from the
+    /// streamed text (characters / 4).
     pub(super) fn finish_stream(&mut self, sniffer: &UsageSniffer, outcome: &str) {
         if self.closed {
             return;
@@ -120,10 +177,20 @@ impl RequestLog {
         self.closed = true;
         let secs = self.started.elapsed().as_secs_f64();
         metrics::histogram!(m::REQUEST_DURATION, "route" => self.route.label()).record(secs);
-        let u = sniffer.usage();
+        let mut u = sniffer.usage();
+        let estimated = !sniffer.saw_output_usage() && sniffer.streamed_text_chars() > 0;
+        if estimated {
+            u.output_tokens = sniffer.streamed_text_chars().div_ceil(4);
+        }
         count_tokens_metric(&self.model, &u);
         self.credit_key(&u);
         self.usage = Some(u);
+        self.record(
+            self.upstream_status.unwrap_or(200),
+            &u,
+            estimated,
+            outcome == "complete",
+        );
         tracing::info!(
             request_id = %self.request_id,
             route = self.route.label(),
@@ -131,6 +198,7 @@ impl RequestLog {
             credential = %self.credential,
             outcome,
             upstream_complete = sniffer.completed(),
+            estimated,
             ms = (secs * 1000.0) as u64,
             input_tokens = u.input_tokens,
             output_tokens = u.output_tokens,
@@ -138,6 +206,16 @@ impl RequestLog {
             cache_write_tokens = u.cache_write_tokens,
             "stream done"
         );
+    }
+
+    /// Notes the time of the first byte sent to the client.
+    pub(super) fn first_byte(&mut self) {
+        if self.first_byte_ms.is_none() {
+            let elapsed = self.started.elapsed();
+            self.first_byte_ms = Some(elapsed.as_millis() as u64);
+            metrics::histogram!(m::TIME_TO_FIRST_BYTE, "route" => self.route.label())
+                .record(elapsed.as_secs_f64());
+        }
     }
 }
 
@@ -176,7 +254,6 @@ pub struct Relay {
     inner: BoxStream<'static, reqwest::Result<Bytes>>,
     mode: Mode,
     log: RequestLog,
-    first_byte_sent: bool,
     ended: bool,
 }
 
@@ -200,7 +277,6 @@ pub fn relay(
         inner: Box::pin(resp.bytes_stream()),
         mode,
         log,
-        first_byte_sent: false,
         ended: false,
     }
 }
@@ -276,11 +352,7 @@ impl Stream for Relay {
                     if out.is_empty() {
                         continue;
                     }
-                    if !self.first_byte_sent {
-                        self.first_byte_sent = true;
-                        metrics::histogram!(m::TIME_TO_FIRST_BYTE, "route" => self.log.route.label())
-                            .record(self.log.started.elapsed().as_secs_f64());
-                    }
+                    self.log.first_byte();
                     return Poll::Ready(Some(Ok(out)));
                 }
                 Poll::Ready(Some(Err(e))) => {

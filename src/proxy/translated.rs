@@ -74,7 +74,6 @@ pub struct Translated {
     keepalive: Duration,
     /// The first upstream event has arrived (keep-alives start).
     started: bool,
-    first_byte_sent: bool,
     /// Nothing more will be sent.
     done: bool,
 }
@@ -102,7 +101,6 @@ impl Translated {
             log,
             keepalive,
             started: false,
-            first_byte_sent: false,
             done: false,
         }
     }
@@ -170,6 +168,7 @@ impl Translated {
                                 "complete"
                             });
                         }
+                        self.log.first_byte();
                         return Primed::Streaming(Bytes::from(out), Box::new(self));
                     }
                 }
@@ -201,11 +200,7 @@ impl Translated {
     ) -> impl Stream<Item = Result<Bytes, std::io::Error>> + Send + 'static {
         let first = futures_util::stream::once(async move { Ok::<Bytes, std::io::Error>(first) });
         let rest = futures_util::stream::unfold(self, |mut st| async move {
-            if !st.first_byte_sent {
-                st.first_byte_sent = true;
-                metrics::histogram!(m::TIME_TO_FIRST_BYTE, "route" => st.log.route.label())
-                    .record(st.log.started.elapsed().as_secs_f64());
-            }
+            st.log.first_byte();
             if st.done {
                 return None;
             }

@@ -28,6 +28,9 @@ pub const POOL_EXHAUSTED: &str = "droid2api_pool_exhausted_total";
 /// Key state transitions, by `reason`.
 pub const POOL_TRANSITIONS: &str = "droid2api_pool_transitions_total";
 
+/// Usage records dropped because the recording queue was full.
+pub const USAGE_DROPPED: &str = "droid2api_usage_dropped_total";
+
 const LATENCY_BUCKETS: &[f64] = &[
     0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0,
 ];

@@ -248,7 +248,9 @@ pub fn apply(
             None
         }
         Outcome::RateLimited { retry_after_s } => {
-            if rec.status != KeyStatus::Active || source == EventSource::Test {
+            // Only live traffic cools a key: a test or a balance sync hitting a limit says
+            // nothing about serving.
+            if rec.status != KeyStatus::Active || source != EventSource::Traffic {
                 return None;
             }
             let secs = retry_after_s
@@ -263,7 +265,7 @@ pub fn apply(
             ))
         }
         Outcome::ServerError(_) | Outcome::Timeout | Outcome::Connect => {
-            if rec.status != KeyStatus::Active || source == EventSource::Test {
+            if rec.status != KeyStatus::Active || source != EventSource::Traffic {
                 return None;
             }
             let what = match outcome {
