@@ -15,6 +15,9 @@ mod groups;
 mod keys;
 mod settings;
 mod testing;
+mod usage;
+
+pub use testing::KeyTestRunner;
 
 use std::sync::Arc;
 
@@ -44,8 +47,8 @@ struct AdminState {
     config_lock: Arc<tokio::sync::Mutex<()>>,
 }
 
-/// The admin routes (`/admin/*`, and `/factory/*` until the usage endpoints exist), behind the
-/// admin authentication layer. Merged into the main router.
+/// The admin routes (`/admin/*` and `/factory/*`), behind the admin authentication layer.
+/// Merged into the main router.
 pub fn router<S>(app: App) -> Router<S>
 where
     S: Clone + Send + Sync + 'static,
@@ -89,12 +92,17 @@ where
             get(settings::get_config).put(settings::put_config),
         )
         .route("/admin/config/reset", post(settings::reset_config))
+        .route("/admin/usage", get(usage::usage_series))
+        .route("/factory/balance/usage", get(usage::balance_usage))
+        .route("/factory/balance/summary", get(usage::balance_summary))
+        .route("/factory/balance/sync", post(usage::balance_sync))
+        .route("/factory/balance/cleanup", post(usage::balance_cleanup))
         .route("/admin", any(unknown_route))
         .route("/admin/", any(unknown_route))
         .route("/admin/{*rest}", any(unknown_route))
-        .route("/factory", any(usage_placeholder))
-        .route("/factory/", any(usage_placeholder))
-        .route("/factory/{*rest}", any(usage_placeholder))
+        .route("/factory", any(unknown_route))
+        .route("/factory/", any(unknown_route))
+        .route("/factory/{*rest}", any(unknown_route))
         .layer(middleware::from_fn_with_state(state.clone(), authenticate))
         .with_state(state)
 }
@@ -154,15 +162,6 @@ async fn authenticate(State(st): State<AdminState>, req: Request, next: Next) ->
 async fn unknown_route(req: Request) -> Response {
     AdminError::not_found(format!(
         "no admin route for {} {}",
-        req.method(),
-        req.uri().path()
-    ))
-    .into_response()
-}
-
-async fn usage_placeholder(req: Request) -> Response {
-    AdminError::not_found(format!(
-        "no route for {} {}: the usage endpoints arrive with the usage issue",
         req.method(),
         req.uri().path()
     ))
@@ -489,24 +488,26 @@ fn key_json(v: &KeyView, now: Millis) -> Value {
         })),
     });
     if let (Some(b), Some(obj)) = (v.balance, o.as_object_mut()) {
-        let ratio = if b.allowance == 0 {
-            0.0
-        } else {
-            (b.used as f64 / b.allowance as f64).min(1.0)
-        };
-        obj.insert(
-            "balance".into(),
-            json!({
-                "used": b.used,
-                "allowance": b.allowance,
-                "remaining": b.allowance.saturating_sub(b.used),
-                "ratio": ratio,
-                "last_sync": time(b.synced_at),
-                "trial_end": null,
-            }),
-        );
+        obj.insert("balance".into(), balance_json(&b));
     }
     o
+}
+
+/// A key's balance (contract §7): `{used, allowance, remaining, ratio (0–1), last_sync, trial_end}`.
+pub(crate) fn balance_json(b: &crate::credentials::pool::Balance) -> Value {
+    let ratio = if b.allowance == 0 {
+        0.0
+    } else {
+        (b.used as f64 / b.allowance as f64).min(1.0)
+    };
+    json!({
+        "used": b.used,
+        "allowance": b.allowance,
+        "remaining": b.allowance.saturating_sub(b.used),
+        "ratio": ratio,
+        "last_sync": time(b.synced_at),
+        "trial_end": b.trial_end.map(time),
+    })
 }
 
 #[cfg(test)]

@@ -8,6 +8,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::config::Settings;
+use crate::credentials::pool::Balance;
 use crate::credentials::pool::{KeyPool, Persist, SystemClock};
 use crate::credentials::{Credentials, CredentialsError};
 use crate::store::StoreError;
@@ -15,6 +16,7 @@ use crate::store::sqlite::Store;
 use crate::telemetry;
 use crate::upstream::{Upstream, UpstreamError};
 use crate::usage::recorder::Recorder;
+use crate::usage::sync::BalanceSync;
 
 /// Shared state (cheap to clone: everything is behind `Arc`).
 #[derive(Debug, Clone)]
@@ -32,6 +34,8 @@ pub struct App {
     pub metrics: PrometheusHandle,
     /// Usage records, queued to the store in batches.
     pub recorder: Arc<Recorder>,
+    /// The Factory balance sync.
+    pub balance_sync: Arc<BalanceSync>,
     pub started_at: SystemTime,
     /// Fired when shutdown begins (`/ready` turns 503, background loops stop).
     pub shutdown: CancellationToken,
@@ -49,6 +53,9 @@ pub enum AppError {
     #[error(transparent)]
     Store(#[from] StoreError),
 }
+
+/// How often usage records past retention are removed.
+const RETENTION_PERIOD: Duration = Duration::from_secs(3600);
 
 /// How often per-request counters are written behind.
 const COUNTER_FLUSH_PERIOD: Duration = Duration::from_secs(1);
@@ -80,6 +87,25 @@ impl App {
             Some(Arc::new(store.clone()) as Arc<dyn Persist>),
             Arc::new(SystemClock),
         ));
+        for b in &loaded.balances {
+            pool.set_balance(
+                &b.key_id,
+                Balance {
+                    used: b.used,
+                    allowance: b.allowance,
+                    synced_at: b.synced_at,
+                    trial_end: b.trial_end,
+                },
+            );
+        }
+        let balance_sync = BalanceSync::new(
+            Arc::clone(&upstream),
+            Arc::clone(&pool),
+            store.clone(),
+            settings.endpoints.balance_origin.clone(),
+            settings.user_agent.clone(),
+            settings.batch_size as usize,
+        );
         let credentials = Arc::new(Credentials::load(
             &settings,
             Arc::clone(&upstream),
@@ -96,6 +122,7 @@ impl App {
             stored_key_pool,
             metrics: telemetry::metrics::handle(),
             recorder,
+            balance_sync,
             started_at: SystemTime::now(),
             shutdown: CancellationToken::new(),
             tasks,
@@ -116,6 +143,39 @@ impl App {
                 }
             }
             pool.flush_counters();
+        });
+        // The Factory balance sync, every `timing.balance_sync_interval_s`.
+        let interval = Duration::from_secs(
+            app.settings
+                .timing
+                .balance_sync_interval_s
+                .unwrap_or(app.settings.sync_interval_minutes * 60),
+        );
+        let tester = Arc::new(crate::admin::KeyTestRunner(app.clone()));
+        app.tasks
+            .spawn(Arc::clone(&app.balance_sync).run(interval, app.shutdown.clone(), tester));
+        // Usage retention: records older than DATA_RETENTION_DAYS go (rollups stay), hourly.
+        let (store, stop, days) = (
+            app.store.clone(),
+            app.shutdown.clone(),
+            app.settings.data_retention_days,
+        );
+        app.tasks.spawn(async move {
+            let mut tick = tokio::time::interval(RETENTION_PERIOD);
+            loop {
+                tokio::select! {
+                    _ = stop.cancelled() => return,
+                    _ = tick.tick() => {}
+                }
+                let before = jiff::Timestamp::now().as_millisecond() - days as i64 * 86_400_000;
+                match store.prune_usage(before).await {
+                    Ok(0) => {}
+                    Ok(n) => {
+                        tracing::info!(deleted = n, days, "usage records past retention removed")
+                    }
+                    Err(e) => tracing::warn!(error = %e, "usage retention failed"),
+                }
+            }
         });
         Ok(app)
     }

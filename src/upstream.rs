@@ -6,6 +6,7 @@
 //! long as the upstream keeps sending. Dropping a response (the client went away) closes the
 //! upstream connection, which cancels the upstream request.
 
+pub mod balance;
 pub mod headers;
 
 use std::sync::atomic::{AtomicUsize, Ordering};

@@ -30,7 +30,13 @@
 //! [`UsageSniffer::finish_reason`]. A stream cut short keeps whatever usage was seen and stays
 //! `completed() == false` (§3.3: end of body without `message_stop` is a truncated stream).
 //!
-//! This module is pure: no I/O, no clocks, no globals.
+//! This module root is pure: no I/O, no clocks, no globals. Its submodules are not:
+//! [`recorder`] queues one record per request to the store's writer, and [`buckets`] turns times
+//! into the configured zone's hours and days.
+
+pub mod buckets;
+pub mod recorder;
+pub mod sync;
 
 use serde::ser::{Serialize, SerializeStruct, Serializer};
 use serde_json::Value;

@@ -264,6 +264,7 @@ fn all_routes(id: &str) -> Vec<(&'static str, String)> {
         ("GET", "/factory/balance/summary".into()),
         ("POST", "/factory/balance/sync".into()),
         ("POST", "/factory/balance/cleanup".into()),
+        ("GET", "/admin/usage".into()),
         ("GET", "/factory".into()),
     ]
 }
@@ -301,8 +302,7 @@ async fn every_route_refuses_a_missing_or_wrong_admin_key() {
         .unwrap();
     assert_eq!(r.status(), 401);
 
-    // With the key: unknown routes under /admin and the /factory placeholder are 404 in the
-    // admin envelope.
+    // With the key: unknown routes under /admin and /factory are 404 in the admin envelope.
     for path in [
         "/admin",
         "/admin/",
@@ -311,13 +311,8 @@ async fn every_route_refuses_a_missing_or_wrong_admin_key() {
     ] {
         assert_err(&admin.get(path).await, 404, "not_found");
     }
-    for path in [
-        "/factory/balance/usage",
-        "/factory",
-        "/factory/balance/check/abc",
-    ] {
-        let m = assert_err(&admin.get(path).await, 404, "not_found");
-        assert!(m.contains("usage"), "{m}");
+    for path in ["/factory", "/factory/balance/check/abc"] {
+        assert_err(&admin.get(path).await, 404, "not_found");
     }
     // A known path with a wrong method: 405 in the envelope, with Allow.
     let (s, h, b) = admin.raw("GET", "/admin/keys/bulk", None).await;
@@ -473,6 +468,7 @@ async fn add_and_read_keys_with_exact_shapes() {
             used: 250,
             allowance: 1000,
             synced_at: 1_795_703_820_000,
+            trial_end: Some(1_798_761_600_000),
         },
     );
     let rec = admin.key(&id).await;
@@ -481,7 +477,7 @@ async fn add_and_read_keys_with_exact_shapes() {
     assert_eq!(keys_of(&rec), fields);
     assert_eq!(
         rec["balance"],
-        json!({"used": 250, "allowance": 1000, "remaining": 750, "ratio": 0.25, "last_sync": "2026-11-26T14:37:00Z", "trial_end": null})
+        json!({"used": 250, "allowance": 1000, "remaining": 750, "ratio": 0.25, "last_sync": "2026-11-26T14:37:00Z", "trial_end": "2027-01-01T00:00:00Z"})
     );
     admin.assert_no_secrets();
 }

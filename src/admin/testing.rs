@@ -380,3 +380,24 @@ pub(super) async fn job(
         "inconclusive": p.inconclusive,
     }))
 }
+
+/// Runs the admin key test for the balance sync (a banned key whose balance shows tokens again
+/// gets one test; its result is recorded like any other test).
+#[derive(Debug, Clone)]
+pub struct KeyTestRunner(pub App);
+
+impl crate::usage::sync::KeyTester for KeyTestRunner {
+    fn test(&self, key_id: String) -> futures_util::future::BoxFuture<'static, ()> {
+        let app = self.0.clone();
+        Box::pin(async move {
+            match run_test(&app, &key_id).await {
+                Ok(r) => {
+                    tracing::info!(key = %key_id, result = r.result.as_str(), "automatic key test after a balance sync")
+                }
+                Err(e) => {
+                    tracing::warn!(key = %key_id, error = %e.message, "automatic key test failed")
+                }
+            }
+        })
+    }
+}

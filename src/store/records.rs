@@ -217,6 +217,10 @@ pub enum StoreOp {
     },
     /// Drop every stored admin setting.
     ClearSettings,
+    /// Insert usage records and add them to the hourly and daily rollups.
+    AddUsage(Vec<UsageRecord>),
+    /// Insert or replace a key's balance (last sync).
+    PutBalance(BalanceRecord),
 }
 
 /// One client request's usage (contract §7 token fields), one record per request — not per

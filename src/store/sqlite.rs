@@ -1,6 +1,7 @@
-//! The embedded SQLite store: keys, pool groups, key-state history and stored admin settings in
-//! `DATA_DIR/droid2api.db` (bundled SQLite, WAL, `synchronous=FULL`, migrations by
-//! `PRAGMA user_version`, mode 0600 for the database and its `-wal`/`-shm` files).
+//! The embedded SQLite store: keys, pool groups, key-state history, stored admin settings, token
+//! usage (records, rollups) and key balances in `DATA_DIR/droid2api.db` (bundled SQLite, WAL,
+//! `synchronous=FULL`, migrations by `PRAGMA user_version`, mode 0600 for the database and its
+//! `-wal`/`-shm` files).
 //!
 //! One writer thread owns every write. [`Store::submit`] queues ops without waiting (the request
 //! path); [`Store::commit`] queues and waits until they are durable (admin changes, before their
@@ -22,8 +23,17 @@
 //! - The Node import runs once per database: the meta flag `node_import_done` is set on the
 //!   first start whether or not a file was there, and whenever the pool already holds keys or
 //!   groups.
+//! - Usage (`StoreOp::AddUsage`): one row per record plus rollups per hour, day and all time
+//!   (`usage.rs`), in the buckets the caller computed (`UsageRecord::hour_start`/`day_start`, in
+//!   the configured zone). Rollups are never pruned; [`Store::prune_usage`] deletes records only.
+//!   A series filtered by key *and* model is computed from the records, so it reaches back only
+//!   as far as they are kept.
+//! - `DeleteKey` keeps the key's usage (records and rollups, under its id) but deletes its
+//!   balance; `PutBalance` of a key that is not in the pool stores nothing (a sync may race the
+//!   key's deletion).
 
 mod schema;
+mod usage;
 
 use std::collections::{BTreeMap, VecDeque};
 use std::fs::{self, OpenOptions};
@@ -38,8 +48,9 @@ use tokio::sync::oneshot;
 
 use super::StoreError;
 use super::import::{ImportError, parse_node_pool};
-use super::records::{KeyEvent, KeyRecord, Millis, PoolGroup, StoreOp};
+use super::records::{BalanceRecord, KeyEvent, KeyRecord, Millis, PoolGroup, StoreOp};
 use schema::sql;
+pub use usage::{Tokens, UsageTotals};
 
 /// The database file inside the data folder.
 pub const DB_FILE: &str = "droid2api.db";
@@ -51,8 +62,11 @@ pub const ALGORITHM_SETTING: &str = "algorithm";
 const NODE_IMPORT_DONE: &str = "node_import_done";
 /// How long a connection waits for a lock before failing.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
-/// The most ops the writer puts in one transaction before committing.
+/// The most ops the writer puts in one transaction before committing (a list op such as
+/// `AddUsage` counts one per item).
 const MAX_OPS_PER_TRANSACTION: usize = 10_000;
+/// Prepared statements kept per connection.
+const STATEMENT_CACHE: usize = 64;
 
 /// Database failures. Messages name no secret (only key and group ids).
 #[derive(Debug, Clone, thiserror::Error)]
@@ -83,6 +97,8 @@ pub struct Loaded {
     /// By priority; always contains `default`.
     pub groups: Vec<PoolGroup>,
     pub settings: BTreeMap<String, serde_json::Value>,
+    /// Each pool key's balance from its last sync, by key id.
+    pub balances: Vec<BalanceRecord>,
     /// The first-start import of `key_pool.json`, when one happened.
     pub import: Option<ImportReport>,
 }
@@ -97,18 +113,48 @@ pub struct ImportReport {
 }
 
 type Ack = oneshot::Sender<Result<(), SqliteError>>;
+type CountAck = oneshot::Sender<Result<u64, SqliteError>>;
 
 enum Msg {
-    Ops { ops: Vec<StoreOp>, ack: Option<Ack> },
+    Ops {
+        ops: Vec<StoreOp>,
+        ack: Option<Ack>,
+    },
+    /// Delete usage records older than `before`; answers how many.
+    PruneUsage {
+        before: Millis,
+        ack: CountAck,
+    },
     Flush(Ack),
     Close,
+}
+
+/// Who is told about a processed message, and how.
+enum Reply {
+    None,
+    Done(Ack),
+    Count(CountAck),
+}
+
+impl Reply {
+    fn send(self, result: Result<u64, SqliteError>) {
+        match self {
+            Reply::None => {}
+            Reply::Done(ack) => {
+                let _ = ack.send(result.map(|_| ()));
+            }
+            Reply::Count(ack) => {
+                let _ = ack.send(result);
+            }
+        }
+    }
 }
 
 struct Inner {
     path: PathBuf,
     tx: mpsc::Sender<Msg>,
     writer: Mutex<Option<JoinHandle<Result<(), SqliteError>>>>,
-    /// The connection `history` reads on; `None` once closed.
+    /// The connection reads (`history`, usage) run on; `None` once closed.
     reader: Mutex<Option<Connection>>,
 }
 
@@ -202,6 +248,7 @@ impl Store {
             keys: schema::load_keys(&conn).map_err(|e| db_err(&path, e))?,
             groups: schema::load_groups(&conn).map_err(|e| db_err(&path, e))?,
             settings: schema::load_settings(&conn).map_err(|e| db_err(&path, e))?,
+            balances: usage::load_balances(&conn).map_err(|e| db_err(&path, e))?,
             import,
         };
         make_private(&wal, false)?;
@@ -218,6 +265,7 @@ impl Store {
             keys = loaded.keys.len(),
             groups = loaded.groups.len(),
             settings = loaded.settings.len(),
+            balances = loaded.balances.len(),
             "store: opened"
         );
         let store = Store {
@@ -300,15 +348,18 @@ impl Store {
         }
     }
 
-    /// A key's transitions, newest first, at most `limit`. Reads on its own connection (WAL:
-    /// never waits on the writer).
-    pub async fn history(&self, key_id: &str, limit: usize) -> Result<Vec<KeyEvent>, StoreError> {
+    /// Runs `read` on the read-only connection in `spawn_blocking` (WAL: never waits on the
+    /// writer; sees what was committed when it starts).
+    async fn read<T, F>(&self, read: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> Result<T, SqliteError> + Send + 'static,
+    {
         let inner = Arc::clone(&self.inner);
-        let key_id = key_id.to_string();
         let result = tokio::task::spawn_blocking(move || {
             let guard = lock(&inner.reader);
             match guard.as_ref() {
-                Some(conn) => schema::load_history(conn, &key_id, limit),
+                Some(conn) => read(conn),
                 None => Err(SqliteError::Closed),
             }
         })
@@ -319,6 +370,82 @@ impl Store {
                 path: self.inner.path.display().to_string(),
                 source: std::io::Error::other(join),
             }),
+        }
+    }
+
+    /// A key's transitions, newest first, at most `limit`. Reads on its own connection (WAL:
+    /// never waits on the writer).
+    pub async fn history(&self, key_id: &str, limit: usize) -> Result<Vec<KeyEvent>, StoreError> {
+        let key_id = key_id.to_string();
+        self.read(move |conn| schema::load_history(conn, &key_id, limit))
+            .await
+    }
+
+    /// Per value of a dimension (`"key"` = the records' credential, `"model"`, `"client"`),
+    /// ordered by value: all-time totals (the sum of the day rollups) and the totals of the day
+    /// bucket starting at `day_start` (a local day start as UTC ms, as in
+    /// `UsageRecord::day_start`). Lists every value that ever had a request, deleted keys and
+    /// non-pool credentials (`env`, `-`, …) included. An unknown dimension is refused.
+    pub async fn usage_by(
+        &self,
+        dim: &str,
+        day_start: Millis,
+    ) -> Result<Vec<(String, UsageTotals, UsageTotals)>, StoreError> {
+        let dim = dim.to_string();
+        self.read(move |conn| usage::usage_by(conn, &dim, day_start))
+            .await
+    }
+
+    /// Grand totals of every request: all-time and for the day bucket starting at `day_start`.
+    pub async fn usage_totals(
+        &self,
+        day_start: Millis,
+    ) -> Result<(UsageTotals, UsageTotals), StoreError> {
+        self.read(move |conn| usage::usage_totals(conn, day_start))
+            .await
+    }
+
+    /// A time series: buckets of `granularity` (`"hour"` or `"day"`, anything else is refused)
+    /// with `from <= bucket_start < to` that have data, ascending. Filtered by `key` (the
+    /// records' credential) or `model` it comes from that dimension's rollups (all time); with
+    /// both, from the usage records grouped by their stored bucket start, so only as far back as
+    /// records are kept (`DATA_RETENTION_DAYS`).
+    pub async fn usage_series(
+        &self,
+        granularity: &str,
+        from: Millis,
+        to: Millis,
+        key: Option<&str>,
+        model: Option<&str>,
+    ) -> Result<Vec<(Millis, UsageTotals)>, StoreError> {
+        let granularity = granularity.to_string();
+        let key = key.map(str::to_string);
+        let model = model.map(str::to_string);
+        self.read(move |conn| {
+            usage::usage_series(
+                conn,
+                &granularity,
+                from,
+                to,
+                key.as_deref(),
+                model.as_deref(),
+            )
+        })
+        .await
+    }
+
+    /// Deletes the usage records with `at < before` (rollups are kept) and returns how many were
+    /// deleted. Goes through the writer behind everything queued before it, so records submitted
+    /// earlier are counted; durable when it returns.
+    pub async fn prune_usage(&self, before: Millis) -> Result<u64, StoreError> {
+        let path = &self.inner.path;
+        let (ack, done) = oneshot::channel();
+        if self.inner.tx.send(Msg::PruneUsage { before, ack }).is_err() {
+            return Err(db_err(path, SqliteError::Closed));
+        }
+        match done.await {
+            Ok(result) => result.map_err(|e| db_err(path, e)),
+            Err(_) => Err(db_err(path, SqliteError::Closed)),
         }
     }
 
@@ -352,6 +479,7 @@ fn open_connection(path: &Path, reader: bool) -> Result<Connection, SqliteError>
     let conn = Connection::open_with_flags(path, flags).map_err(sql("opening the database"))?;
     conn.busy_timeout(BUSY_TIMEOUT)
         .map_err(sql("setting the busy timeout"))?;
+    conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
     let mode: String = conn
         .query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))
         .map_err(sql("switching to WAL"))?;
@@ -463,10 +591,13 @@ fn writer_loop(mut conn: Connection, rx: mpsc::Receiver<Msg>) -> Result<(), Sqli
             match msg {
                 Msg::Close => closing = true,
                 Msg::Ops { ops: o, ack } => {
-                    ops += o.len();
+                    ops += o.iter().map(weight).sum::<usize>();
                     batch.push_back(Msg::Ops { ops: o, ack });
                 }
-                flush @ Msg::Flush(_) => batch.push_back(flush),
+                other @ (Msg::Flush(_) | Msg::PruneUsage { .. }) => {
+                    ops += 1;
+                    batch.push_back(other);
+                }
             }
             if !closing && ops < MAX_OPS_PER_TRANSACTION {
                 next = rx.try_recv().ok();
@@ -487,32 +618,40 @@ fn writer_loop(mut conn: Connection, rx: mpsc::Receiver<Msg>) -> Result<(), Sqli
     checkpoint.and(closed).map(|_| ())
 }
 
+/// How much an op counts towards [`MAX_OPS_PER_TRANSACTION`].
+fn weight(op: &StoreOp) -> usize {
+    match op {
+        StoreOp::AddUsage(v) => v.len().max(1),
+        StoreOp::AddEvents(v) => v.len().max(1),
+        StoreOp::AddCounters(v) => v.len().max(1),
+        _ => 1,
+    }
+}
+
 /// Commits queued messages, one transaction for all (each batch in its own savepoint). When
 /// SQLite abandons the transaction itself (I/O error, disk full), the batches so far fail and
 /// the rest go into a new transaction.
 fn commit_batches(conn: &mut Connection, mut queue: VecDeque<Msg>) {
     while !queue.is_empty() {
-        let mut done: Vec<(Option<Ack>, Result<(), SqliteError>)> = Vec::new();
+        let mut done: Vec<(Reply, Result<u64, SqliteError>)> = Vec::new();
         let mut tx = match conn.transaction_with_behavior(TransactionBehavior::Immediate) {
             Ok(tx) => tx,
             Err(e) => {
                 let e = sql("starting a transaction")(e);
                 tracing::error!(error = %e, "store: writes failed");
                 for msg in queue {
-                    if let Msg::Ops { ack: Some(ack), .. } | Msg::Flush(ack) = msg {
-                        let _ = ack.send(Err(e.clone()));
-                    }
+                    reply_of(msg).send(Err(e.clone()));
                 }
                 return;
             }
         };
         let mut abandoned = None;
         while let Some(msg) = queue.pop_front() {
-            match msg {
-                Msg::Flush(ack) => done.push((Some(ack), Ok(()))),
-                Msg::Close => {}
+            let (reply, result) = match msg {
+                Msg::Flush(ack) => (Reply::Done(ack), Ok(0)),
+                Msg::Close => continue,
                 Msg::Ops { ops, ack } => {
-                    let result = apply_batch(&mut tx, &ops);
+                    let result = apply_batch(&mut tx, &ops).map(|()| 0);
                     if let Err(e) = &result {
                         tracing::error!(
                             error = %e,
@@ -520,15 +659,25 @@ fn commit_batches(conn: &mut Connection, mut queue: VecDeque<Msg>) {
                             acknowledged = ack.is_some(),
                             "store: a batch of writes failed and was rolled back"
                         );
-                        if tx.is_autocommit() {
-                            abandoned = Some(e.clone());
-                        }
                     }
-                    done.push((ack, result));
-                    if abandoned.is_some() {
-                        break;
-                    }
+                    (ack.map_or(Reply::None, Reply::Done), result)
                 }
+                Msg::PruneUsage { before, ack } => {
+                    let result = prune_in_savepoint(&mut tx, before);
+                    if let Err(e) = &result {
+                        tracing::error!(error = %e, "store: deleting old usage records failed");
+                    }
+                    (Reply::Count(ack), result)
+                }
+            };
+            if let Err(e) = &result
+                && tx.is_autocommit()
+            {
+                abandoned = Some(e.clone());
+            }
+            done.push((reply, result));
+            if abandoned.is_some() {
+                break;
             }
         }
         let outcome = match abandoned {
@@ -545,17 +694,36 @@ fn commit_batches(conn: &mut Connection, mut queue: VecDeque<Msg>) {
                 "store: a transaction failed; its writes are lost"
             );
         }
-        for (ack, result) in done {
+        for (reply, result) in done {
             let result = match (&outcome, result) {
                 (_, Err(own)) => Err(own),
-                (Err(e), Ok(())) => Err(e.clone()),
-                (Ok(()), Ok(())) => Ok(()),
+                (Err(e), Ok(_)) => Err(e.clone()),
+                (Ok(()), Ok(n)) => Ok(n),
             };
-            if let Some(ack) = ack {
-                let _ = ack.send(result);
-            }
+            reply.send(result);
         }
     }
+}
+
+/// The reply owed for a message that will not be processed.
+fn reply_of(msg: Msg) -> Reply {
+    match msg {
+        Msg::Ops { ack, .. } => ack.map_or(Reply::None, Reply::Done),
+        Msg::PruneUsage { ack, .. } => Reply::Count(ack),
+        Msg::Flush(ack) => Reply::Done(ack),
+        Msg::Close => Reply::None,
+    }
+}
+
+/// Deletes old usage records inside a savepoint.
+fn prune_in_savepoint(
+    tx: &mut rusqlite::Transaction<'_>,
+    before: Millis,
+) -> Result<u64, SqliteError> {
+    let sp = tx.savepoint().map_err(sql("starting a savepoint"))?;
+    let deleted = usage::prune(&sp, before)?;
+    sp.commit().map_err(sql("releasing a savepoint"))?;
+    Ok(deleted)
 }
 
 /// Applies one queued batch inside a savepoint: all of it or none of it.

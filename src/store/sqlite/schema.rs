@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 
 use rusqlite::{Connection, OptionalExtension, Row, TransactionBehavior, params};
 
-use super::SqliteError;
+use super::{SqliteError, usage};
 use crate::secret::Secret;
 use crate::store::records::{
     DEFAULT_GROUP, DEFAULT_GROUP_PRIORITY, DisabledBy, EventSource, KeyEvent, KeyRecord, KeyStatus,
@@ -62,6 +62,54 @@ pub(super) const MIGRATIONS: &[&str] = &[
     CREATE TABLE settings (
         name  TEXT PRIMARY KEY,
         value TEXT NOT NULL
+    );",
+    // 2: token-usage accounting: one row per client request, rollups per hour, day and all
+    // time, and each key's balance from the last sync.
+    "CREATE TABLE usage_records (
+        seq                INTEGER PRIMARY KEY AUTOINCREMENT,
+        at                 INTEGER NOT NULL,
+        hour_start         INTEGER NOT NULL,
+        day_start          INTEGER NOT NULL,
+        credential         TEXT NOT NULL,
+        attempts           INTEGER NOT NULL,
+        client             TEXT NOT NULL,
+        model              TEXT NOT NULL,
+        route              TEXT NOT NULL,
+        upstream_format    TEXT NOT NULL,
+        status             INTEGER NOT NULL,
+        input_tokens       INTEGER NOT NULL,
+        cache_read_tokens  INTEGER NOT NULL,
+        cache_write_tokens INTEGER NOT NULL,
+        output_tokens      INTEGER NOT NULL,
+        reasoning_tokens   INTEGER NOT NULL,
+        estimated          INTEGER NOT NULL,
+        complete           INTEGER NOT NULL,
+        latency_ms         INTEGER NOT NULL,
+        ttfb_ms            INTEGER
+    );
+    CREATE INDEX usage_records_at ON usage_records (at);
+    CREATE TABLE usage_rollups (
+        granularity        TEXT NOT NULL CHECK (granularity IN ('hour', 'day', 'total')),
+        dim                TEXT NOT NULL CHECK (dim IN ('all', 'key', 'model', 'client')),
+        value              TEXT NOT NULL,
+        bucket_start       INTEGER NOT NULL,
+        requests           INTEGER NOT NULL DEFAULT 0,
+        successes          INTEGER NOT NULL DEFAULT 0,
+        input_tokens       INTEGER NOT NULL DEFAULT 0,
+        cache_read_tokens  INTEGER NOT NULL DEFAULT 0,
+        cache_write_tokens INTEGER NOT NULL DEFAULT 0,
+        output_tokens      INTEGER NOT NULL DEFAULT 0,
+        reasoning_tokens   INTEGER NOT NULL DEFAULT 0,
+        PRIMARY KEY (granularity, dim, value, bucket_start)
+    ) WITHOUT ROWID;
+    CREATE TABLE balances (
+        key_id            TEXT PRIMARY KEY,
+        used              INTEGER NOT NULL,
+        allowance         INTEGER NOT NULL,
+        premium_used      INTEGER NOT NULL,
+        premium_allowance INTEGER NOT NULL,
+        trial_end         INTEGER,
+        synced_at         INTEGER NOT NULL
     );",
 ];
 
@@ -143,11 +191,11 @@ pub(super) fn pool_is_empty(conn: &Connection) -> Result<bool, SqliteError> {
     .map_err(sql("counting keys and groups"))
 }
 
-fn to_i64(v: u64) -> i64 {
+pub(super) fn to_i64(v: u64) -> i64 {
     i64::try_from(v).unwrap_or(i64::MAX)
 }
 
-fn to_u64(v: i64) -> u64 {
+pub(super) fn to_u64(v: i64) -> u64 {
     u64::try_from(v).unwrap_or(0)
 }
 
@@ -242,10 +290,12 @@ pub(super) fn apply_op(conn: &Connection, op: &StoreOp) -> Result<(), SqliteErro
                 .map_err(sql(format!("storing the state of key {}", k.id)))?;
         }
         StoreOp::DeleteKey(id) => {
-            // The key's events are kept: its history stays readable by id.
+            // The key's events and usage are kept: its history stays readable by id. Its
+            // balance goes with it.
             conn.prepare_cached("DELETE FROM keys WHERE id = ?1")
                 .and_then(|mut st| st.execute([id]))
                 .map_err(sql(format!("deleting key {id}")))?;
+            usage::delete_balance(conn, id)?;
         }
         StoreOp::PutGroup(g) => {
             conn.prepare_cached(UPSERT_GROUP)
@@ -322,6 +372,8 @@ pub(super) fn apply_op(conn: &Connection, op: &StoreOp) -> Result<(), SqliteErro
             conn.execute("DELETE FROM settings", [])
                 .map_err(sql("clearing settings"))?;
         }
+        StoreOp::AddUsage(records) => usage::add_usage(conn, records)?,
+        StoreOp::PutBalance(b) => usage::put_balance(conn, b)?,
     }
     Ok(())
 }
