@@ -449,7 +449,7 @@ async fn run(
         }
         let outcome = Outcome::from_status(
             status.as_u16(),
-            &error_reason(&body),
+            &crate::translate::error_message(&body),
             retry_after(&upstream_headers),
         );
         guard.report(outcome.clone());
@@ -528,22 +528,6 @@ impl Drop for AttemptGuard<'_> {
                 .report(&id, &Outcome::Cancelled, EventSource::Traffic);
         }
     }
-}
-
-/// The message of an upstream error body (for a ban reason); never more than 200 characters.
-fn error_reason(body: &[u8]) -> String {
-    let v: Option<Value> = serde_json::from_slice(body).ok();
-    let msg = v
-        .as_ref()
-        .and_then(|v| {
-            v.pointer("/error/message")
-                .or_else(|| v.get("message"))
-                .or_else(|| v.get("error"))
-                .and_then(Value::as_str)
-                .map(str::to_string)
-        })
-        .unwrap_or_else(|| String::from_utf8_lossy(body).trim().to_string());
-    msg.chars().take(200).collect()
 }
 
 /// `Retry-After` in seconds (the delta-seconds form).

@@ -59,6 +59,23 @@ pub struct Prepared {
     pub drop_usage_chunk: bool,
 }
 
+/// The message of an upstream error body (Anthropic, OpenAI or plain text), at most 200
+/// characters: used as a ban reason and in key-test reports.
+pub fn error_message(body: &[u8]) -> String {
+    let v: Option<Value> = serde_json::from_slice(body).ok();
+    let msg = v
+        .as_ref()
+        .and_then(|v| {
+            v.pointer("/error/message")
+                .or_else(|| v.get("message"))
+                .or_else(|| v.get("error"))
+                .and_then(Value::as_str)
+                .map(str::to_string)
+        })
+        .unwrap_or_else(|| String::from_utf8_lossy(body).trim().to_string());
+    msg.chars().take(200).collect()
+}
+
 /// An upstream error translated for an OpenAI-format client (`translation.md` §6.2).
 #[derive(Debug, Clone, PartialEq)]
 pub struct OpenAiError {

@@ -63,22 +63,6 @@ fn test_model(app: &App) -> Result<&Model, AdminError> {
         })
 }
 
-/// The message of an upstream error body (at most 200 characters).
-fn reason_of(body: &[u8]) -> String {
-    let v: Option<Value> = serde_json::from_slice(body).ok();
-    let msg = v
-        .as_ref()
-        .and_then(|v| {
-            v.pointer("/error/message")
-                .or_else(|| v.get("message"))
-                .or_else(|| v.get("error"))
-                .and_then(Value::as_str)
-                .map(str::to_string)
-        })
-        .unwrap_or_else(|| String::from_utf8_lossy(body).trim().to_string());
-    msg.chars().take(200).collect()
-}
-
 /// Sends the test call; returns the upstream status and its body (bounded).
 async fn call(
     app: &App,
@@ -138,7 +122,7 @@ async fn run_test(app: &App, id: &str) -> Result<TestReport, AdminError> {
             Outcome::Success,
         ),
         Ok(Ok((402, body))) => {
-            let reason = scrub(reason_of(&body));
+            let reason = scrub(crate::translate::error_message(&body));
             (
                 TestReport {
                     status: 402,
@@ -156,7 +140,7 @@ async fn run_test(app: &App, id: &str) -> Result<TestReport, AdminError> {
             )
         }
         Ok(Ok((401, body))) => {
-            let reason = scrub(reason_of(&body));
+            let reason = scrub(crate::translate::error_message(&body));
             (
                 TestReport {
                     status: 401,
@@ -174,7 +158,7 @@ async fn run_test(app: &App, id: &str) -> Result<TestReport, AdminError> {
             )
         }
         Ok(Ok((status, body))) => {
-            let reason = scrub(reason_of(&body));
+            let reason = scrub(crate::translate::error_message(&body));
             (
                 TestReport {
                     status,
