@@ -31,8 +31,9 @@ use crate::store::sqlite::Store;
 use crate::upstream::Upstream;
 use crate::upstream::balance::{BALANCE_TIMEOUT, BalanceError};
 
-/// The pause before the background loop's first run (start-up is not slowed by it).
-pub const FIRST_RUN_DELAY: Duration = Duration::from_secs(5);
+/// The pause before the background loop's first run: start-up is not slowed by it, and a
+/// gateway restarted in a loop does not hammer Factory's balance API.
+pub const FIRST_RUN_DELAY: Duration = Duration::from_secs(60);
 
 /// Sums over the last known balances.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
