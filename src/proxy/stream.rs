@@ -219,6 +219,31 @@ impl RequestLog {
     }
 }
 
+impl Drop for RequestLog {
+    /// A request whose client went away before any answer (the handler was dropped while
+    /// waiting for the upstream) is still recorded: status 499, incomplete, what was seen.
+    fn drop(&mut self) {
+        if self.closed {
+            return;
+        }
+        self.closed = true;
+        metrics::counter!(m::CLIENT_DISCONNECTS).increment(1);
+        let u = self.usage.unwrap_or_default();
+        self.record(CLIENT_CLOSED_REQUEST, &u, false, false);
+        tracing::info!(
+            request_id = %self.request_id,
+            route = self.route.label(),
+            model = %or_dash(&self.model),
+            credential = %or_dash(&self.credential),
+            ms = self.started.elapsed().as_millis() as u64,
+            "client went away before the answer"
+        );
+    }
+}
+
+/// The status recorded for a request its client abandoned before any answer (nginx's 499).
+pub const CLIENT_CLOSED_REQUEST: u16 = 499;
+
 fn or_dash(s: &str) -> &str {
     if s.is_empty() { "-" } else { s }
 }

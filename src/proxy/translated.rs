@@ -118,21 +118,36 @@ impl Translated {
 
     /// The upstream body ended (or broke): flush, let the translator close the stream.
     fn end_upstream(&mut self, out: &mut String, broken: Option<String>) {
+        let outcome = self.flush_upstream(out, broken);
+        self.close(outcome);
+    }
+
+    /// The upstream body ended (or broke): flush the decoder and let the translator finish.
+    /// Returns the outcome to close with.
+    fn flush_upstream(&mut self, out: &mut String, broken: Option<String>) -> &'static str {
         self.decoder.finish(&mut self.events);
         self.translate(out);
         if !self.translator.is_closed() {
             self.translator.finish(out);
         }
-        let outcome = match (&broken, self.translator.failure()) {
-            (Some(_), _) => "upstream_error",
-            (None, Some(_)) => "upstream_failed",
-            (None, None) => "complete",
-        };
-        if let Some(e) = broken {
+        if let Some(e) = &broken {
             metrics::counter!(m::UPSTREAM_ERRORS, "status" => "stream").increment(1);
             tracing::warn!(request_id = %self.log.request_id, error = %e, "upstream stream failed");
         }
-        self.close(outcome);
+        match (&broken, self.translator.failure()) {
+            (Some(_), _) => "upstream_error",
+            (None, Some(_)) => "upstream_failed",
+            (None, None) => "complete",
+        }
+    }
+
+    /// The upstream failed before anything reached the client: the client gets an HTTP error,
+    /// and the request is recorded with that status.
+    fn fail_before_streaming(mut self, f: StreamFailure) -> Primed {
+        self.log.upstream_status =
+            Some(crate::translate::upstream_error_to_openai(f.status, &f.body).status);
+        self.close("upstream_failed");
+        Primed::Failed(f)
     }
 
     fn close(&mut self, outcome: &str) {
@@ -157,8 +172,7 @@ impl Translated {
                         && out_is_only_failure(&out, &self.translator)
                     {
                         let f = f.clone();
-                        self.close("upstream_failed");
-                        return Primed::Failed(f);
+                        return self.fail_before_streaming(f);
                     }
                     if !out.is_empty() {
                         if self.translator.is_closed() {
@@ -174,22 +188,29 @@ impl Translated {
                 }
                 Some(Err(e)) => {
                     let e = e.without_url().to_string();
-                    self.end_upstream(&mut out, Some(e));
-                    return self.primed_end(out);
+                    let outcome = self.flush_upstream(&mut out, Some(e));
+                    return self.primed_end(out, outcome);
                 }
                 None => {
-                    self.end_upstream(&mut out, None);
-                    return self.primed_end(out);
+                    let outcome = self.flush_upstream(&mut out, None);
+                    return self.primed_end(out, outcome);
                 }
             }
         }
     }
 
-    fn primed_end(self, out: String) -> Primed {
+    fn primed_end(mut self, out: String, outcome: &'static str) -> Primed {
         match self.translator.failure() {
             // Nothing useful was produced before the failure: an HTTP error is clearer.
-            Some(f) if out_is_only_failure(&out, &self.translator) => Primed::Failed(f.clone()),
-            _ => Primed::Streaming(Bytes::from(out), Box::new(self)),
+            Some(f) if out_is_only_failure(&out, &self.translator) => {
+                let f = f.clone();
+                self.fail_before_streaming(f)
+            }
+            _ => {
+                self.close(outcome);
+                self.log.first_byte();
+                Primed::Streaming(Bytes::from(out), Box::new(self))
+            }
         }
     }
 
