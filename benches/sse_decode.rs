@@ -16,81 +16,13 @@ use std::hint::black_box;
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use droid2api::sse::{Decoder, Event};
 use droid2api::usage::{SseTap, WireFormat};
-use serde_json::{Value, json};
+use serde_json::json;
 
-/// Text deltas in the Anthropic stream.
-const DELTAS: usize = 64;
-
-/// Size of the transport reads in the tap benchmark.
-const PIECE: usize = 40;
+mod common;
+use common::{DELTAS, FRAGMENTS, PIECE, anthropic_stream};
 
 /// Size of the single-line event's `data` payload.
 const MIB: usize = 1 << 20;
-
-/// The same delta texts as `benches/translate_stream.rs`: 12 bytes on average, ASCII, CJK,
-/// emoji, quotes, a newline.
-const FRAGMENTS: [&str; 8] = [
-    "The quick br",
-    "own fox 🦊 ",
-    "你好世界",
-    "jumps over ",
-    "天气☀\u{fe0f}",
-    "the \"lazy\"",
-    "\n第二行：",
-    "🚀 dog, ok.",
-];
-
-fn frame(out: &mut String, name: &str, data: &Value) {
-    out.push_str("event: ");
-    out.push_str(name);
-    out.push_str("\ndata: ");
-    out.push_str(&data.to_string());
-    out.push_str("\n\n");
-}
-
-/// The same stream as `anthropic_stream` in `benches/translate_stream.rs`.
-fn anthropic_stream() -> Vec<u8> {
-    let mut s = String::new();
-    frame(
-        &mut s,
-        "message_start",
-        &json!({"type": "message_start", "message": {
-            "id": "msg_01BenchStream7Hq2Lm", "type": "message", "role": "assistant",
-            "model": "claude-sonnet-4-5-20250929", "content": [], "stop_reason": null,
-            "stop_sequence": null,
-            "usage": {"input_tokens": 86, "cache_creation_input_tokens": 0,
-                      "cache_read_input_tokens": 1920, "output_tokens": 1}}}),
-    );
-    frame(
-        &mut s,
-        "content_block_start",
-        &json!({"type": "content_block_start", "index": 0,
-                "content_block": {"type": "text", "text": ""}}),
-    );
-    frame(&mut s, "ping", &json!({"type": "ping"}));
-    for i in 0..DELTAS {
-        frame(
-            &mut s,
-            "content_block_delta",
-            &json!({"type": "content_block_delta", "index": 0,
-                    "delta": {"type": "text_delta", "text": FRAGMENTS[i % FRAGMENTS.len()]}}),
-        );
-    }
-    frame(
-        &mut s,
-        "content_block_stop",
-        &json!({"type": "content_block_stop", "index": 0}),
-    );
-    frame(
-        &mut s,
-        "message_delta",
-        &json!({"type": "message_delta",
-                "delta": {"stop_reason": "end_turn", "stop_sequence": null},
-                "usage": {"output_tokens": 96}}),
-    );
-    frame(&mut s, "message_stop", &json!({"type": "message_stop"}));
-    s.into_bytes()
-}
 
 /// `data: {"type":"blob","text":"…"}` with a 1 MiB line: mixed ASCII and CJK, so the UTF-8
 /// check on the completed line has real work, and 40-byte reads split characters.
