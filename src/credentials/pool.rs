@@ -220,7 +220,9 @@ struct Inner {
     slots: Vec<Option<Slot>>,
     free: Vec<usize>,
     by_id: HashMap<String, usize>,
-    by_secret: HashMap<String, usize>,
+    /// SHA-256 of each secret → slot (duplicate detection without keeping a second copy of the
+    /// secrets in plain form).
+    by_secret: HashMap<[u8; 32], usize>,
     groups: BTreeMap<String, PoolGroup>,
     /// Tiers by priority (lowest number first); each holds the active keys of its groups.
     tiers: Vec<(i64, select::TierIndex)>,
@@ -266,6 +268,12 @@ pub fn valid_group_id(id: &str) -> bool {
         && id
             .bytes()
             .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-')
+}
+
+/// The SHA-256 of a secret (the duplicate index).
+fn fingerprint(secret: &str) -> [u8; 32] {
+    use sha2::{Digest, Sha256};
+    Sha256::digest(secret.as_bytes()).into()
 }
 
 fn new_key_id() -> String {
@@ -361,7 +369,7 @@ impl Inner {
 
     fn insert(&mut self, rec: KeyRecord) -> usize {
         let id = rec.id.clone();
-        let secret = rec.secret.expose().to_string();
+        let secret = fingerprint(rec.secret.expose());
         let slot = Slot::new(rec);
         let i = match self.free.pop() {
             Some(i) => {
@@ -381,7 +389,7 @@ impl Inner {
     fn remove(&mut self, id: &str) -> Option<KeyRecord> {
         let i = self.by_id.remove(id)?;
         let s = self.slots[i].take()?;
-        self.by_secret.remove(s.rec.secret.expose());
+        self.by_secret.remove(&fingerprint(s.rec.secret.expose()));
         self.free.push(i);
         Some(s.rec)
     }
@@ -808,7 +816,7 @@ impl KeyPool {
         let now = self.now();
         let (rec, rx) = {
             let mut inner = self.lock();
-            if inner.by_secret.contains_key(key) {
+            if inner.by_secret.contains_key(&fingerprint(key)) {
                 return Err(PoolError::Conflict(
                     "this key is already in the pool".into(),
                 ));
@@ -868,7 +876,7 @@ impl KeyPool {
                     result
                         .errors
                         .push((i + 1, "not a valid key: expected 8 to 512 printable ASCII characters without spaces".into()));
-                } else if inner.by_secret.contains_key(k) {
+                } else if inner.by_secret.contains_key(&fingerprint(k)) {
                     result.duplicate += 1;
                     result
                         .errors
@@ -921,17 +929,22 @@ impl KeyPool {
                         "key: expected 8 to 512 printable ASCII characters without spaces".into(),
                     ));
                 }
-                if inner.by_secret.get(k).is_some_and(|s| *s != slot) {
+                if inner
+                    .by_secret
+                    .get(&fingerprint(k))
+                    .is_some_and(|s| *s != slot)
+                {
                     return Err(PoolError::Conflict(
                         "another key in the pool has this value".into(),
                     ));
                 }
                 let old = inner.slots[slot]
                     .as_ref()
-                    .map(|s| s.rec.secret.expose().to_string())
-                    .unwrap_or_default();
-                inner.by_secret.remove(&old);
-                inner.by_secret.insert(k.to_string(), slot);
+                    .map(|s| fingerprint(s.rec.secret.expose()));
+                if let Some(old) = old {
+                    inner.by_secret.remove(&old);
+                }
+                inner.by_secret.insert(fingerprint(k), slot);
                 if let Some(s) = inner.slots[slot].as_mut() {
                     s.rec.secret = Secret::new(k);
                     s.health = Health::default();
