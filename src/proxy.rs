@@ -7,6 +7,7 @@
 //! buffering of streams: upstream chunks are forwarded as they arrive while an [`SseTap`] reads the
 //! usage alongside, without re-serialising.
 
+mod body;
 mod stream;
 mod translated;
 
@@ -17,11 +18,10 @@ use axum::body::Body;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::Response;
 use bytes::Bytes;
-use futures_util::StreamExt;
 use serde_json::Value;
 
 use crate::app::App;
-use crate::config::{MAX_BODY_BYTES, Model, ModelKind};
+use crate::config::{Model, ModelKind};
 use crate::credentials::pool::{KeyPool, Outcome};
 use crate::credentials::{CascadeError, CredentialLabel, Lease};
 use crate::error::{ApiError, Envelope};
@@ -136,75 +136,6 @@ impl From<UpstreamError> for ApiError {
     }
 }
 
-/// Reads the body under the 32 MiB limit.
-async fn read_body(body: Body, headers: &HeaderMap) -> Result<Bytes, ApiError> {
-    let too_large = || {
-        ApiError::new(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            format!(
-                "request body is larger than {} MiB",
-                MAX_BODY_BYTES / (1024 * 1024)
-            ),
-        )
-        .with_code("request_too_large")
-    };
-    if let Some(len) = headers
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok())
-        && len > MAX_BODY_BYTES as u64
-    {
-        return Err(too_large());
-    }
-    let mut stream = body.into_data_stream();
-    let mut buf = bytes::BytesMut::new();
-    while let Some(chunk) = stream.next().await {
-        let chunk = chunk
-            .map_err(|e| ApiError::bad_request(format!("could not read the request body: {e}")))?;
-        if buf.len() + chunk.len() > MAX_BODY_BYTES {
-            return Err(too_large());
-        }
-        buf.extend_from_slice(&chunk);
-    }
-    Ok(buf.freeze())
-}
-
-/// Parses a JSON object body and its `model`.
-fn parse_body(bytes: &[u8]) -> Result<(Value, String), ApiError> {
-    if bytes.iter().all(u8::is_ascii_whitespace) {
-        return Err(
-            ApiError::bad_request("request body is empty; expected a JSON object")
-                .with_code("invalid_json"),
-        );
-    }
-    if let Err(e) = std::str::from_utf8(bytes) {
-        return Err(ApiError::bad_request(format!(
-            "request body is not valid UTF-8 (invalid byte at offset {})",
-            e.valid_up_to()
-        ))
-        .with_code("invalid_utf8"));
-    }
-    let value: Value = serde_json::from_slice(bytes).map_err(|e| {
-        ApiError::bad_request(format!("request body is not valid JSON: {e}"))
-            .with_code("invalid_json")
-    })?;
-    if !value.is_object() {
-        return Err(
-            ApiError::bad_request("request body must be a JSON object").with_code("invalid_json")
-        );
-    }
-    let model = match value.get("model") {
-        Some(Value::String(s)) if !s.trim().is_empty() => s.trim().to_string(),
-        Some(Value::String(_)) | None | Some(Value::Null) => {
-            return Err(ApiError::bad_request("model is required").with_param("model"));
-        }
-        Some(_) => {
-            return Err(ApiError::bad_request("model: expected a string").with_param("model"));
-        }
-    };
-    Ok((value, model))
-}
-
 fn wrong_type(model: &Model, route: Route, expected: &str) -> ApiError {
     ApiError::bad_request(format!(
         "model {} is of type {}; {} serves {expected} models only",
@@ -269,8 +200,8 @@ async fn run(
     body: Body,
     log: &mut RequestLog,
 ) -> Result<Response, ApiError> {
-    let bytes = read_body(body, headers).await?;
-    let (value, requested) = parse_body(&bytes)?;
+    let bytes = body::read_body(body, headers).await?;
+    let (value, requested) = body::parse_body(&bytes)?;
     drop(bytes);
     let settings = &app.settings;
     let model = settings.find_model(&requested).ok_or_else(|| {
