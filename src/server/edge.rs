@@ -81,7 +81,7 @@ impl Cors<'_> {
             Cors::List(list) => {
                 let o = origin?;
                 let canonical = o.to_str().ok()?.trim_end_matches('/').to_ascii_lowercase();
-                list.iter().any(|a| *a == canonical).then(|| o.clone())
+                list.contains(&canonical).then(|| o.clone())
             }
         }
     }
