@@ -271,6 +271,13 @@ pub fn startup_warnings(settings: &Settings, app: &App) -> Vec<String> {
     if settings.redis_url.is_some() {
         w.push("REDIS_URL is set but shared Redis state is not supported yet: this instance uses its embedded store only".into());
     }
+    if settings.limits.max_inflight_body_bytes() < MAX_BODY_BYTES as u64 {
+        w.push(format!(
+            "limits.max_inflight_body_mb ({}) is below the {} MiB body cap: larger bodies are always refused with 503",
+            settings.limits.max_inflight_body_mb,
+            MAX_BODY_BYTES / (1024 * 1024)
+        ));
+    }
     w
 }
 
@@ -408,5 +415,73 @@ pub async fn shutdown_signal() {
     tokio::select! {
         _ = ctrl_c => tracing::info!("SIGINT received"),
         _ = term => tracing::info!("SIGTERM received"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::http::Request as HttpRequest;
+    use hyper::service::Service as _;
+
+    async fn get(app: &App, path: &str) -> (StatusCode, serde_json::Value) {
+        let svc = hyper_util::service::TowerToHyperService::new(router(app.clone()));
+        let resp = svc
+            .call(HttpRequest::get(path).body(Body::empty()).unwrap())
+            .await
+            .unwrap();
+        let status = resp.status();
+        let bytes = axum::body::to_bytes(resp.into_body(), 1 << 20)
+            .await
+            .unwrap();
+        (status, serde_json::from_slice(&bytes).unwrap())
+    }
+
+    #[tokio::test]
+    async fn ready_turns_503_with_a_reason_code_when_shutting_down() {
+        let dir = tempfile::tempdir().unwrap();
+        let env = crate::config::Env::from_pairs([
+            ("DATA_DIR", dir.path().display().to_string()),
+            ("HOME", dir.path().display().to_string()),
+        ]);
+        let app = App::start(Settings::from_sources(&env, None).unwrap()).unwrap();
+        assert_eq!(
+            get(&app, "/ready").await,
+            (StatusCode::OK, json!({"status": "ready"}))
+        );
+        app.shutdown.cancel();
+        assert_eq!(
+            get(&app, "/ready").await,
+            (
+                StatusCode::SERVICE_UNAVAILABLE,
+                json!({"status": "not_ready", "reasons": ["shutting_down"]})
+            )
+        );
+        app.tasks.close();
+        app.recorder.stop();
+        app.tasks.wait().await;
+        app.close_store().await;
+    }
+
+    #[test]
+    fn a_body_budget_below_the_body_cap_is_warned_about() {
+        let dir = tempfile::tempdir().unwrap();
+        let env = crate::config::Env::from_pairs([("DATA_DIR", dir.path().display().to_string())]);
+        let file = crate::config::parse_value(&json!({"limits": {"max_inflight_body_mb": 8}}));
+        let settings = Settings::from_sources(&env, Some(file)).unwrap();
+        let rt = tokio::runtime::Runtime::new().unwrap();
+        let app = rt.block_on(async { App::start(settings.clone()).unwrap() });
+        let w = startup_warnings(&settings, &app).join("\n");
+        assert!(
+            w.contains("limits.max_inflight_body_mb (8) is below the 32 MiB body cap"),
+            "{w}"
+        );
+        rt.block_on(async {
+            app.shutdown.cancel();
+            app.tasks.close();
+            app.recorder.stop();
+            app.tasks.wait().await;
+            app.close_store().await;
+        });
     }
 }

@@ -64,7 +64,7 @@ impl Admin {
         }
     }
 
-    fn from_address(&self, ip: &str) -> Self {
+    fn at_address(&self, ip: &str) -> Self {
         Admin {
             forwarded_for: Some(ip.to_string()),
             ..self.clone()
@@ -305,7 +305,7 @@ async fn every_route_refuses_a_missing_or_wrong_admin_key() {
     .enumerate()
     {
         for (i, (method, path)) in all_routes(&id).into_iter().enumerate() {
-            let who = who.from_address(&format!("10.0.{n}.{i}"));
+            let who = who.at_address(&format!("10.0.{n}.{i}"));
             let (s, _, b) = who.raw(method, &path, body.clone()).await;
             let got = (s, json(&b));
             assert_err(&got, 401, "unauthorized");

@@ -224,7 +224,7 @@ async fn a_stalled_body_gets_408_in_the_routes_envelope() {
 async fn an_idle_keep_alive_connection_closes_after_the_idle_timeout_not_the_header_one() {
     let mock = MockUpstream::start().await;
     let gw = gateway(&mock)
-        .config(json!({"timing": {"header_read_timeout_s": 1, "idle_keepalive_s": 6}}))
+        .config(json!({"timing": {"header_read_timeout_s": 1, "idle_keepalive_s": 10}}))
         .start()
         .await;
     let mut s = connect(gw.addr).await;
@@ -318,7 +318,9 @@ async fn bodies_in_memory_are_capped_with_503_overloaded() {
         .env("ADMIN_ACCESS_KEY", admin)
         .config(json!({
             "models": models_config("auto")["models"],
-            "limits": {"max_inflight_body_mb": 1}
+            "limits": {"max_inflight_body_mb": 1},
+            // The held body must stay held for the whole test, however slow the machine.
+            "timing": {"body_read_timeout_s": 600}
         }))
         .start()
         .await;

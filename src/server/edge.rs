@@ -195,8 +195,12 @@ fn check_v1(app: &App, req: &Request, path: &str) -> Result<(), ApiError> {
     let inbound = &app.inbound;
     if client_auth_on(app) {
         let now = std::time::Instant::now();
-        let ip = inbound.client_ip_of(req.extensions(), req.headers());
-        if let Some(secs) = inbound.client_failures.blocked(ip, now) {
+        let ip = || inbound.client_ip_of(req.extensions(), req.headers());
+        // An empty table (the usual case) costs neither the address nor a lock.
+        if let Some(secs) = (!inbound.client_failures.is_empty())
+            .then(ip)
+            .and_then(|ip| inbound.client_failures.blocked(ip, now))
+        {
             inbound.rejected.record(rejected::THROTTLED);
             return Err(ApiError::new(
                 StatusCode::TOO_MANY_REQUESTS,
@@ -210,6 +214,7 @@ fn check_v1(app: &App, req: &Request, path: &str) -> Result<(), ApiError> {
             outcome => {
                 inbound.rejected.record(rejected::BAD_CLIENT_KEY);
                 if matches!(outcome, ClientKey::Wrong) {
+                    let ip = ip();
                     let blocked = inbound.client_failures.fail(ip, now);
                     tracing::warn!(
                         client = %ip,
