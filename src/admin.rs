@@ -2,8 +2,11 @@
 //! groups and the stored layer of `key_pool` settings.
 //!
 //! Every `/admin/*` and `/factory/*` path — unknown ones included — goes through one
-//! authentication layer first: `x-admin-key` compared in constant time with `ADMIN_ACCESS_KEY`
-//! (401 `unauthorized`), or 503 `admin_disabled` when no admin key is configured. Replies use
+//! authentication layer first ([`admin_gate`]): `x-admin-key` compared in constant time with
+//! `ADMIN_ACCESS_KEY` (401 `unauthorized`), 503 `admin_disabled` when no usable admin key is
+//! configured (unset, shorter than 16 characters, or a placeholder), 429 `too_many_attempts`
+//! for an address with too many failed attempts. A request body must then be JSON (415) and is
+//! read under the 16 MiB cap and the in-flight body budget (contract §9). Replies use
 //! the admin envelope `{"success":true,"data":…,"message"?}` /
 //! `{"success":false,"error":{"code","message"}}`; export is the one reply that is a file and
 //! the one place whole secrets leave the gateway.
@@ -25,7 +28,7 @@ use axum::Router;
 use axum::body::Body;
 use axum::extract::rejection::PathRejection;
 use axum::extract::{Path, Request, State};
-use axum::http::{StatusCode, header};
+use axum::http::{Extensions, HeaderMap, HeaderValue, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{any, delete, get, patch, post};
@@ -33,6 +36,8 @@ use serde_json::{Map, Value, json};
 
 use crate::app::App;
 use crate::credentials::pool::{KeyView, PoolError};
+use crate::inbound::body::{has_body, is_json_content_type, read_limited};
+use crate::inbound::rejected;
 use crate::store::records::Millis;
 
 /// The largest admin request body (a batch import of many keys fits easily).
@@ -109,30 +114,117 @@ where
 
 // ----- authentication -----------------------------------------------------------------------
 
-/// `x-admin-key` in constant time; 503 when the admin API is not configured. Also gives the
-/// router's bare 405 answers the admin envelope.
-async fn authenticate(State(st): State<AdminState>, req: Request, next: Next) -> Response {
-    let Some(key) = &st.app.settings.admin_access_key else {
-        return AdminError::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "admin_disabled",
-            "the admin API is disabled: set ADMIN_ACCESS_KEY to enable it",
-        )
-        .into_response();
+/// Why the admin API is closed when no usable admin key is configured.
+fn disabled(app: &App) -> AdminError {
+    let message = match &app.settings.admin_key_disabled {
+        Some(reason) => reason.clone(),
+        None => "the admin API is disabled: set ADMIN_ACCESS_KEY to enable it".to_string(),
     };
-    let given = req
-        .headers()
-        .get("x-admin-key")
-        .and_then(|v| v.to_str().ok());
-    if !given.is_some_and(|g| key.ct_eq(g)) {
-        tracing::debug!(path = %req.uri().path(), "admin request refused: missing or wrong admin key");
-        return AdminError::new(
-            StatusCode::UNAUTHORIZED,
-            "unauthorized",
-            "missing or wrong admin key: send ADMIN_ACCESS_KEY in the x-admin-key header",
+    AdminError::new(StatusCode::SERVICE_UNAVAILABLE, "admin_disabled", message)
+}
+
+/// The admin key check shared by the admin API, `/factory/*` and `/metrics` (contract §7, §9):
+/// 503 `admin_disabled` without a usable key (unset, too short, a placeholder); 429
+/// `too_many_attempts` with `Retry-After` for an address with 10 failed attempts within 60 s
+/// (even with the right key); 401 `unauthorized` for a missing or wrong key (`x-admin-key`,
+/// or also `Authorization: Bearer` when `bearer` is true). A wrong key counts against the
+/// address and is logged at warn with it, never with the value tried; every refusal is counted
+/// as a rejected request.
+pub(crate) fn admin_gate(
+    app: &App,
+    headers: &HeaderMap,
+    extensions: &Extensions,
+    bearer: bool,
+) -> Result<(), AdminError> {
+    let Some(key) = &app.settings.admin_access_key else {
+        return Err(disabled(app));
+    };
+    let inbound = &app.inbound;
+    let now = std::time::Instant::now();
+    let ip = inbound.client_ip_of(extensions, headers);
+    if let Some(secs) = inbound.admin_failures.blocked(ip, now) {
+        inbound.rejected.record(rejected::THROTTLED);
+        return Err(AdminError::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "too_many_attempts",
+            format!("too many failed admin-key attempts from this address; retry in {secs} s"),
         )
-        .into_response();
+        .with_retry_after(secs));
     }
+    let header_key = headers
+        .get("x-admin-key")
+        .and_then(|v| v.to_str().ok())
+        .map(str::trim)
+        .filter(|v| !v.is_empty());
+    let bearer_key = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .filter(|_| bearer)
+        .and_then(|v| {
+            v.strip_prefix("Bearer ")
+                .or_else(|| v.strip_prefix("bearer "))
+        })
+        .map(str::trim)
+        .filter(|v| !v.is_empty());
+    let given = header_key.or(bearer_key);
+    if given.is_some_and(|g| key.ct_eq(g)) {
+        return Ok(());
+    }
+    inbound.rejected.record(rejected::BAD_ADMIN_KEY);
+    if given.is_some() {
+        let blocked = inbound.admin_failures.fail(ip, now);
+        tracing::warn!(client = %ip, throttled_for_s = blocked, "wrong admin key");
+    }
+    Err(AdminError::new(
+        StatusCode::UNAUTHORIZED,
+        "unauthorized",
+        if bearer {
+            "missing or wrong admin key: send ADMIN_ACCESS_KEY as x-admin-key or Authorization: Bearer"
+        } else {
+            "missing or wrong admin key: send ADMIN_ACCESS_KEY in the x-admin-key header"
+        },
+    ))
+}
+
+/// An admin request's body, once authenticated: it must be JSON when there is one (415), is
+/// read under the 16 MiB cap and the body deadline, and is reserved against the in-flight body
+/// budget until the handler drops it.
+async fn admin_body(app: &App, headers: &HeaderMap, body: Body) -> Result<Body, AdminError> {
+    if !has_body(headers, &body) {
+        return Ok(body);
+    }
+    if !is_json_content_type(headers) {
+        app.inbound
+            .rejected
+            .record(rejected::UNSUPPORTED_MEDIA_TYPE);
+        return Err(AdminError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported_media_type",
+            "a request body must be sent as Content-Type: application/json",
+        ));
+    }
+    match read_limited(body, headers, &app.inbound.bodies, MAX_BODY_BYTES).await {
+        Ok(bytes) => Ok(Body::from(bytes)),
+        Err(e) => {
+            app.inbound.rejected.record(e.reason());
+            let mut out = AdminError::new(e.status(), e.code(), e.to_string());
+            out.retry_after = e.retry_after();
+            Err(out)
+        }
+    }
+}
+
+/// Authenticates every admin request ([`admin_gate`]), reads its body ([`admin_body`]), and
+/// gives the router's bare 405 answers the admin envelope.
+async fn authenticate(State(st): State<AdminState>, req: Request, next: Next) -> Response {
+    if let Err(e) = admin_gate(&st.app, req.headers(), req.extensions(), false) {
+        return e.into_response();
+    }
+    let (parts, body) = req.into_parts();
+    let req = match admin_body(&st.app, &parts.headers, body).await {
+        Ok(body) => Request::from_parts(parts, body),
+        Err(e) => return e.into_response(),
+    };
     let method = req.method().clone();
     let path = req.uri().path().to_string();
     let resp = next.run(req).await;
@@ -176,6 +268,8 @@ pub(crate) struct AdminError {
     status: StatusCode,
     code: &'static str,
     message: String,
+    /// Seconds for a `Retry-After` header.
+    retry_after: Option<u64>,
 }
 
 impl AdminError {
@@ -184,7 +278,13 @@ impl AdminError {
             status,
             code,
             message: message.into(),
+            retry_after: None,
         }
+    }
+
+    fn with_retry_after(mut self, secs: u64) -> Self {
+        self.retry_after = Some(secs);
+        self
     }
 
     fn bad_request(message: impl Into<String>) -> Self {
@@ -220,14 +320,20 @@ impl From<PoolError> for AdminError {
 
 impl IntoResponse for AdminError {
     fn into_response(self) -> Response {
-        (
+        let mut resp = (
             self.status,
             axum::Json(json!({
                 "success": false,
                 "error": {"code": self.code, "message": self.message},
             })),
         )
-            .into_response()
+            .into_response();
+        if let Some(secs) = self.retry_after
+            && let Ok(v) = HeaderValue::from_str(&secs.to_string())
+        {
+            resp.headers_mut().insert(header::RETRY_AFTER, v);
+        }
+        resp
     }
 }
 
@@ -270,7 +376,8 @@ fn kind_of(v: &Value) -> &'static str {
     }
 }
 
-/// Reads the body as one JSON object.
+/// The body as one JSON object. The authentication layer has already read it (JSON content
+/// type, size cap, deadline, in-flight budget), so this only collects the buffer it left.
 async fn json_object(body: Body) -> Result<Map<String, Value>, AdminError> {
     let bytes = axum::body::to_bytes(body, MAX_BODY_BYTES)
         .await

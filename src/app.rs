@@ -41,6 +41,8 @@ pub struct App {
     pub shutdown: CancellationToken,
     /// Every background task; shutdown waits for them.
     pub tasks: TaskTracker,
+    /// Inbound protection: body budget, failed-key throttles, rejected counts (contract §9).
+    pub inbound: Arc<crate::inbound::Inbound>,
 }
 
 /// Failures while building the app.
@@ -113,6 +115,7 @@ impl App {
         )?);
         let tasks = TaskTracker::new();
         let recorder = Recorder::start(store.clone(), settings.time_zone(), &tasks);
+        let inbound = Arc::new(crate::inbound::Inbound::new(&settings));
         let app = App {
             settings,
             upstream,
@@ -126,6 +129,7 @@ impl App {
             started_at: SystemTime::now(),
             shutdown: CancellationToken::new(),
             tasks,
+            inbound,
         };
         if let Some(r) = app.credentials.refresh_manager()
             && app.credentials.refresh_may_serve()

@@ -8,6 +8,7 @@
 //! (`models[2].reasoning: expected auto|off|low|medium|high, got "hgih"`); unknown fields produce
 //! warnings, not errors.
 
+mod exposure;
 mod file;
 
 use std::collections::BTreeMap;
@@ -16,6 +17,9 @@ use std::path::{Path, PathBuf};
 
 use crate::secret::Secret;
 
+pub use exposure::{
+    Limits, MIN_ADMIN_KEY_CHARS, PLACEHOLDER_ADMIN_KEYS, admin_key_weakness, normalize_origin,
+};
 pub use file::{
     ConfigFile, Findings, KEY_POOL_FIELDS, key_pool_from, parse_config_file, parse_value,
 };
@@ -263,6 +267,12 @@ pub struct Timing {
     pub refresh_interval_s: u64,
     pub sse_keepalive_s: u64,
     pub balance_sync_interval_s: Option<u64>,
+    /// A client's request headers must arrive within it, else the connection closes.
+    pub header_read_timeout_s: u64,
+    /// A request body must arrive within it of its headers, else 408.
+    pub body_read_timeout_s: u64,
+    /// An idle keep-alive connection closes after it.
+    pub idle_keepalive_s: u64,
 }
 
 impl Default for Timing {
@@ -274,6 +284,9 @@ impl Default for Timing {
             refresh_interval_s: 21_600,
             sse_keepalive_s: 15,
             balance_sync_interval_s: None,
+            header_read_timeout_s: 10,
+            body_read_timeout_s: 60,
+            idle_keepalive_s: 75,
         }
     }
 }
@@ -332,7 +345,12 @@ pub type Pinned = Vec<&'static str>;
 pub struct Settings {
     pub host: String,
     pub port: u16,
+    /// The admin key, only when it is usable: a weak one (see [`admin_key_weakness`]) is `None`
+    /// here and its reason is in `admin_key_disabled`.
     pub admin_access_key: Option<Secret>,
+    /// Why a configured `ADMIN_ACCESS_KEY` was refused (too short or a placeholder): the admin
+    /// API then answers 503 `admin_disabled` with this reason and `/metrics` stays closed.
+    pub admin_key_disabled: Option<String>,
     pub api_access_key: Option<Secret>,
     pub factory_api_key: Option<Secret>,
     pub droid_refresh_key: Option<Secret>,
@@ -360,6 +378,15 @@ pub struct Settings {
     pub key_pool_file: KeyPoolSettings,
     pub pinned: Pinned,
     pub timing: Timing,
+    /// Inbound limits (config `limits`).
+    pub limits: Limits,
+    /// Browser origins allowed on `/v1/*` (`CORS_ORIGINS` / config `cors_origins`, canonical,
+    /// `*` = any); `None` = not configured: any origin while client authentication is on, none
+    /// while it is off.
+    pub cors_origins: Option<Vec<String>>,
+    /// Take the client address from `X-Forwarded-For`'s last hop (`TRUST_PROXY` / config
+    /// `trust_proxy`).
+    pub trust_proxy: bool,
     pub sync_interval_minutes: u64,
     pub batch_size: u32,
     pub data_retention_days: u32,
@@ -549,6 +576,26 @@ impl Settings {
             })
         });
 
+        let cors_origins = match env.get("CORS_ORIGINS") {
+            Some(list) => exposure::origins(
+                "CORS_ORIGINS",
+                list.split(',')
+                    .map(str::trim)
+                    .filter(|v| !v.is_empty())
+                    .enumerate(),
+                &mut errors,
+            ),
+            None => file.cors_origins.clone(),
+        };
+        let trust_proxy = match env.get("TRUST_PROXY") {
+            Some(v) => exposure::env_switch("TRUST_PROXY", v, &mut errors).unwrap_or(false),
+            None => file.trust_proxy.unwrap_or(false),
+        };
+        let admin_key = secret("ADMIN_ACCESS_KEY");
+        let admin_key_disabled = admin_key
+            .as_ref()
+            .and_then(|k| admin_key_weakness(k.expose()));
+
         let log_level = env.get("LOG_LEVEL").unwrap_or("info").to_string();
         if tracing_subscriber::EnvFilter::try_new(&log_level).is_err() {
             errors.push(format!(
@@ -569,7 +616,8 @@ impl Settings {
         Ok(Settings {
             host,
             port,
-            admin_access_key: secret("ADMIN_ACCESS_KEY"),
+            admin_access_key: admin_key.filter(|_| admin_key_disabled.is_none()),
+            admin_key_disabled,
             api_access_key: secret("API_ACCESS_KEY"),
             factory_api_key: secret("FACTORY_API_KEY"),
             droid_refresh_key: secret("DROID_REFRESH_KEY"),
@@ -597,6 +645,9 @@ impl Settings {
             key_pool_file,
             pinned,
             timing,
+            limits: file.limits.unwrap_or_default(),
+            cors_origins,
+            trust_proxy,
             sync_interval_minutes,
             batch_size,
             data_retention_days,
@@ -776,7 +827,10 @@ impl fmt::Display for Redacted<'_> {
             if s.production { "on" } else { "off" }
         )?;
         writeln!(f, "log level:           {}", s.log_level)?;
-        writeln!(f, "ADMIN_ACCESS_KEY:    {}", opt(&s.admin_access_key))?;
+        match &s.admin_key_disabled {
+            Some(reason) => writeln!(f, "ADMIN_ACCESS_KEY:    (refused) {reason}")?,
+            None => writeln!(f, "ADMIN_ACCESS_KEY:    {}", opt(&s.admin_access_key))?,
+        }
         writeln!(f, "API_ACCESS_KEY:      {}", opt(&s.api_access_key))?;
         writeln!(f, "FACTORY_API_KEY:     {}", opt(&s.factory_api_key))?;
         writeln!(f, "DROID_REFRESH_KEY:   {}", opt(&s.droid_refresh_key))?;
@@ -812,6 +866,29 @@ impl fmt::Display for Redacted<'_> {
             s.key_pool, s.pinned
         )?;
         writeln!(f, "timing:              {:?}", s.timing)?;
+        writeln!(
+            f,
+            "limits:              {} connections, {} MiB of request bodies in memory",
+            s.limits.max_connections, s.limits.max_inflight_body_mb
+        )?;
+        writeln!(
+            f,
+            "cors origins:        {}",
+            match &s.cors_origins {
+                Some(list) if list.is_empty() => "(none)".to_string(),
+                Some(list) => list.join(", "),
+                None => "(default: * with client authentication on, none without)".to_string(),
+            }
+        )?;
+        writeln!(
+            f,
+            "trust proxy:         {}",
+            if s.trust_proxy {
+                "yes (client address from X-Forwarded-For's last hop)"
+            } else {
+                "no (client address = socket peer)"
+            }
+        )?;
         writeln!(
             f,
             "usage:               sync every {} min, batch {}, keep {} days",

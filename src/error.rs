@@ -64,7 +64,7 @@ impl ApiError {
     /// OpenAI `error.type` for this status.
     fn openai_type(&self) -> &'static str {
         match self.status.as_u16() {
-            400 | 404 | 405 | 413 | 415 | 422 => "invalid_request_error",
+            400 | 404 | 405 | 408 | 413 | 415 | 422 => "invalid_request_error",
             401 => "authentication_error",
             402 => "insufficient_quota",
             403 => "permission_error",
@@ -83,7 +83,7 @@ impl ApiError {
             404 => "not_found_error",
             413 => "request_too_large",
             429 => "rate_limit_error",
-            504 => "timeout_error",
+            408 | 504 => "timeout_error",
             529 => "overloaded_error",
             _ => "api_error",
         }

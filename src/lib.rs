@@ -10,6 +10,7 @@ pub mod cli;
 pub mod config;
 pub mod credentials;
 pub mod error;
+pub mod inbound;
 pub mod proxy;
 pub mod secret;
 pub mod server;

@@ -1,24 +1,38 @@
-//! HTTP surface: router, edge middleware (request id, CORS, client authentication, access log,
-//! request metrics), operational endpoints, and serving with graceful shutdown.
+//! HTTP surface: the router, the edge middleware (`edge.rs`: request id, CORS, throttling,
+//! client authentication, content type, access log, request metrics), the operational endpoints,
+//! and serving (`serve.rs`: our accept loop with the inbound limits of contract §9 and graceful
+//! shutdown).
+
+mod edge;
+mod serve;
 
 use std::net::SocketAddr;
-use std::time::{Duration, Instant, UNIX_EPOCH};
+use std::time::{Duration, UNIX_EPOCH};
 
 use axum::Router;
-use axum::extract::{MatchedPath, Path, Request, State};
-use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
-use axum::middleware::{self, Next};
+use axum::body::Body;
+use axum::extract::{Path, Request, State};
+use axum::http::{StatusCode, header};
+use axum::middleware;
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::{get, post};
 use serde_json::json;
 use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
 
 use crate::app::{App, AppError};
-use crate::config::Settings;
+use crate::config::{MAX_BODY_BYTES, Settings};
 use crate::error::{ApiError, Envelope};
-use crate::proxy::{self, ProxyInfo, Route};
+use crate::inbound::body::read_limited;
+use crate::proxy::{self, Route};
 use crate::store::{DataDirLock, StoreError};
-use crate::telemetry::metrics as m;
+
+pub use edge::{JSON_ROUTES, client_auth_on, envelope_for};
+
+/// How often rejected counts are handed to the store's writer.
+const REJECTED_FLUSH_PERIOD: Duration = Duration::from_secs(2);
+/// How often the failed-key tables drop addresses whose failures all expired.
+const THROTTLE_SWEEP_PERIOD: Duration = Duration::from_secs(30);
 
 /// The request id of the current request (set by the edge middleware).
 #[derive(Debug, Clone)]
@@ -39,164 +53,8 @@ pub fn router(app: App) -> Router {
         .route("/v1/messages/count_tokens", post(count_tokens))
         .merge(crate::admin::router(app.clone()))
         .fallback(not_found)
-        .layer(middleware::from_fn_with_state(app.clone(), edge))
+        .layer(middleware::from_fn_with_state(app.clone(), edge::edge))
         .with_state(app)
-}
-
-fn envelope_for(path: &str) -> Envelope {
-    if path.starts_with("/v1/messages") {
-        Envelope::Anthropic
-    } else {
-        Envelope::OpenAi
-    }
-}
-
-const CORS_ALLOW_HEADERS: &str = "authorization, content-type, x-api-key, anthropic-version, anthropic-beta, x-session-id, x-assistant-message-id, x-stainless-arch, x-stainless-lang, x-stainless-os, x-stainless-package-version, x-stainless-retry-count, x-stainless-runtime, x-stainless-runtime-version, x-stainless-timeout, x-stainless-helper-method";
-
-fn cors(headers: &mut HeaderMap) {
-    headers.insert(
-        header::ACCESS_CONTROL_ALLOW_ORIGIN,
-        HeaderValue::from_static("*"),
-    );
-    headers.insert(
-        header::ACCESS_CONTROL_EXPOSE_HEADERS,
-        HeaderValue::from_static("x-request-id, x-upstream-request-id, request-id, retry-after"),
-    );
-}
-
-/// Checks `API_ACCESS_KEY` (Bearer or x-api-key, constant time).
-fn client_authorized(app: &App, headers: &HeaderMap) -> bool {
-    let Some(key) = &app.settings.api_access_key else {
-        return true;
-    };
-    let bearer = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| {
-            v.strip_prefix("Bearer ")
-                .or_else(|| v.strip_prefix("bearer "))
-        })
-        .map(str::trim);
-    let x_api_key = headers
-        .get("x-api-key")
-        .and_then(|v| v.to_str().ok())
-        .map(str::trim);
-    // Both candidates are compared so the time taken does not reveal which header was used.
-    let a = bearer.is_some_and(|b| key.ct_eq(b));
-    let b = x_api_key.is_some_and(|k| key.ct_eq(k));
-    a | b
-}
-
-/// Request id, CORS, client authentication on `/v1/*`, access log and request metrics.
-async fn edge(State(app): State<App>, mut req: Request, next: Next) -> Response {
-    let started = Instant::now();
-    let request_id = uuid::Uuid::now_v7().to_string();
-    let method = req.method().clone();
-    let path = req.uri().path().to_string();
-    let is_v1 = path.starts_with("/v1/");
-    let route = req
-        .extensions()
-        .get::<MatchedPath>()
-        .map(|p| p.as_str().to_string())
-        .unwrap_or_else(|| "unmatched".into());
-
-    let mut resp = if is_v1 && method == Method::OPTIONS {
-        // CORS preflight: answered without authentication.
-        let mut r = StatusCode::NO_CONTENT.into_response();
-        let h = r.headers_mut();
-        h.insert(
-            header::ACCESS_CONTROL_ALLOW_METHODS,
-            HeaderValue::from_static("GET, POST, OPTIONS"),
-        );
-        let requested = req
-            .headers()
-            .get(header::ACCESS_CONTROL_REQUEST_HEADERS)
-            .cloned()
-            .unwrap_or(HeaderValue::from_static(CORS_ALLOW_HEADERS));
-        h.insert(header::ACCESS_CONTROL_ALLOW_HEADERS, requested);
-        h.insert(
-            header::ACCESS_CONTROL_MAX_AGE,
-            HeaderValue::from_static("86400"),
-        );
-        r
-    } else if is_v1 && !client_authorized(&app, req.headers()) {
-        record_rejected(&app, &method, &path, started);
-        ApiError::new(
-            StatusCode::UNAUTHORIZED,
-            "invalid or missing API access key: send it as 'Authorization: Bearer <key>' or 'x-api-key: <key>'",
-        )
-        .with_code("invalid_api_key")
-        .render(envelope_for(&path), &request_id)
-    } else {
-        req.extensions_mut().insert(RequestId(request_id.clone()));
-        next.run(req).await
-    };
-
-    if is_v1 {
-        cors(resp.headers_mut());
-    }
-    if let Ok(v) = HeaderValue::from_str(&request_id) {
-        resp.headers_mut().insert("x-request-id", v);
-    }
-    let status = resp.status().as_u16();
-    let info = resp.extensions().get::<ProxyInfo>().cloned();
-    let model = info
-        .as_ref()
-        .map(|i| i.model.clone())
-        .filter(|m| !m.is_empty())
-        .unwrap_or_else(|| "-".into());
-    metrics::counter!(m::REQUESTS, "route" => route, "model" => model.clone(), "status" => status.to_string()).increment(1);
-    tracing::debug!(
-        request_id = %request_id,
-        method = %method,
-        path = %path,
-        status,
-        model = %model,
-        credential = info.as_ref().map(|i| i.credential.as_str()).unwrap_or("-"),
-        ms = started.elapsed().as_millis() as u64,
-        "http"
-    );
-    resp
-}
-
-/// A request to an LLM route refused before the pipeline (bad client key) still gets its usage
-/// record, with zero tokens.
-fn record_rejected(app: &App, method: &Method, path: &str, started: Instant) {
-    let route = match path {
-        "/v1/chat/completions" => Route::ChatCompletions,
-        "/v1/responses" => Route::Responses,
-        "/v1/messages" => Route::Messages,
-        _ => return,
-    };
-    if method != Method::POST {
-        return;
-    }
-    let at = std::time::SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0);
-    let latency_ms = started.elapsed().as_millis() as u64;
-    app.recorder.record(crate::store::records::UsageRecord {
-        at,
-        hour_start: 0,
-        day_start: 0,
-        credential: "-".into(),
-        attempts: 0,
-        client: "anonymous".into(),
-        model: "-".into(),
-        route: route.label().into(),
-        upstream_format: "-".into(),
-        status: 401,
-        input_tokens: 0,
-        cache_read_tokens: 0,
-        cache_write_tokens: 0,
-        output_tokens: 0,
-        reasoning_tokens: 0,
-        estimated: false,
-        complete: true,
-        latency_ms,
-        ttfb_ms: Some(latency_ms),
-    });
 }
 
 fn request_id(req: &Request) -> String {
@@ -206,16 +64,35 @@ fn request_id(req: &Request) -> String {
         .unwrap_or_default()
 }
 
+/// A proxied route. The body is read here, before the pipeline: under the 32 MiB cap, within
+/// `timing.body_read_timeout_s`, and reserved against `limits.max_inflight_body_mb` until the
+/// pipeline drops the bytes. A body refused here (413, 408, 503 `overloaded`, 400 for a body cut
+/// short) is a rejected request, not a usage record.
 async fn proxy_route(app: App, route: Route, req: Request) -> Response {
     let id = request_id(&req);
     let (parts, body) = req.into_parts();
+    let bytes = match read_limited(body, &parts.headers, &app.inbound.bodies, MAX_BODY_BYTES).await
+    {
+        Ok(b) => b,
+        Err(e) => {
+            app.inbound.rejected.record(e.reason());
+            if matches!(e, crate::inbound::body::ReadError::Overloaded) {
+                tracing::warn!(
+                    route = route.label(),
+                    in_flight_bytes = app.inbound.bodies.in_use(),
+                    "request refused: the in-flight body budget is spent"
+                );
+            }
+            return ApiError::from(e).render(route.envelope(), &id);
+        }
+    };
     proxy::handle(
         app,
         route,
         id,
         parts.headers,
         parts.uri.query().map(str::to_string),
-        body,
+        Body::from(bytes),
     )
     .await
 }
@@ -278,19 +155,19 @@ async fn health() -> Response {
     axum::Json(json!({"status": "ok"})).into_response()
 }
 
+/// `/ready`: 200, or 503 with reason codes (never upstream error text): `shutting_down`;
+/// `no_access_token` when the refresh token serves and no access token could be obtained.
 async fn ready(State(app): State<App>) -> Response {
-    let mut reasons = Vec::new();
+    let mut reasons: Vec<&'static str> = Vec::new();
     if app.shutdown.is_cancelled() {
-        reasons.push("shutting down".to_string());
+        reasons.push("shutting_down");
     }
     if app.credentials.describe() == "refresh token"
         && let Some(r) = app.credentials.refresh_manager()
         && r.current().is_none()
-        && let Some(e) = r.last_error()
+        && r.last_error().is_some()
     {
-        reasons.push(format!(
-            "no access token: the refresh token could not be exchanged ({e})"
-        ));
+        reasons.push("no_access_token");
     }
     if reasons.is_empty() {
         axum::Json(json!({"status": "ready"})).into_response()
@@ -303,25 +180,15 @@ async fn ready(State(app): State<App>) -> Response {
     }
 }
 
-async fn metrics_text(State(app): State<App>, headers: HeaderMap) -> Response {
-    if let Some(key) = &app.settings.admin_access_key {
-        let given = headers
-            .get("x-admin-key")
-            .and_then(|v| v.to_str().ok())
-            .or_else(|| {
-                headers
-                    .get(header::AUTHORIZATION)
-                    .and_then(|v| v.to_str().ok())
-                    .and_then(|v| v.strip_prefix("Bearer "))
-            })
-            .map(str::trim);
-        if !given.is_some_and(|g| key.ct_eq(g)) {
-            return (
-                StatusCode::UNAUTHORIZED,
-                axum::Json(json!({"success": false, "error": {"code": "unauthorized", "message": "send the admin key as x-admin-key or Authorization: Bearer"}})),
-            )
-                .into_response();
-        }
+/// `/metrics`: open when no admin key is set; with a usable one it needs it (as `x-admin-key`
+/// or `Authorization: Bearer`, throttled like the admin API); with a weak one it stays closed
+/// (503 `admin_disabled`).
+async fn metrics_text(State(app): State<App>, req: Request) -> Response {
+    let settings = &app.settings;
+    if (settings.admin_access_key.is_some() || settings.admin_key_disabled.is_some())
+        && let Err(e) = crate::admin::admin_gate(&app, req.headers(), req.extensions(), true)
+    {
+        return e.into_response();
     }
     (
         [(
@@ -384,6 +251,8 @@ pub struct Running {
     pub app: App,
     pub addr: SocketAddr,
     served: tokio::task::JoinHandle<()>,
+    /// Cancelled when the grace period is over: the remaining connections are dropped.
+    force: CancellationToken,
     _lock: DataDirLock,
 }
 
@@ -399,13 +268,15 @@ pub fn startup_warnings(settings: &Settings, app: &App) -> Vec<String> {
             settings.listen_addr()
         ));
     }
-    if let Some(k) = &settings.admin_access_key
-        && k.char_len() < 16
-    {
-        w.push("ADMIN_ACCESS_KEY is shorter than 16 characters: use a long random key".into());
-    }
     if settings.redis_url.is_some() {
         w.push("REDIS_URL is set but shared Redis state is not supported yet: this instance uses its embedded store only".into());
+    }
+    if settings.limits.max_inflight_body_bytes() < MAX_BODY_BYTES as u64 {
+        w.push(format!(
+            "limits.max_inflight_body_mb ({}) is below the {} MiB body cap: larger bodies are always refused with 503",
+            settings.limits.max_inflight_body_mb,
+            MAX_BODY_BYTES / (1024 * 1024)
+        ));
     }
     w
 }
@@ -425,6 +296,9 @@ impl Running {
             .local_addr()
             .map_err(|source| StartError::Bind { addr, source })?;
         let app = App::start(settings)?;
+        if let Some(reason) = &app.settings.admin_key_disabled {
+            tracing::error!("{reason}");
+        }
         for w in startup_warnings(&app.settings, &app) {
             tracing::warn!("{w}");
         }
@@ -435,20 +309,20 @@ impl Running {
             "droid2api {} listening",
             env!("CARGO_PKG_VERSION")
         );
-        let router = router(app.clone());
-        let shutdown = app.shutdown.clone();
-        let served = tokio::spawn(async move {
-            let result = axum::serve(listener, router.into_make_service())
-                .with_graceful_shutdown(async move { shutdown.cancelled().await })
-                .await;
-            if let Err(e) = result {
-                tracing::error!(error = %e, "server error");
-            }
-        });
+        spawn_inbound_upkeep(&app);
+        let force = CancellationToken::new();
+        let served = tokio::spawn(serve::serve(
+            listener,
+            router(app.clone()),
+            serve::ServeConfig::from_settings(&app.settings),
+            app.shutdown.clone(),
+            force.clone(),
+        ));
         Ok(Running {
             app,
             addr: local,
             served,
+            force,
             _lock: lock,
         })
     }
@@ -468,13 +342,20 @@ impl Running {
             Ok(_) => true,
             Err(_) => {
                 tracing::warn!("grace period over: closing the remaining connections");
-                served.abort();
+                self.force.cancel();
+                if tokio::time::timeout(Duration::from_secs(5), &mut served)
+                    .await
+                    .is_err()
+                {
+                    served.abort();
+                }
                 false
             }
         };
         // The last request is done: the usage queue can drain and stop.
         self.app.recorder.stop();
         let _ = tokio::time::timeout(Duration::from_secs(5), self.app.tasks.wait()).await;
+        self.app.inbound.rejected.flush(&self.app.store);
         self.app.close_store().await;
         tracing::info!("shutdown complete");
         clean
@@ -485,6 +366,34 @@ impl Running {
         signal.await;
         self.shutdown().await
     }
+}
+
+/// Hands rejected counts to the store every few seconds and sweeps expired addresses from the
+/// failed-key tables, on the app's task tracker until shutdown.
+fn spawn_inbound_upkeep(app: &App) {
+    let (inbound, store, stop) = (
+        std::sync::Arc::clone(&app.inbound),
+        app.store.clone(),
+        app.shutdown.clone(),
+    );
+    app.tasks.spawn(async move {
+        let mut flush = tokio::time::interval(REJECTED_FLUSH_PERIOD);
+        let mut sweep = tokio::time::interval(THROTTLE_SWEEP_PERIOD);
+        flush.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        sweep.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = stop.cancelled() => break,
+                _ = flush.tick() => inbound.rejected.flush(&store),
+                _ = sweep.tick() => {
+                    let now = std::time::Instant::now();
+                    inbound.admin_failures.sweep(now);
+                    inbound.client_failures.sweep(now);
+                }
+            }
+        }
+        inbound.rejected.flush(&store);
+    });
 }
 
 /// Resolves on SIGINT or SIGTERM.
@@ -506,5 +415,73 @@ pub async fn shutdown_signal() {
     tokio::select! {
         _ = ctrl_c => tracing::info!("SIGINT received"),
         _ = term => tracing::info!("SIGTERM received"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::http::Request as HttpRequest;
+    use hyper::service::Service as _;
+
+    async fn get(app: &App, path: &str) -> (StatusCode, serde_json::Value) {
+        let svc = hyper_util::service::TowerToHyperService::new(router(app.clone()));
+        let resp = svc
+            .call(HttpRequest::get(path).body(Body::empty()).unwrap())
+            .await
+            .unwrap();
+        let status = resp.status();
+        let bytes = axum::body::to_bytes(resp.into_body(), 1 << 20)
+            .await
+            .unwrap();
+        (status, serde_json::from_slice(&bytes).unwrap())
+    }
+
+    #[tokio::test]
+    async fn ready_turns_503_with_a_reason_code_when_shutting_down() {
+        let dir = tempfile::tempdir().unwrap();
+        let env = crate::config::Env::from_pairs([
+            ("DATA_DIR", dir.path().display().to_string()),
+            ("HOME", dir.path().display().to_string()),
+        ]);
+        let app = App::start(Settings::from_sources(&env, None).unwrap()).unwrap();
+        assert_eq!(
+            get(&app, "/ready").await,
+            (StatusCode::OK, json!({"status": "ready"}))
+        );
+        app.shutdown.cancel();
+        assert_eq!(
+            get(&app, "/ready").await,
+            (
+                StatusCode::SERVICE_UNAVAILABLE,
+                json!({"status": "not_ready", "reasons": ["shutting_down"]})
+            )
+        );
+        app.tasks.close();
+        app.recorder.stop();
+        app.tasks.wait().await;
+        app.close_store().await;
+    }
+
+    #[test]
+    fn a_body_budget_below_the_body_cap_is_warned_about() {
+        let dir = tempfile::tempdir().unwrap();
+        let env = crate::config::Env::from_pairs([("DATA_DIR", dir.path().display().to_string())]);
+        let file = crate::config::parse_value(&json!({"limits": {"max_inflight_body_mb": 8}}));
+        let settings = Settings::from_sources(&env, Some(file)).unwrap();
+        let rt = tokio::runtime::Runtime::new().unwrap();
+        let app = rt.block_on(async { App::start(settings.clone()).unwrap() });
+        let w = startup_warnings(&settings, &app).join("\n");
+        assert!(
+            w.contains("limits.max_inflight_body_mb (8) is below the 32 MiB body cap"),
+            "{w}"
+        );
+        rt.block_on(async {
+            app.shutdown.cancel();
+            app.tasks.close();
+            app.recorder.stop();
+            app.tasks.wait().await;
+            app.close_store().await;
+        });
     }
 }

@@ -49,6 +49,8 @@ const RECORD_FIELDS: [&str; 17] = [
 struct Admin {
     base: String,
     key: Option<String>,
+    /// `X-Forwarded-For` to send (the client address when the gateway trusts a proxy).
+    forwarded_for: Option<String>,
     seen: Arc<Mutex<Vec<String>>>,
 }
 
@@ -57,7 +59,15 @@ impl Admin {
         Admin {
             base: gw.url(""),
             key: Some(ADMIN_KEY.into()),
+            forwarded_for: None,
             seen: Arc::default(),
+        }
+    }
+
+    fn at_address(&self, ip: &str) -> Self {
+        Admin {
+            forwarded_for: Some(ip.to_string()),
+            ..self.clone()
         }
     }
 
@@ -78,6 +88,9 @@ impl Admin {
         let mut req = client().request(method.parse().unwrap(), format!("{}{path}", self.base));
         if let Some(k) = &self.key {
             req = req.header("x-admin-key", k);
+        }
+        if let Some(ip) = &self.forwarded_for {
+            req = req.header("x-forwarded-for", ip);
         }
         if let Some(b) = body {
             req = req.header("content-type", "application/json").body(b);
@@ -272,17 +285,27 @@ fn all_routes(id: &str) -> Vec<(&'static str, String)> {
 #[tokio::test]
 async fn every_route_refuses_a_missing_or_wrong_admin_key() {
     let mock = MockUpstream::start().await;
-    let gw = start(&mock).await;
+    // Each wrong attempt comes from its own address: 10 from one address would throttle it
+    // (contract §9, tests/throttling.rs).
+    let gw = gateway(&mock)
+        .env("ADMIN_ACCESS_KEY", ADMIN_KEY)
+        .env("TRUST_PROXY", "1")
+        .start()
+        .await;
     let admin = Admin::new(&gw);
     let id = admin.add(K1, None).await;
     let body = Some(br#"{"key":"fk-would-be-added-0001","status":"disabled"}"#.to_vec());
-    for who in [
+    for (n, who) in [
         admin.with_key(None),
         admin.with_key(Some("wrong-key")),
         admin.with_key(Some(&ADMIN_KEY[..ADMIN_KEY.len() - 1])),
         admin.with_key(Some(&format!("{ADMIN_KEY}x"))),
-    ] {
-        for (method, path) in all_routes(&id) {
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        for (i, (method, path)) in all_routes(&id).into_iter().enumerate() {
+            let who = who.at_address(&format!("10.0.{n}.{i}"));
             let (s, _, b) = who.raw(method, &path, body.clone()).await;
             let got = (s, json(&b));
             assert_err(&got, 401, "unauthorized");

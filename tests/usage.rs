@@ -1171,11 +1171,13 @@ async fn pool_key_client_key_and_rejected_requests() {
         "the accepted count_tokens call reached the upstream"
     );
 
-    let rows = ctx.wait_rows(8).await;
+    // The two requests refused for their client key are not usage records (contract §9): they
+    // are counted as rejected.
+    let rows = ctx.wait_rows(6).await;
     for r in &rows {
         assert_sane(r, ctx.started);
     }
-    let served = [&rows[0], &rows[1], &rows[7]];
+    let served = [&rows[0], &rows[1], &rows[5]];
     for (r, (route, model, format)) in served.iter().zip([
         ("/v1/messages", "claude-test", "anthropic"),
         ("/v1/responses", "gpt-test", "responses"),
@@ -1190,7 +1192,7 @@ async fn pool_key_client_key_and_rejected_requests() {
         assert_eq!((r.status, r.attempts), (200, 1));
         assert!(r.tokens[3] > 0 && r.complete && !r.estimated, "{r:?}");
     }
-    let rejected: Vec<(i64, &str, &str, &str)> = rows[2..7]
+    let failed: Vec<(i64, &str, &str, &str)> = rows[2..5]
         .iter()
         .map(|r| {
             (
@@ -1202,16 +1204,14 @@ async fn pool_key_client_key_and_rejected_requests() {
         })
         .collect();
     assert_eq!(
-        rejected,
+        failed,
         vec![
-            (401, "/v1/messages", "anonymous", "-"),
-            (401, "/v1/chat/completions", "anonymous", "-"),
             (404, "/v1/messages", "api_access_key", "-"),
             (400, "/v1/chat/completions", "api_access_key", "-"),
             (400, "/v1/messages", "api_access_key", "gpt-test"),
         ]
     );
-    for r in &rows[2..7] {
+    for r in &rows[2..5] {
         assert_eq!(r.tokens, [0; 5], "zero tokens: {r:?}");
         assert_eq!(
             (r.credential.as_str(), r.attempts, r.format.as_str()),
@@ -1236,8 +1236,8 @@ async fn pool_key_client_key_and_rejected_requests() {
     );
     assert_eq!(rec["output_tokens"], served_tokens[3]);
     let summary = ctx.data("GET", "/factory/balance/summary").await;
-    assert_eq!(summary["requests"], 8);
-    assert_eq!(summary["success_rate"], 3.0 / 8.0);
+    assert_eq!(summary["requests"], 6);
+    assert_eq!(summary["success_rate"], 3.0 / 6.0);
     ctx.assert_no_secret(&[pool_key, API_KEY]);
 }
 
@@ -1379,15 +1379,15 @@ async fn rollups_follow_the_configured_day_across_midnight() {
     assert_eq!(
         d["points"],
         json!([
-            {"t": day1, "requests": 1, "tokens": a},
-            {"t": day2, "requests": 2, "tokens": b},
+            {"t": day1, "requests": 1, "tokens": a, "rejected": 0},
+            {"t": day2, "requests": 2, "tokens": b, "rejected": 0},
         ])
     );
     // The 27th alone (local dates are local midnights).
     let d = series("granularity=day&from=2026-11-27&to=2026-11-28").await;
     assert_eq!(
         d["points"],
-        json!([{"t": day2, "requests": 2, "tokens": b}])
+        json!([{"t": day2, "requests": 2, "tokens": b, "rejected": 0}])
     );
 
     let d = series("granularity=hour&from=2026-11-26T15:00:00Z&to=2026-11-26T18:00:00Z").await;
@@ -1395,15 +1395,15 @@ async fn rollups_follow_the_configured_day_across_midnight() {
     assert_eq!(
         d["points"],
         json!([
-            {"t": "2026-11-26T15:00:00Z", "requests": 1, "tokens": a},
-            {"t": "2026-11-26T16:00:00Z", "requests": 2, "tokens": b},
+            {"t": "2026-11-26T15:00:00Z", "requests": 1, "tokens": a, "rejected": 0},
+            {"t": "2026-11-26T16:00:00Z", "requests": 2, "tokens": b, "rejected": 0},
         ])
     );
     // A `from` inside an hour includes that whole hour.
     let d = series("granularity=hour&from=2026-11-26T15:45:00Z&to=2026-11-26T16:00:00Z").await;
     assert_eq!(
         d["points"],
-        json!([{"t": "2026-11-26T15:00:00Z", "requests": 1, "tokens": a}])
+        json!([{"t": "2026-11-26T15:00:00Z", "requests": 1, "tokens": a, "rejected": 0}])
     );
 
     // Filters: key, model, both (day and hour).
@@ -1411,21 +1411,21 @@ async fn rollups_follow_the_configured_day_across_midnight() {
     assert_eq!(
         d["points"],
         json!([
-            {"t": day1, "requests": 1, "tokens": a},
-            {"t": day2, "requests": 1, "tokens": zero},
+            {"t": day1, "requests": 1, "tokens": a, "rejected": 0},
+            {"t": day2, "requests": 1, "tokens": zero, "rejected": 0},
         ])
     );
     let d = series("granularity=day&from=2026-11-26&to=2026-11-28&model=m-b").await;
     assert_eq!(
         d["points"],
-        json!([{"t": day2, "requests": 1, "tokens": b}])
+        json!([{"t": day2, "requests": 1, "tokens": b, "rejected": 0}])
     );
     let d = series("granularity=day&from=2026-11-26&to=2026-11-28&key=key_a&model=m-a").await;
     assert_eq!(
         d["points"],
         json!([
-            {"t": day1, "requests": 1, "tokens": a},
-            {"t": day2, "requests": 1, "tokens": zero},
+            {"t": day1, "requests": 1, "tokens": a, "rejected": 0},
+            {"t": day2, "requests": 1, "tokens": zero, "rejected": 0},
         ])
     );
     let d = series(
@@ -1435,8 +1435,8 @@ async fn rollups_follow_the_configured_day_across_midnight() {
     assert_eq!(
         d["points"],
         json!([
-            {"t": "2026-11-26T15:00:00Z", "requests": 1, "tokens": a},
-            {"t": "2026-11-26T16:00:00Z", "requests": 1, "tokens": zero},
+            {"t": "2026-11-26T15:00:00Z", "requests": 1, "tokens": a, "rejected": 0},
+            {"t": "2026-11-26T16:00:00Z", "requests": 1, "tokens": zero, "rejected": 0},
         ])
     );
     let d = series("granularity=day&from=2026-11-26&to=2026-11-28&key=key_b&model=m-a").await;
@@ -1885,13 +1885,26 @@ async fn usage_endpoints_and_balance_sync() {
 
     // GET /admin/usage: the default window, then bad parameters named.
     let d = ctx.data("GET", "/admin/usage").await;
-    assert_eq!(field_names(&d), names(&["granularity", "tz", "points"]));
+    assert_eq!(
+        field_names(&d),
+        names(&[
+            "granularity",
+            "tz",
+            "points",
+            "rejected",
+            "rejected_by_reason"
+        ])
+    );
     assert_eq!(d["granularity"], "hour");
+    assert_eq!(d["rejected"], 0);
     let points = d["points"].as_array().unwrap();
     let requests: u64 = points.iter().map(|p| p["requests"].as_u64().unwrap()).sum();
     assert_eq!(requests, 4);
     for p in points {
-        assert_eq!(field_names(p), names(&["t", "requests", "tokens"]));
+        assert_eq!(
+            field_names(p),
+            names(&["t", "requests", "tokens", "rejected"])
+        );
         assert_rfc3339(&p["t"]);
         assert_t(&p["tokens"]);
     }

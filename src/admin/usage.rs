@@ -1,6 +1,8 @@
 //! Usage and balance endpoints (contract §7): `/factory/balance/{usage,summary,sync,cleanup}` and
 //! `GET /admin/usage`. "Today" is the configured time zone's day.
 
+use std::collections::BTreeMap;
+
 use axum::extract::{RawQuery, State};
 use serde_json::{Value, json};
 
@@ -165,6 +167,9 @@ pub(super) async fn balance_cleanup(
 }
 
 /// `GET /admin/usage?granularity=hour|day&from=&to=&key=&model=`: a time series for charts.
+/// Each point also carries `rejected` (requests refused before authentication in that bucket),
+/// and the reply the range's total `rejected` and `rejected_by_reason`; rejected requests have
+/// no key or model, so with a `key` or `model` filter they are 0.
 pub(super) async fn usage_series(State(st): State<AdminState>, RawQuery(raw): RawQuery) -> Reply {
     let q = Query::parse(raw.as_deref())?;
     let granularity = q
@@ -218,9 +223,45 @@ pub(super) async fn usage_series(State(st): State<AdminState>, RawQuery(raw): Ra
         )
         .await
         .map_err(store_error)?;
-    let points: Vec<Value> = points
-        .iter()
-        .map(|(t, u)| json!({"t": time(*t), "requests": u.requests, "tokens": tokens_json(&u.tokens)}))
+    // Requests rejected before authentication have no key or model: they are counted only in
+    // the unfiltered series.
+    let rejected_rows = if key.is_none() && model.is_none() {
+        st.app
+            .store
+            .rejected_series(&granularity, first_bucket, to)
+            .await
+            .map_err(store_error)?
+    } else {
+        Vec::new()
+    };
+    let mut by_reason: BTreeMap<String, u64> = BTreeMap::new();
+    let mut rejected_at: BTreeMap<Millis, u64> = BTreeMap::new();
+    for (t, reason, n) in rejected_rows {
+        *by_reason.entry(reason).or_default() += n;
+        *rejected_at.entry(t).or_default() += n;
+    }
+    let total_rejected: u64 = by_reason.values().sum();
+    // Every bucket with usage or rejections, ascending.
+    let mut merged: BTreeMap<Millis, (Option<&UsageTotals>, u64)> = BTreeMap::new();
+    for (t, u) in &points {
+        merged.entry(*t).or_default().0 = Some(u);
+    }
+    for (t, n) in rejected_at {
+        merged.entry(t).or_default().1 = n;
+    }
+    let empty = UsageTotals::default();
+    let points: Vec<Value> = merged
+        .into_iter()
+        .map(|(t, (u, rejected))| {
+            let u = u.unwrap_or(&empty);
+            json!({"t": time(t), "requests": u.requests, "tokens": tokens_json(&u.tokens), "rejected": rejected})
+        })
         .collect();
-    ok(json!({"granularity": granularity, "tz": buckets::zone_name(&tz), "points": points}))
+    ok(json!({
+        "granularity": granularity,
+        "tz": buckets::zone_name(&tz),
+        "points": points,
+        "rejected": total_rejected,
+        "rejected_by_reason": by_reason,
+    }))
 }

@@ -7,8 +7,8 @@ use std::path::Path;
 use serde_json::{Map, Value};
 
 use super::{
-    ALGORITHMS, ConfigError, KeyPoolSettings, Model, ModelKind, ReasoningBudgets, ReasoningLevel,
-    Timing,
+    ALGORITHMS, ConfigError, KeyPoolSettings, Limits, Model, ModelKind, ReasoningBudgets,
+    ReasoningLevel, Timing, exposure,
 };
 
 /// What config.json said, before the environment is applied.
@@ -26,6 +26,10 @@ pub struct ConfigFile {
     pub reasoning_tokens: Option<ReasoningBudgets>,
     pub key_pool: Option<KeyPoolSettings>,
     pub timing: Option<Timing>,
+    pub limits: Option<Limits>,
+    /// `cors_origins`, validated and canonical.
+    pub cors_origins: Option<Vec<String>>,
+    pub trust_proxy: Option<bool>,
     pub warnings: Vec<String>,
     pub errors: Vec<String>,
 }
@@ -43,8 +47,10 @@ const TOP_FIELDS: &[&str] = &[
     "reasoning_tokens",
     "key_pool",
     "timing",
-    // Seed fields that are accepted and have no effect here.
     "limits",
+    "cors_origins",
+    "trust_proxy",
+    // Seed fields that are accepted and have no effect here.
     "balance_sync",
 ];
 
@@ -246,6 +252,9 @@ pub fn parse_value(value: &Value) -> ConfigFile {
             "refresh_interval_s",
             "sse_keepalive_s",
             "balance_sync_interval_s",
+            "header_read_timeout_s",
+            "body_read_timeout_s",
+            "idle_keepalive_s",
         ];
         r.unknown("timing", o, &fields);
         let mut t = Timing::default();
@@ -280,10 +289,68 @@ pub fn parse_value(value: &Value) -> ConfigFile {
         ) {
             t.balance_sync_interval_s = Some(n);
         }
+        for (name, slot) in [
+            ("header_read_timeout_s", &mut t.header_read_timeout_s),
+            ("body_read_timeout_s", &mut t.body_read_timeout_s),
+            ("idle_keepalive_s", &mut t.idle_keepalive_s),
+        ] {
+            if let Some(n) = r.u64_in(o, name, &format!("timing.{name}"), 1, max) {
+                *slot = n;
+            }
+        }
         out.timing = Some(t);
     }
 
-    for ignored in ["limits", "balance_sync"] {
+    if let Some(v) = obj.get("limits")
+        && let Some(o) = r.object(v, "limits")
+    {
+        r.unknown("limits", o, &["max_connections", "max_inflight_body_mb"]);
+        let mut l = Limits::default();
+        if let Some(n) = r.u64_in(o, "max_connections", "limits.max_connections", 1, 1_000_000) {
+            l.max_connections = n as u32;
+        }
+        if let Some(n) = r.u64_in(
+            o,
+            "max_inflight_body_mb",
+            "limits.max_inflight_body_mb",
+            1,
+            1 << 20,
+        ) {
+            l.max_inflight_body_mb = n;
+        }
+        out.limits = Some(l);
+    }
+
+    if let Some(v) = obj.get("cors_origins") {
+        match v {
+            Value::Null => {}
+            Value::Array(items) => {
+                let mut values = Vec::with_capacity(items.len());
+                let mut all_strings = true;
+                for (i, item) in items.iter().enumerate() {
+                    match item.as_str() {
+                        Some(s) => values.push((i, s)),
+                        None => {
+                            all_strings = false;
+                            r.errors.push(format!(
+                                "cors_origins[{i}]: expected an origin string, got {}",
+                                show(item)
+                            ));
+                        }
+                    }
+                }
+                let list = exposure::origins("cors_origins", values, r.errors);
+                out.cors_origins = list.filter(|_| all_strings);
+            }
+            other => r.errors.push(format!(
+                "cors_origins: expected an array of origins, got {}",
+                kind_of(other)
+            )),
+        }
+    }
+    out.trust_proxy = r.bool(obj, "trust_proxy", "trust_proxy");
+
+    for ignored in ["balance_sync"] {
         if obj.contains_key(ignored) {
             out.warnings.push(format!(
                 "{ignored}: accepted for compatibility with the Node.js version and ignored"

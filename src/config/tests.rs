@@ -238,3 +238,211 @@ fn time_zones_are_validated() {
     let s = settings(&[("TZ", "UTC")], json!({"timezone": "Asia/Shanghai"})).unwrap();
     assert_eq!(s.time_zone().iana_name(), Some("Asia/Shanghai"));
 }
+
+#[test]
+fn exposure_defaults() {
+    let s = Settings::from_sources(&Env::default(), None).unwrap();
+    assert_eq!(s.timing.header_read_timeout_s, 10);
+    assert_eq!(s.timing.body_read_timeout_s, 60);
+    assert_eq!(s.timing.idle_keepalive_s, 75);
+    assert_eq!(s.limits.max_connections, 10_000);
+    assert_eq!(s.limits.max_inflight_body_mb, 1024);
+    assert_eq!(s.limits.max_inflight_body_bytes(), 1 << 30);
+    assert_eq!(s.cors_origins, None);
+    assert!(!s.trust_proxy);
+    assert!(s.admin_access_key.is_none() && s.admin_key_disabled.is_none());
+}
+
+#[test]
+fn exposure_settings_from_the_file_and_env() {
+    let s = settings(
+        &[],
+        json!({
+            "timing": {"header_read_timeout_s": 2, "body_read_timeout_s": 3, "idle_keepalive_s": 4},
+            "limits": {"max_connections": 2, "max_inflight_body_mb": 1},
+            "cors_origins": ["https://App.Example/", "http://localhost:5173", "https://app.example"],
+            "trust_proxy": true
+        }),
+    )
+    .unwrap();
+    assert_eq!(
+        (
+            s.timing.header_read_timeout_s,
+            s.timing.body_read_timeout_s,
+            s.timing.idle_keepalive_s
+        ),
+        (2, 3, 4)
+    );
+    assert_eq!(s.limits.max_connections, 2);
+    assert_eq!(s.limits.max_inflight_body_mb, 1);
+    assert_eq!(
+        s.cors_origins,
+        Some(vec![
+            "https://app.example".to_string(),
+            "http://localhost:5173".to_string()
+        ])
+    );
+    assert!(s.trust_proxy);
+    assert!(
+        s.warnings.is_empty(),
+        "limits is a known field now: {:?}",
+        s.warnings
+    );
+
+    // Env wins over the file.
+    let s = settings(
+        &[
+            ("CORS_ORIGINS", " https://a.example , *,"),
+            ("TRUST_PROXY", "0"),
+        ],
+        json!({"cors_origins": ["https://b.example"], "trust_proxy": true}),
+    )
+    .unwrap();
+    assert_eq!(
+        s.cors_origins,
+        Some(vec!["https://a.example".to_string(), "*".to_string()])
+    );
+    assert!(!s.trust_proxy);
+    let s = settings(&[("TRUST_PROXY", "1")], json!({})).unwrap();
+    assert!(s.trust_proxy);
+    let s = settings(&[], json!({"cors_origins": []})).unwrap();
+    assert_eq!(s.cors_origins, Some(vec![]));
+}
+
+#[test]
+fn exposure_errors_name_the_field_and_value() {
+    let e = errors(settings(
+        &[
+            ("TRUST_PROXY", "maybe"),
+            ("CORS_ORIGINS", "https://ok.example,evil"),
+        ],
+        json!({
+            "timing": {"header_read_timeout_s": 0, "idle_keepalive_s": "long"},
+            "limits": {"max_connections": 0, "max_inflight_body_mb": -1, "max_bodies": 3},
+            "trust_proxy": "yes"
+        }),
+    ));
+    let text = e.join("\n");
+    for needle in [
+        "timing.header_read_timeout_s: expected a whole number from 1 to 31536000, got 0",
+        r#"timing.idle_keepalive_s: expected a whole number from 1 to 31536000, got "long""#,
+        "limits.max_connections: expected a whole number from 1 to 1000000, got 0",
+        "limits.max_inflight_body_mb: expected a whole number from 1 to 1048576, got -1",
+        r#"trust_proxy: expected true or false, got "yes""#,
+        r#"TRUST_PROXY: expected 1 or 0, got "maybe""#,
+        r#"CORS_ORIGINS[1]: expected an origin such as "https://app.example.com" or "*", got "evil""#,
+    ] {
+        assert!(text.contains(needle), "missing {needle:?} in\n{text}");
+    }
+    let e = errors(settings(
+        &[],
+        json!({"cors_origins": ["https://a.example/path", 7, "null"]}),
+    ));
+    let text = e.join("\n");
+    assert!(text.contains(r#"cors_origins[0]: expected an origin such as "https://app.example.com" or "*", got "https://a.example/path""#), "{text}");
+    assert!(
+        text.contains("cors_origins[1]: expected an origin string, got 7"),
+        "{text}"
+    );
+    assert!(
+        text.contains(r#"cors_origins[2]: expected an origin"#),
+        "{text}"
+    );
+    let e = errors(settings(&[], json!({"cors_origins": "*"})));
+    assert_eq!(
+        e,
+        vec!["cors_origins: expected an array of origins, got a string".to_string()]
+    );
+    let s = settings(&[], json!({"limits": {"max_bodies": 3}})).unwrap();
+    assert!(
+        s.warnings
+            .iter()
+            .any(|w| w.contains("limits.max_bodies: unknown field")),
+        "{:?}",
+        s.warnings
+    );
+}
+
+#[test]
+fn origins_are_normalized() {
+    for (input, want) in [
+        ("*", Some("*")),
+        ("https://App.Example.com/", Some("https://app.example.com")),
+        ("http://localhost:5173", Some("http://localhost:5173")),
+        ("http://[::1]:8080", Some("http://[::1]:8080")),
+        ("tauri://localhost", Some("tauri://localhost")),
+        ("app.example.com", None),
+        ("https://", None),
+        ("https://a.example/x", None),
+        ("https://a.example?x", None),
+        ("https://user@a.example", None),
+        ("https://a.example:99999", None),
+        ("https://a.example:", None),
+        ("null", None),
+        ("", None),
+    ] {
+        assert_eq!(normalize_origin(input).as_deref(), want, "{input:?}");
+    }
+}
+
+#[test]
+fn weak_admin_keys_disable_the_admin_api() {
+    for weak in [
+        "admin",
+        "ADMIN",
+        "changeme",
+        "Your-Admin-Key-Here",
+        "your-admin-password-change-me",
+        "YOUR-SECURE-ADMIN-PASSWORD",
+        "123456",
+        "password",
+        "fifteen-chars-x",
+    ] {
+        let s = settings(&[("ADMIN_ACCESS_KEY", weak)], json!({})).unwrap();
+        assert!(s.admin_access_key.is_none(), "{weak}");
+        let reason = s.admin_key_disabled.clone().unwrap();
+        assert!(reason.contains("admin API is disabled"), "{reason}");
+        if !weak.eq_ignore_ascii_case("admin") {
+            assert!(
+                !reason.to_lowercase().contains(&weak.to_lowercase()),
+                "the reason never repeats the key: {reason}"
+            );
+        }
+        let shown = Redacted(&s).to_string();
+        assert!(shown.contains("(refused)"), "{shown}");
+    }
+    assert!(
+        admin_key_weakness("fifteen-chars-x")
+            .unwrap()
+            .contains("shorter than 16 characters")
+    );
+    assert!(
+        admin_key_weakness("Your-Admin-Key-Here")
+            .unwrap()
+            .contains("placeholder")
+    );
+    // 16 characters (multi-byte ones count once) is enough.
+    for ok in ["sixteen-chars-ok", "ключ-админа-16си"] {
+        assert_eq!(ok.chars().count(), 16);
+        let s = settings(&[("ADMIN_ACCESS_KEY", ok)], json!({})).unwrap();
+        assert!(s.admin_access_key.is_some(), "{ok}");
+        assert!(s.admin_key_disabled.is_none());
+    }
+}
+
+#[test]
+fn check_config_shows_the_exposure_settings() {
+    let s = settings(
+        &[("CORS_ORIGINS", "https://a.example")],
+        json!({"limits": {"max_connections": 7}}),
+    )
+    .unwrap();
+    let shown = Redacted(&s).to_string();
+    assert!(shown.contains("header_read_timeout_s: 10"), "{shown}");
+    assert!(shown.contains("7 connections, 1024 MiB"), "{shown}");
+    assert!(
+        shown.contains("cors origins:        https://a.example"),
+        "{shown}"
+    );
+    assert!(shown.contains("trust proxy:         no"), "{shown}");
+}

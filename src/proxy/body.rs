@@ -1,5 +1,10 @@
 //! Reading and parsing a client's request body: the 32 MiB cap, UTF-8 and JSON checks, and the
 //! `model` field.
+//!
+//! The server reads the body before the pipeline (`inbound::body::read_limited`: size cap, body
+//! deadline, in-flight budget) and hands it over as one chunk whose buffer owns the in-flight
+//! reservation; [`read_body`] passes that chunk through without copying, so the reservation is
+//! released when the pipeline drops the bytes after parsing.
 
 use axum::body::Body;
 use axum::http::StatusCode;
@@ -11,7 +16,7 @@ use serde_json::Value;
 use crate::config::MAX_BODY_BYTES;
 use crate::error::ApiError;
 
-/// Reads the body under the 32 MiB limit.
+/// Reads the body under the 32 MiB limit (a single chunk is returned as it is).
 pub(super) async fn read_body(body: Body, headers: &HeaderMap) -> Result<Bytes, ApiError> {
     let too_large = || {
         ApiError::new(
@@ -32,16 +37,36 @@ pub(super) async fn read_body(body: Body, headers: &HeaderMap) -> Result<Bytes, 
         return Err(too_large());
     }
     let mut stream = body.into_data_stream();
-    let mut buf = bytes::BytesMut::new();
+    let mut first: Option<Bytes> = None;
+    let mut buf: Option<bytes::BytesMut> = None;
+    let mut len = 0usize;
     while let Some(chunk) = stream.next().await {
         let chunk = chunk
             .map_err(|e| ApiError::bad_request(format!("could not read the request body: {e}")))?;
-        if buf.len() + chunk.len() > MAX_BODY_BYTES {
+        if chunk.is_empty() {
+            continue;
+        }
+        len += chunk.len();
+        if len > MAX_BODY_BYTES {
             return Err(too_large());
         }
-        buf.extend_from_slice(&chunk);
+        match (&mut first, &mut buf) {
+            (None, None) => first = Some(chunk),
+            (Some(f), None) => {
+                let mut b = bytes::BytesMut::with_capacity(len);
+                b.extend_from_slice(f);
+                b.extend_from_slice(&chunk);
+                first = None;
+                buf = Some(b);
+            }
+            (_, Some(b)) => b.extend_from_slice(&chunk),
+        }
     }
-    Ok(buf.freeze())
+    Ok(match (first, buf) {
+        (_, Some(b)) => b.freeze(),
+        (Some(f), None) => f,
+        (None, None) => Bytes::new(),
+    })
 }
 
 /// Parses a JSON object body and its `model`.
@@ -78,4 +103,37 @@ pub(super) fn parse_body(bytes: &[u8]) -> Result<(Value, String), ApiError> {
         }
     };
     Ok((value, model))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn one_chunk_passes_through_without_a_copy() {
+        let bytes = Bytes::from(b"{\"model\": \"m\"}".to_vec());
+        let ptr = bytes.as_ptr();
+        let read = read_body(Body::from(bytes), &HeaderMap::new())
+            .await
+            .unwrap();
+        assert_eq!(read.as_ptr(), ptr, "the same buffer");
+        let (_, model) = parse_body(&read).unwrap();
+        assert_eq!(model, "m");
+    }
+
+    #[tokio::test]
+    async fn chunks_are_joined() {
+        let parts: Vec<Result<Bytes, std::io::Error>> = vec![
+            Ok(Bytes::from_static(b"{\"model\"")),
+            Ok(Bytes::new()),
+            Ok(Bytes::from_static(b": \"m\"}")),
+        ];
+        let read = read_body(
+            Body::from_stream(futures_util::stream::iter(parts)),
+            &HeaderMap::new(),
+        )
+        .await
+        .unwrap();
+        assert_eq!(&read[..], b"{\"model\": \"m\"}");
+    }
 }

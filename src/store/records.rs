@@ -221,6 +221,20 @@ pub enum StoreOp {
     AddUsage(Vec<UsageRecord>),
     /// Insert or replace a key's balance (last sync).
     PutBalance(BalanceRecord),
+    /// Add to the hourly counts of requests rejected before authentication.
+    AddRejected(Vec<RejectedCount>),
+}
+
+/// Requests rejected before authentication (or before the pipeline) in one local hour, for one
+/// reason (`droid2api_rejected_total`'s label).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RejectedCount {
+    /// Start of the local hour (UTC milliseconds), as `UsageRecord::hour_start`.
+    pub hour_start: Millis,
+    /// Start of the local day containing it.
+    pub day_start: Millis,
+    pub reason: String,
+    pub count: u64,
 }
 
 /// One client request's usage (contract §7 token fields), one record per request — not per

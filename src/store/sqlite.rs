@@ -32,6 +32,7 @@
 //!   balance; `PutBalance` of a key that is not in the pool stores nothing (a sync may race the
 //!   key's deletion).
 
+mod rejected;
 mod schema;
 mod usage;
 

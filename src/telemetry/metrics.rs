@@ -31,6 +31,15 @@ pub const POOL_TRANSITIONS: &str = "droid2api_pool_transitions_total";
 /// Usage records dropped because the recording queue was full.
 pub const USAGE_DROPPED: &str = "droid2api_usage_dropped_total";
 
+// Exposure limits (contract §9).
+/// Requests refused before authentication or before the pipeline, by `reason`
+/// (`inbound::rejected::REASONS`). They are not usage records.
+pub const REJECTED: &str = "droid2api_rejected_total";
+/// Client connections open now.
+pub const OPEN_CONNECTIONS: &str = "droid2api_open_connections";
+/// Connections the gateway closed itself, by `reason` (`header_timeout`, `idle_timeout`).
+pub const CONNECTIONS_CLOSED: &str = "droid2api_connections_closed_total";
+
 const LATENCY_BUCKETS: &[f64] = &[
     0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0,
 ];
@@ -75,5 +84,14 @@ fn describe() {
     metrics::describe_counter!(
         CLIENT_DISCONNECTS,
         "Streams the client abandoned before the end"
+    );
+    metrics::describe_counter!(
+        REJECTED,
+        "Requests refused before authentication or before the pipeline, by reason"
+    );
+    metrics::describe_gauge!(OPEN_CONNECTIONS, "Client connections open now");
+    metrics::describe_counter!(
+        CONNECTIONS_CLOSED,
+        "Connections closed by the gateway for a header or idle timeout"
     );
 }

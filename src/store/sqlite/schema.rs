@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 
 use rusqlite::{Connection, OptionalExtension, Row, TransactionBehavior, params};
 
-use super::{SqliteError, usage};
+use super::{SqliteError, rejected, usage};
 use crate::secret::Secret;
 use crate::store::records::{
     DEFAULT_GROUP, DEFAULT_GROUP_PRIORITY, DisabledBy, EventSource, KeyEvent, KeyRecord, KeyStatus,
@@ -111,6 +111,16 @@ pub(super) const MIGRATIONS: &[&str] = &[
         trial_end         INTEGER,
         synced_at         INTEGER NOT NULL
     );",
+    // 3: requests rejected before authentication (bad client or admin key, throttled, …),
+    // counted per local hour and reason; they are not usage records (`rejected.rs`).
+    "CREATE TABLE rejected_counts (
+        hour_start INTEGER NOT NULL,
+        day_start  INTEGER NOT NULL,
+        reason     TEXT NOT NULL,
+        count      INTEGER NOT NULL DEFAULT 0,
+        PRIMARY KEY (hour_start, reason)
+    ) WITHOUT ROWID;
+    CREATE INDEX rejected_counts_day ON rejected_counts (day_start);",
 ];
 
 /// The schema version this build writes.
@@ -374,6 +384,7 @@ pub(super) fn apply_op(conn: &Connection, op: &StoreOp) -> Result<(), SqliteErro
         }
         StoreOp::AddUsage(records) => usage::add_usage(conn, records)?,
         StoreOp::PutBalance(b) => usage::put_balance(conn, b)?,
+        StoreOp::AddRejected(counts) => rejected::add(conn, counts)?,
     }
     Ok(())
 }
