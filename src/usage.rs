@@ -7,8 +7,8 @@
 //! [`Usage`] is exactly the contract's token object `T` (those six fields, `total_tokens`
 //! included).
 //!
-//! Mapping per upstream wire format ([`WireFormat`]); a missing field counts as 0, and a
-//! subtraction never goes below 0:
+//! Mapping per upstream wire format ([`WireFormat`]); a missing field counts as 0, a count above
+//! [`MAX_TOKENS`] (10^12) counts as that, and a subtraction never goes below 0:
 //!
 //! | format | where | rule |
 //! |---|---|---|
@@ -61,10 +61,41 @@ pub struct Usage {
 impl Usage {
     /// `input + cache_read + cache_write + output` (saturating).
     pub fn total_tokens(&self) -> u64 {
+        self.input_side_tokens().saturating_add(self.output_tokens)
+    }
+
+    /// Every input token, cached or not: `input + cache_read + cache_write` (saturating). What
+    /// a key's `input_tokens` counter adds per request.
+    pub fn input_side_tokens(&self) -> u64 {
         self.input_tokens
             .saturating_add(self.cache_read_tokens)
             .saturating_add(self.cache_write_tokens)
-            .saturating_add(self.output_tokens)
+    }
+
+    /// Field-by-field sum, saturating at `u64::MAX`.
+    pub fn saturating_add(&self, other: &Usage) -> Usage {
+        Usage {
+            input_tokens: self.input_tokens.saturating_add(other.input_tokens),
+            cache_read_tokens: self
+                .cache_read_tokens
+                .saturating_add(other.cache_read_tokens),
+            cache_write_tokens: self
+                .cache_write_tokens
+                .saturating_add(other.cache_write_tokens),
+            output_tokens: self.output_tokens.saturating_add(other.output_tokens),
+            reasoning_tokens: self.reasoning_tokens.saturating_add(other.reasoning_tokens),
+        }
+    }
+
+    /// Each field clamped to [`MAX_TOKENS`] (what parsing already guarantees).
+    pub fn clamped(&self) -> Usage {
+        Usage {
+            input_tokens: self.input_tokens.min(MAX_TOKENS),
+            cache_read_tokens: self.cache_read_tokens.min(MAX_TOKENS),
+            cache_write_tokens: self.cache_write_tokens.min(MAX_TOKENS),
+            output_tokens: self.output_tokens.min(MAX_TOKENS),
+            reasoning_tokens: self.reasoning_tokens.min(MAX_TOKENS),
+        }
     }
 }
 
@@ -110,15 +141,24 @@ fn object(v: Option<&Value>) -> Option<&Value> {
     v.filter(|v| v.is_object())
 }
 
-/// A token count: a non-negative integer (or a non-negative finite float, truncated).
+/// The most tokens one field of one reply may count (10^12). An upstream reporting more (or a
+/// number beyond `u64`) is clamped here, so absurd usage cannot poison key counters, rollups and
+/// totals; sums of clamped counts cannot overflow for millions of requests, and every sum
+/// saturates anyway.
+pub const MAX_TOKENS: u64 = 1_000_000_000_000;
+
+/// A token count: a non-negative integer (or a non-negative finite float, truncated), clamped
+/// to [`MAX_TOKENS`]. Anything else (negative, not a number) is not a count.
 fn count(v: Option<&Value>) -> Option<u64> {
     let v = v?;
-    v.as_u64().or_else(|| {
-        v.as_f64()
-            .filter(|f| f.is_finite() && *f >= 0.0)
-            // Truncation is the intent; values beyond u64 saturate.
-            .map(|f| f as u64)
-    })
+    v.as_u64()
+        .or_else(|| {
+            v.as_f64()
+                .filter(|f| f.is_finite() && *f >= 0.0)
+                // Truncation is the intent; values beyond u64 saturate.
+                .map(|f| f as u64)
+        })
+        .map(|n| n.min(MAX_TOKENS))
 }
 
 /// `obj[key]` as a count, 0 when missing.
@@ -1022,6 +1062,44 @@ mod tests {
         // `[DONE]` is terminal for Chat only.
         assert!(!tap(WireFormat::Anthropic, "data: [DONE]\n\n").completed());
         assert!(tap(WireFormat::Chat, "data: [DONE]\n\n").completed());
+    }
+
+    #[test]
+    fn absurd_counts_are_clamped_and_sums_saturate() {
+        let body = json!({"usage": {
+            "input_tokens": u64::MAX,
+            "cache_read_input_tokens": 1e30,
+            "cache_creation_input_tokens": -5,
+            "output_tokens": 2.5e12
+        }});
+        let u = from_json(WireFormat::Anthropic, &body).unwrap();
+        assert_eq!(u, usage(MAX_TOKENS, MAX_TOKENS, 0, MAX_TOKENS, 0));
+        assert_eq!(u.total_tokens(), 3 * MAX_TOKENS);
+        // Streams too: a cumulative Anthropic delta and a Responses terminal event.
+        let s = sniff(
+            WireFormat::Anthropic,
+            &[(
+                None,
+                json!({"type": "message_delta", "usage": {"output_tokens": 18446744073709551615u64}}),
+            )],
+        );
+        assert_eq!(s.usage().output_tokens, MAX_TOKENS);
+        let body = json!({"usage": {"input_tokens": 1e300, "output_tokens": 7,
+            "input_tokens_details": {"cached_tokens": 3e15}}});
+        let u = from_json(WireFormat::Responses, &body).unwrap();
+        assert_eq!((u.input_tokens, u.cache_read_tokens), (0, MAX_TOKENS));
+
+        let max = usage(u64::MAX, u64::MAX, u64::MAX, u64::MAX, u64::MAX);
+        assert_eq!(max.saturating_add(&max), max);
+        assert_eq!(max.input_side_tokens(), u64::MAX);
+        assert_eq!(
+            max.clamped(),
+            usage(MAX_TOKENS, MAX_TOKENS, MAX_TOKENS, MAX_TOKENS, MAX_TOKENS)
+        );
+        assert_eq!(
+            usage(1, 2, 3, 4, 5).saturating_add(&usage(10, 20, 30, 40, 50)),
+            usage(11, 22, 33, 44, 55)
+        );
     }
 
     #[test]

@@ -82,6 +82,9 @@ pub enum PoolError {
     Conflict(String),
     #[error("the change could not be saved: {0}")]
     Persist(String),
+    /// The store did not take or confirm the change in time (it is applied in memory).
+    #[error("{0}")]
+    Unavailable(String),
 }
 
 /// A key's balance from the last Factory sync (filled by the usage issue's sync).
@@ -773,6 +776,7 @@ impl KeyPool {
             None => Ok(()),
             Some(rx) => match rx.await {
                 Ok(Ok(())) => Ok(()),
+                Ok(Err(e)) if e.is_unavailable() => Err(PoolError::Unavailable(e.to_string())),
                 Ok(Err(e)) => Err(PoolError::Persist(e.to_string())),
                 Err(_) => Err(PoolError::Persist("the store stopped".into())),
             },
