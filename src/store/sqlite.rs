@@ -85,8 +85,9 @@ pub const NODE_POOL_IMPORTED: &str = "key_pool.json.imported";
 pub const ALGORITHM_SETTING: &str = "algorithm";
 /// Meta flag: the first-start Node import has run (or was not needed).
 const NODE_IMPORT_DONE: &str = "node_import_done";
-/// How long a connection waits for a lock before failing.
-const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long a connection waits for a lock another connection holds (then the writer tries again,
+/// a read fails).
+pub const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long a caller of an acknowledged write waits for the writer's confirmation.
 pub const ACK_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long [`Store::prune_usage`] waits for a whole deletion (it runs in chunks, between other
@@ -154,6 +155,9 @@ pub struct StoreOptions {
     pub ack_timeout: Duration,
     /// How long a whole usage pruning may take before its caller stops waiting.
     pub prune_timeout: Duration,
+    /// How long a connection waits for a lock another connection holds before trying again
+    /// (the writer) or failing (reads).
+    pub busy_timeout: Duration,
 }
 
 impl Default for StoreOptions {
@@ -162,6 +166,7 @@ impl Default for StoreOptions {
             traffic_capacity: TRAFFIC_CAPACITY,
             ack_timeout: ACK_TIMEOUT,
             prune_timeout: PRUNE_TIMEOUT,
+            busy_timeout: BUSY_TIMEOUT,
         }
     }
 }
@@ -293,7 +298,8 @@ impl Store {
         make_private(&wal, false)?;
         make_private(&shm, false)?;
 
-        let mut conn = open_connection(&path, false).map_err(|e| db_err(&path, e))?;
+        let busy = options.busy_timeout;
+        let mut conn = open_connection(&path, false, busy).map_err(|e| db_err(&path, e))?;
         schema::migrate(&mut conn).map_err(|e| db_err(&path, e))?;
         let now = now_ms();
         schema::ensure_default_group(&conn, now).map_err(|e| db_err(&path, e))?;
@@ -309,7 +315,7 @@ impl Store {
         make_private(&wal, false)?;
         make_private(&shm, false)?;
 
-        let reader = open_connection(&path, true).map_err(|e| db_err(&path, e))?;
+        let reader = open_connection(&path, true, busy).map_err(|e| db_err(&path, e))?;
         let queue = Arc::new(Queue::new(options.traffic_capacity));
         let writer_queue = Arc::clone(&queue);
         let writer = std::thread::Builder::new()
@@ -575,7 +581,11 @@ impl Store {
 }
 
 /// Opens a connection with the store's settings. The reader is `query_only`.
-fn open_connection(path: &Path, reader: bool) -> Result<Connection, SqliteError> {
+fn open_connection(
+    path: &Path,
+    reader: bool,
+    busy_timeout: Duration,
+) -> Result<Connection, SqliteError> {
     let flags = OpenFlags::SQLITE_OPEN_READ_WRITE
         | OpenFlags::SQLITE_OPEN_NO_MUTEX
         | if reader {
@@ -584,7 +594,7 @@ fn open_connection(path: &Path, reader: bool) -> Result<Connection, SqliteError>
             OpenFlags::SQLITE_OPEN_CREATE
         };
     let conn = Connection::open_with_flags(path, flags).map_err(sql("opening the database"))?;
-    conn.busy_timeout(BUSY_TIMEOUT)
+    conn.busy_timeout(busy_timeout)
         .map_err(sql("setting the busy timeout"))?;
     conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
     let mode: String = conn

@@ -91,7 +91,7 @@ pub(super) const REPAIR_REAL_COUNTERS: &str = "
 pub fn repair_version() -> i64 {
     super::schema::MIGRATIONS
         .iter()
-        .position(|step| std::ptr::eq(*step, REPAIR_REAL_COUNTERS))
+        .position(|step| *step == REPAIR_REAL_COUNTERS)
         .and_then(|i| i64::try_from(i + 1).ok())
         .unwrap_or(0)
 }

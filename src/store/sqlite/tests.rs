@@ -7,6 +7,9 @@ use crate::store::records::{
     KeyStatus, LastTest, TestResult, UsageRecord,
 };
 
+mod saturation;
+mod write_behind;
+
 const FIXTURE: &[u8] = include_bytes!("../../../tests/fixtures/node/key_pool.json");
 
 fn key(id: &str, secret: &str) -> KeyRecord {
