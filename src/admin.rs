@@ -314,6 +314,10 @@ impl From<PoolError> for AdminError {
                 tracing::error!(error = %e, "admin change not saved");
                 AdminError::internal(e.to_string())
             }
+            PoolError::Unavailable(m) => {
+                tracing::warn!(error = %m, "admin change not acknowledged by the store");
+                AdminError::new(StatusCode::SERVICE_UNAVAILABLE, "store_unavailable", m)
+            }
         }
     }
 }

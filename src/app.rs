@@ -32,7 +32,7 @@ pub struct App {
     pub stored_key_pool:
         Arc<std::sync::Mutex<std::collections::BTreeMap<String, serde_json::Value>>>,
     pub metrics: PrometheusHandle,
-    /// Usage records, queued to the store in batches.
+    /// Usage records, queued to the store's bounded traffic queue.
     pub recorder: Arc<Recorder>,
     /// The Factory balance sync.
     pub balance_sync: Arc<BalanceSync>,
@@ -56,7 +56,7 @@ pub enum AppError {
     Store(#[from] StoreError),
 }
 
-/// How often usage records past retention are removed.
+/// How often usage records past retention are removed (in chunks, by the store's writer).
 const RETENTION_PERIOD: Duration = Duration::from_secs(3600);
 
 /// How often per-request counters are written behind.
@@ -64,7 +64,8 @@ const COUNTER_FLUSH_PERIOD: Duration = Duration::from_secs(1);
 
 impl App {
     /// Opens the store, builds the handles and starts the background tasks (counter flushes,
-    /// WorkOS refresh). The caller holds the data-folder lock.
+    /// WorkOS refresh, balance sync, usage retention, metrics upkeep). The caller holds the
+    /// data-folder lock.
     pub fn start(settings: Settings) -> Result<App, AppError> {
         let (store, loaded) = Store::open(&settings.data_dir)?;
         if let Some(r) = &loaded.import {
@@ -72,7 +73,7 @@ impl App {
                 keys = r.keys,
                 groups = r.groups,
                 skipped = r.skipped,
-                "imported the Node.js data/key_pool.json (left in place)"
+                "imported the Node.js data/key_pool.json (renamed key_pool.json.imported, mode 0600)"
             );
         }
         let (key_pool, findings) = settings.key_pool_with(&loaded.settings);
@@ -114,7 +115,7 @@ impl App {
             Arc::clone(&pool),
         )?);
         let tasks = TaskTracker::new();
-        let recorder = Recorder::start(store.clone(), settings.time_zone(), &tasks);
+        let recorder = Recorder::new(store.clone(), settings.time_zone());
         let inbound = Arc::new(crate::inbound::Inbound::new(&settings));
         let app = App {
             settings,
@@ -148,6 +149,21 @@ impl App {
             }
             pool.flush_counters();
         });
+        // Metrics upkeep: histogram samples are folded into their buckets (they are held in
+        // memory until then), queue gauges and log drops are published.
+        let (metrics, store, stop) = (app.metrics.clone(), app.store.clone(), app.shutdown.clone());
+        app.tasks.spawn(telemetry::metrics::upkeep_loop(
+            telemetry::metrics::UPKEEP_PERIOD,
+            stop,
+            move || {
+                metrics.run_upkeep();
+                let q = store.queue_stats();
+                metrics::gauge!(telemetry::metrics::STORE_QUEUED).set(q.queued as f64);
+                metrics::gauge!(telemetry::metrics::STORE_QUEUE_CAPACITY).set(q.capacity as f64);
+                metrics::counter!(telemetry::metrics::LOG_DROPPED)
+                    .absolute(telemetry::log_dropped_lines());
+            },
+        ));
         // The Factory balance sync, every `timing.balance_sync_interval_s`.
         let interval = Duration::from_secs(
             app.settings

@@ -352,8 +352,6 @@ impl Running {
                 false
             }
         };
-        // The last request is done: the usage queue can drain and stop.
-        self.app.recorder.stop();
         let _ = tokio::time::timeout(Duration::from_secs(5), self.app.tasks.wait()).await;
         self.app.inbound.rejected.flush(&self.app.store);
         self.app.close_store().await;
@@ -458,7 +456,6 @@ mod tests {
             )
         );
         app.tasks.close();
-        app.recorder.stop();
         app.tasks.wait().await;
         app.close_store().await;
     }
@@ -479,7 +476,6 @@ mod tests {
         rt.block_on(async {
             app.shutdown.cancel();
             app.tasks.close();
-            app.recorder.stop();
             app.tasks.wait().await;
             app.close_store().await;
         });

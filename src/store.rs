@@ -39,6 +39,13 @@ pub enum StoreError {
     },
 }
 
+impl StoreError {
+    /// The store did not take or confirm a write in time: temporary (503), nothing failed.
+    pub fn is_unavailable(&self) -> bool {
+        matches!(self, StoreError::Database { source, .. } if source.is_unavailable())
+    }
+}
+
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> StoreError + '_ {
     move |source| StoreError::Io {
         path: path.display().to_string(),
@@ -54,12 +61,15 @@ pub struct DataDirLock {
 }
 
 impl DataDirLock {
-    /// Creates the folder (0700) when missing and takes its lock, or says who holds it.
+    /// Creates the folder when missing, narrows it to mode 0700 (also when it existed with a
+    /// wider mode: it holds the database and `auth.json`), and takes its lock, or says who holds
+    /// it. A folder this user may not chmod (owned by another user) is used as it is, with a
+    /// warning.
     pub fn acquire(dir: &Path) -> Result<DataDirLock, StoreError> {
         if !dir.exists() {
             fs::create_dir_all(dir).map_err(io(dir))?;
-            fs::set_permissions(dir, fs::Permissions::from_mode(0o700)).map_err(io(dir))?;
         }
+        narrow_dir(dir);
         let path = dir.join(LOCK_FILE);
         let mut file = OpenOptions::new()
             .read(true)
@@ -87,6 +97,23 @@ impl DataDirLock {
 
     pub fn path(&self) -> &Path {
         &self.path
+    }
+}
+
+/// Narrows a folder to mode 0700 unless it already is; warns when that is not allowed.
+fn narrow_dir(dir: &Path) {
+    let mode = fs::metadata(dir).map(|m| m.permissions().mode() & 0o777);
+    if mode.as_ref().is_ok_and(|m| *m == 0o700) {
+        return;
+    }
+    if let Err(e) = fs::set_permissions(dir, fs::Permissions::from_mode(0o700)) {
+        tracing::warn!(
+            dir = %dir.display(),
+            error = %e,
+            "the data folder could not be narrowed to mode 0700; other users may read it"
+        );
+    } else if let Ok(m) = mode {
+        tracing::info!(dir = %dir.display(), from = format!("{m:o}"), "data folder narrowed to mode 0700");
     }
 }
 
@@ -142,6 +169,26 @@ mod tests {
         );
         drop(first);
         DataDirLock::acquire(dir.path()).unwrap();
+    }
+
+    #[test]
+    fn the_data_folder_is_narrowed_to_0700_even_when_it_existed() {
+        let dir = tempfile::tempdir().unwrap();
+        let data = dir.path().join("data");
+        fs::create_dir_all(&data).unwrap();
+        fs::set_permissions(&data, fs::Permissions::from_mode(0o755)).unwrap();
+        let lock = DataDirLock::acquire(&data).unwrap();
+        assert_eq!(
+            fs::metadata(&data).unwrap().permissions().mode() & 0o777,
+            0o700
+        );
+        drop(lock);
+        let fresh = dir.path().join("fresh").join("data");
+        let _lock = DataDirLock::acquire(&fresh).unwrap();
+        assert_eq!(
+            fs::metadata(&fresh).unwrap().permissions().mode() & 0o777,
+            0o700
+        );
     }
 
     #[test]

@@ -401,7 +401,7 @@ async fn pool_metrics() {
 }
 
 #[tokio::test]
-async fn a_node_key_pool_json_is_imported_on_first_start_and_left_in_place() {
+async fn a_node_key_pool_json_is_imported_on_first_start_and_set_aside() {
     let mock = MockUpstream::start().await;
     let data = tempfile::tempdir().unwrap();
     let fixture = std::fs::read(concat!(
@@ -441,10 +441,18 @@ async fn a_node_key_pool_json_is_imported_on_first_start_and_left_in_place() {
         "round-robin",
         "an unknown Node algorithm becomes round-robin"
     );
+    // The file holds every key in clear: once imported it is set aside, private.
+    assert!(
+        !data.path().join("key_pool.json").exists(),
+        "key_pool.json is renamed once imported"
+    );
+    let imported = data.path().join("key_pool.json.imported");
+    assert_eq!(std::fs::read(&imported).unwrap(), fixture);
     assert_eq!(
-        std::fs::read(data.path().join("key_pool.json")).unwrap(),
-        fixture,
-        "the file is left in place"
+        std::os::unix::fs::PermissionsExt::mode(
+            &std::fs::metadata(&imported).unwrap().permissions()
+        ) & 0o777,
+        0o600
     );
     // The imported pool serves.
     let (s, _, _) = post(

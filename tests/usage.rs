@@ -4,7 +4,7 @@
 //! zero tokens, hourly and daily rollups in a non-UTC zone, retention, the usage and balance
 //! endpoints with a balance sync against the mock, and no secret in any output.
 //!
-//! Records are written behind (a batching task, then the store's writer): every check first
+//! Records are written behind (the store's bounded queue, then its writer): every check first
 //! polls the database (read-only) until the expected records are there, for at most a few
 //! seconds.
 

@@ -29,6 +29,14 @@ fn now_ms() -> Millis {
 }
 
 fn store_error(e: crate::store::StoreError) -> AdminError {
+    if e.is_unavailable() {
+        tracing::warn!(error = %e, "the usage store did not answer in time");
+        return AdminError::new(
+            axum::http::StatusCode::SERVICE_UNAVAILABLE,
+            "store_unavailable",
+            format!("the usage store could not answer: {e}"),
+        );
+    }
     tracing::error!(error = %e, "usage query failed");
     AdminError::internal(format!("the usage store could not answer: {e}"))
 }

@@ -82,6 +82,9 @@ pub enum PoolError {
     Conflict(String),
     #[error("the change could not be saved: {0}")]
     Persist(String),
+    /// The store did not take or confirm the change in time (it is applied in memory).
+    #[error("{0}")]
+    Unavailable(String),
 }
 
 /// A key's balance from the last Factory sync (filled by the usage issue's sync).
@@ -152,12 +155,15 @@ impl Slot {
         let ratio = (s + 1.0) / (n + 2.0);
         let gateway_tokens = match self.balance {
             Some(_) => self.tokens_since_sync,
-            None => self.rec.input_tokens + self.rec.output_tokens,
+            None => self.rec.input_tokens.saturating_add(self.rec.output_tokens),
         };
         Rank {
             requests_24h: self.requests_24h(now),
             weight: ratio * ratio,
-            tokens_used: self.balance.map_or(0, |b| b.used) + gateway_tokens,
+            tokens_used: self
+                .balance
+                .map_or(0, |b| b.used)
+                .saturating_add(gateway_tokens),
             remaining: self.balance.map(|b| {
                 b.allowance
                     .saturating_sub(b.used)
@@ -590,14 +596,14 @@ impl KeyPool {
                     key_id: key_id.to_string(),
                     ..CounterDelta::default()
                 });
-            d.requests += 1;
-            s.rec.requests += 1;
+            d.requests = d.requests.saturating_add(1);
+            s.rec.requests = s.rec.requests.saturating_add(1);
             if success {
-                d.successes += 1;
-                s.rec.successes += 1;
+                d.successes = d.successes.saturating_add(1);
+                s.rec.successes = s.rec.successes.saturating_add(1);
             } else if outcome.key_failure() {
-                d.failures += 1;
-                s.rec.failures += 1;
+                d.failures = d.failures.saturating_add(1);
+                s.rec.failures = s.rec.failures.saturating_add(1);
             }
             d.last_used_at = Some(now);
         }
@@ -635,9 +641,11 @@ impl KeyPool {
             return;
         };
         if let Some(s) = inner.slots[i].as_mut() {
-            s.rec.input_tokens += input;
-            s.rec.output_tokens += output;
-            s.tokens_since_sync += input + output;
+            s.rec.input_tokens = s.rec.input_tokens.saturating_add(input);
+            s.rec.output_tokens = s.rec.output_tokens.saturating_add(output);
+            s.tokens_since_sync = s
+                .tokens_since_sync
+                .saturating_add(input.saturating_add(output));
         }
         {
             let mut pending = self.pending.lock().unwrap_or_else(|e| e.into_inner());
@@ -647,8 +655,8 @@ impl KeyPool {
                     key_id: key_id.to_string(),
                     ..CounterDelta::default()
                 });
-            d.input_tokens += input;
-            d.output_tokens += output;
+            d.input_tokens = d.input_tokens.saturating_add(input);
+            d.output_tokens = d.output_tokens.saturating_add(output);
         }
         inner.update_rank(i, now);
     }
@@ -773,6 +781,7 @@ impl KeyPool {
             None => Ok(()),
             Some(rx) => match rx.await {
                 Ok(Ok(())) => Ok(()),
+                Ok(Err(e)) if e.is_unavailable() => Err(PoolError::Unavailable(e.to_string())),
                 Ok(Err(e)) => Err(PoolError::Persist(e.to_string())),
                 Err(_) => Err(PoolError::Persist("the store stopped".into())),
             },

@@ -3,12 +3,19 @@
 //! `synchronous=FULL`, migrations by `PRAGMA user_version`, mode 0600 for the database and its
 //! `-wal`/`-shm` files).
 //!
-//! One writer thread owns every write. [`Store::submit`] queues ops without waiting (the request
-//! path); [`Store::commit`] queues and waits until they are durable (admin changes, before their
-//! 2xx). The writer wakes on the first queued message, takes everything queued behind it, and
-//! commits it as one transaction in which each queued batch is its own savepoint: a failing
-//! batch is rolled back alone (logged, and reported to its `commit` caller) while the others are
-//! committed. Traffic changes therefore reach disk within milliseconds of being queued.
+//! One writer thread owns every write (`writer.rs`), fed by two lanes (`queue.rs`):
+//! - the **traffic lane**, bounded: [`Store::submit`] and [`Store::record_usage`] queue without
+//!   ever waiting (the request path). Key states, counters and balances are coalesced per key;
+//!   usage records and key events beyond the lane's capacity are dropped and counted
+//!   (`droid2api_store_dropped_total{kind}`);
+//! - the **admin lane**, served first: [`Store::commit`], [`Store::enqueue_acked`] (admin
+//!   changes, before their 2xx), [`Store::flush`] and [`Store::prune_usage`]. A caller that gets
+//!   no confirmation within the acknowledgement timeout (5 s) gets [`SqliteError::Timeout`] —
+//!   the admin API answers 503 — while the write stays queued.
+//!
+//! Acknowledged means durable: an acknowledgement is sent only after the transaction holding the
+//! write was committed with `synchronous=FULL`. Usage reaches the database within the writer's
+//! next round (milliseconds unless the database is locked) and is flushed on close.
 //!
 //! Decisions:
 //! - `DeleteKey` keeps the key's events: the history of a deleted key stays readable by id.
@@ -16,13 +23,21 @@
 //! - `keys.pool_group` references `pool_groups.id` (foreign keys on): storing a key in a group
 //!   that does not exist fails its batch.
 //! - Keys load in insertion order (`rowid`); `PutKey` of an existing id updates in place, so a
-//!   key keeps its place in the round-robin order.
+//!   key keeps its place in the round-robin order. It leaves the stored counters alone: once a
+//!   key exists they change only through `AddCounters` deltas (saturating at `i64::MAX`).
+//! - Traffic ops never create rows: `PutKeyState`, `AddCounters` and `PutBalance` update a key
+//!   that exists, and a traffic key event is stored only while its key exists. An admin op about
+//!   a key also drops that key's coalesced traffic state still waiting (the admin op holds a
+//!   newer copy). So a traffic change queued before an admin delete cannot bring the key back.
+//! - History is read newest first by time (then insertion): admin writes are committed ahead of
+//!   traffic queued earlier.
 //! - The algorithm imported from a Node.js `key_pool.json` is stored as the setting
 //!   [`ALGORITHM_SETTING`] (`"algorithm"`, a JSON string), the name the admin layer uses for
 //!   `key_pool.algorithm`.
 //! - The Node import runs once per database: the meta flag `node_import_done` is set on the
 //!   first start whether or not a file was there, and whenever the pool already holds keys or
-//!   groups.
+//!   groups. Once imported, `key_pool.json` (every key in clear) is renamed
+//!   `key_pool.json.imported` and narrowed to mode 0600.
 //! - Usage (`StoreOp::AddUsage`): one row per record plus rollups per hour, day and all time
 //!   (`usage.rs`), in the buckets the caller computed (`UsageRecord::hour_start`/`day_start`, in
 //!   the configured zone). Rollups are never pruned; [`Store::prune_usage`] deletes records only.
@@ -32,24 +47,32 @@
 //!   balance; `PutBalance` of a key that is not in the pool stores nothing (a sync may race the
 //!   key's deletion).
 
+mod queue;
 mod rejected;
+mod repair;
 mod schema;
 mod usage;
+mod writer;
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::BTreeMap;
 use std::fs::{self, OpenOptions};
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, MutexGuard, mpsc};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
 use rusqlite::{Connection, OpenFlags, TransactionBehavior};
 use tokio::sync::oneshot;
 
+use queue::{AdminMsg, Queue};
+
 use super::StoreError;
 use super::import::{ImportError, parse_node_pool};
-use super::records::{BalanceRecord, KeyEvent, KeyRecord, Millis, PoolGroup, StoreOp};
+use super::records::{BalanceRecord, KeyEvent, KeyRecord, Millis, PoolGroup, StoreOp, UsageRecord};
+use crate::telemetry::metrics as m;
+pub use queue::{ADMIN_CAPACITY, QueueStats, TRAFFIC_CAPACITY};
+pub use repair::repair_version;
 use schema::sql;
 pub use usage::{Tokens, UsageTotals};
 
@@ -57,15 +80,20 @@ pub use usage::{Tokens, UsageTotals};
 pub const DB_FILE: &str = "droid2api.db";
 /// The Node.js version's key pool, imported on first start.
 pub const NODE_POOL_FILE: &str = "key_pool.json";
+/// What the Node.js key pool is renamed to once imported (mode 0600).
+pub const NODE_POOL_IMPORTED: &str = "key_pool.json.imported";
 /// The setting an imported Node.js algorithm is stored under (a JSON string).
 pub const ALGORITHM_SETTING: &str = "algorithm";
 /// Meta flag: the first-start Node import has run (or was not needed).
 const NODE_IMPORT_DONE: &str = "node_import_done";
-/// How long a connection waits for a lock before failing.
-const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
-/// The most ops the writer puts in one transaction before committing (a list op such as
-/// `AddUsage` counts one per item).
-const MAX_OPS_PER_TRANSACTION: usize = 10_000;
+/// How long a connection waits for a lock another connection holds (then the writer tries again,
+/// a read fails).
+pub const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long a caller of an acknowledged write waits for the writer's confirmation.
+pub const ACK_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long [`Store::prune_usage`] waits for a whole deletion (it runs in chunks, between other
+/// writes).
+pub const PRUNE_TIMEOUT: Duration = Duration::from_secs(60);
 /// Prepared statements kept per connection.
 const STATEMENT_CACHE: usize = 64;
 
@@ -86,8 +114,62 @@ pub enum SqliteError {
     Refused(String),
     #[error("the store is closed")]
     Closed,
+    #[error(
+        "the store did not confirm the write within {}; it was not acknowledged (it may still be saved: the database may be locked by another process or the disk slow)",
+        human_duration(*.waited_ms)
+    )]
+    Timeout { waited_ms: u64 },
+    #[error("the store has {0} writes waiting; this one was not accepted (try again later)")]
+    QueueFull(usize),
     #[error("the store's writer thread stopped unexpectedly")]
     WriterGone,
+}
+
+/// `5 s`, `1.5 s`, `300 ms`.
+fn human_duration(ms: u64) -> String {
+    if ms < 1000 {
+        format!("{ms} ms")
+    } else if ms.is_multiple_of(1000) {
+        format!("{} s", ms / 1000)
+    } else {
+        format!("{:.1} s", ms as f64 / 1000.0)
+    }
+}
+
+impl SqliteError {
+    /// The store could not take or confirm the write in time: a temporary condition (503), not
+    /// a failed write.
+    pub fn is_unavailable(&self) -> bool {
+        matches!(
+            self,
+            SqliteError::Timeout { .. } | SqliteError::QueueFull(_)
+        )
+    }
+}
+
+/// Tuning of a store (the defaults are what the gateway uses).
+#[derive(Debug, Clone, Copy)]
+pub struct StoreOptions {
+    /// Usage records, key events and other droppable traffic items waiting at most.
+    pub traffic_capacity: usize,
+    /// How long an acknowledged write waits for the writer.
+    pub ack_timeout: Duration,
+    /// How long a whole usage pruning may take before its caller stops waiting.
+    pub prune_timeout: Duration,
+    /// How long a connection waits for a lock another connection holds before trying again
+    /// (the writer) or failing (reads).
+    pub busy_timeout: Duration,
+}
+
+impl Default for StoreOptions {
+    fn default() -> Self {
+        StoreOptions {
+            traffic_capacity: TRAFFIC_CAPACITY,
+            ack_timeout: ACK_TIMEOUT,
+            prune_timeout: PRUNE_TIMEOUT,
+            busy_timeout: BUSY_TIMEOUT,
+        }
+    }
 }
 
 /// What the database held at open (plus what a first-start import added).
@@ -113,50 +195,20 @@ pub struct ImportReport {
     pub warnings: Vec<String>,
 }
 
-type Ack = oneshot::Sender<Result<(), SqliteError>>;
-type CountAck = oneshot::Sender<Result<u64, SqliteError>>;
-
-enum Msg {
-    Ops {
-        ops: Vec<StoreOp>,
-        ack: Option<Ack>,
-    },
-    /// Delete usage records older than `before`; answers how many.
-    PruneUsage {
-        before: Millis,
-        ack: CountAck,
-    },
-    Flush(Ack),
-    Close,
-}
-
-/// Who is told about a processed message, and how.
-enum Reply {
-    None,
-    Done(Ack),
-    Count(CountAck),
-}
-
-impl Reply {
-    fn send(self, result: Result<u64, SqliteError>) {
-        match self {
-            Reply::None => {}
-            Reply::Done(ack) => {
-                let _ = ack.send(result.map(|_| ()));
-            }
-            Reply::Count(ack) => {
-                let _ = ack.send(result);
-            }
-        }
-    }
-}
-
 struct Inner {
     path: PathBuf,
-    tx: mpsc::Sender<Msg>,
+    queue: Arc<Queue>,
+    options: StoreOptions,
     writer: Mutex<Option<JoinHandle<Result<(), SqliteError>>>>,
     /// The connection reads (`history`, usage) run on; `None` once closed.
     reader: Mutex<Option<Connection>>,
+}
+
+impl Drop for Inner {
+    /// The last handle is gone: the writer drains what is queued and stops.
+    fn drop(&mut self) {
+        self.queue.close();
+    }
 }
 
 /// The handle to the store. Cheap to clone.
@@ -224,6 +276,14 @@ impl Store {
     /// ensures the `default` group, imports a Node.js `key_pool.json` on first start, loads
     /// everything and starts the writer thread.
     pub fn open(data_dir: &Path) -> Result<(Store, Loaded), StoreError> {
+        Store::open_with(data_dir, StoreOptions::default())
+    }
+
+    /// [`Store::open`] with other capacities and timeouts.
+    pub fn open_with(
+        data_dir: &Path,
+        options: StoreOptions,
+    ) -> Result<(Store, Loaded), StoreError> {
         if !data_dir.exists() {
             fs::DirBuilder::new()
                 .recursive(true)
@@ -239,7 +299,8 @@ impl Store {
         make_private(&wal, false)?;
         make_private(&shm, false)?;
 
-        let mut conn = open_connection(&path, false).map_err(|e| db_err(&path, e))?;
+        let busy = options.busy_timeout;
+        let mut conn = open_connection(&path, false, busy).map_err(|e| db_err(&path, e))?;
         schema::migrate(&mut conn).map_err(|e| db_err(&path, e))?;
         let now = now_ms();
         schema::ensure_default_group(&conn, now).map_err(|e| db_err(&path, e))?;
@@ -255,11 +316,12 @@ impl Store {
         make_private(&wal, false)?;
         make_private(&shm, false)?;
 
-        let reader = open_connection(&path, true).map_err(|e| db_err(&path, e))?;
-        let (tx, rx) = mpsc::channel();
+        let reader = open_connection(&path, true, busy).map_err(|e| db_err(&path, e))?;
+        let queue = Arc::new(Queue::new(options.traffic_capacity));
+        let writer_queue = Arc::clone(&queue);
         let writer = std::thread::Builder::new()
             .name("droid2api-store".into())
-            .spawn(move || writer_loop(conn, rx))
+            .spawn(move || writer::writer_loop(conn, writer_queue))
             .map_err(io_err(&path))?;
         tracing::debug!(
             path = %path.display(),
@@ -272,7 +334,8 @@ impl Store {
         let store = Store {
             inner: Arc::new(Inner {
                 path,
-                tx,
+                queue,
+                options,
                 writer: Mutex::new(Some(writer)),
                 reader: Mutex::new(Some(reader)),
             }),
@@ -285,68 +348,118 @@ impl Store {
         &self.inner.path
     }
 
-    /// Queues ops without waiting. Never blocks. A failure is logged by the writer.
+    /// Queues ops on the traffic lane without waiting (never blocks; called under the pool
+    /// lock). Key states, counters and balances are coalesced per key; usage records and key
+    /// events beyond the lane's capacity are dropped and counted. Ops that create or delete
+    /// rows (`PutKey`, `DeleteKey`, groups, settings) go on the admin lane, unacknowledged. A
+    /// failure is logged by the writer.
     pub fn submit(&self, ops: Vec<StoreOp>) {
         if ops.is_empty() {
             return;
         }
-        let count = ops.len();
-        if self.inner.tx.send(Msg::Ops { ops, ack: None }).is_err() {
-            tracing::warn!(ops = count, "store: closed; writes dropped");
+        let drops = self.inner.queue.push_traffic(ops);
+        for (kind, n) in [
+            ("usage", drops.usage),
+            ("event", drops.event),
+            ("other", drops.other),
+            ("admin", drops.admin),
+        ] {
+            if n > 0 {
+                metrics::counter!(m::STORE_DROPPED, "kind" => kind).increment(n);
+            }
         }
     }
 
-    /// Queues ops at once (so they keep their place in line behind earlier ops) and returns a
-    /// receiver resolved when they are committed. The pool calls this under its lock so the
-    /// database sees changes in the order memory did; the caller waits outside the lock.
+    /// Queues one usage record on the traffic lane without waiting. Returns false when it was
+    /// dropped (the lane is full or the store closed; counted).
+    pub fn record_usage(&self, record: UsageRecord) -> bool {
+        let queued = self.inner.queue.push_usage(record);
+        if !queued {
+            metrics::counter!(m::STORE_DROPPED, "kind" => "usage").increment(1);
+        }
+        queued
+    }
+
+    /// Queues ops on the admin lane at once (so they keep their place in line behind earlier
+    /// ops) and returns a receiver resolved when they are committed — or with
+    /// [`SqliteError::Timeout`] when the writer did not confirm them within the acknowledgement
+    /// timeout (outside a Tokio runtime there is no timeout). The pool calls this under its lock
+    /// so the database sees changes in the order memory did; the caller waits outside the lock.
     pub fn enqueue_acked(&self, ops: Vec<StoreOp>) -> oneshot::Receiver<Result<(), SqliteError>> {
         let (ack, done) = oneshot::channel();
-        if let Err(mpsc::SendError(Msg::Ops { ack: Some(ack), .. })) =
-            self.inner.tx.send(Msg::Ops {
-                ops,
-                ack: Some(ack),
-            })
+        if let Err((msg, e)) = self.inner.queue.push_admin(AdminMsg::Ops {
+            ops,
+            ack: Some(ack),
+        }) && let AdminMsg::Ops { ack: Some(ack), .. } = msg
         {
-            let _ = ack.send(Err(SqliteError::Closed));
+            let _ = ack.send(Err(e));
         }
-        done
+        match tokio::runtime::Handle::try_current() {
+            Ok(runtime) => {
+                let (tx, rx) = oneshot::channel();
+                let timeout = self.inner.options.ack_timeout;
+                runtime.spawn(async move {
+                    let mut tx = tx;
+                    tokio::select! {
+                        result = wait_for(done, timeout) => {
+                            let _ = tx.send(result);
+                        }
+                        // The caller stopped waiting.
+                        _ = tx.closed() => {}
+                    }
+                });
+                rx
+            }
+            Err(_) => done,
+        }
     }
 
-    /// Queues ops and waits until they (and everything queued before them) are committed.
+    /// Queues ops on the admin lane and waits until they (and everything queued before them on
+    /// that lane) are committed, at most the acknowledgement timeout.
     pub async fn commit(&self, ops: Vec<StoreOp>) -> Result<(), StoreError> {
         let (ack, done) = oneshot::channel();
-        self.send_and_wait(
-            Msg::Ops {
+        self.admin_and_wait(
+            AdminMsg::Ops {
                 ops,
                 ack: Some(ack),
             },
             done,
+            self.inner.options.ack_timeout,
         )
         .await
     }
 
-    /// Waits until everything queued so far is committed. Fails only when the transaction that
-    /// held the queued writes could not be committed (a batch that failed on its own was
-    /// already reported) or the store is closed.
+    /// Waits until everything queued so far (both lanes) is committed, at most the
+    /// acknowledgement timeout. Fails when the transaction that held the queued writes could
+    /// not be committed (a batch that failed on its own was already reported), on the timeout,
+    /// or when the store is closed.
     pub async fn flush(&self) -> Result<(), StoreError> {
         let (ack, done) = oneshot::channel();
-        self.send_and_wait(Msg::Flush(ack), done).await
+        self.admin_and_wait(AdminMsg::Flush(ack), done, self.inner.options.ack_timeout)
+            .await
     }
 
-    async fn send_and_wait(
+    async fn admin_and_wait<T>(
         &self,
-        msg: Msg,
-        done: oneshot::Receiver<Result<(), SqliteError>>,
-    ) -> Result<(), StoreError> {
+        msg: AdminMsg,
+        done: oneshot::Receiver<Result<T, SqliteError>>,
+        timeout: Duration,
+    ) -> Result<T, StoreError> {
         let path = &self.inner.path;
-        if self.inner.tx.send(msg).is_err() {
-            return Err(db_err(path, SqliteError::Closed));
+        if let Err((_, e)) = self.inner.queue.push_admin(msg) {
+            return Err(db_err(path, e));
         }
-        match done.await {
-            Ok(result) => result.map_err(|e| db_err(path, e)),
-            // The writer stopped before reaching the message.
-            Err(_) => Err(db_err(path, SqliteError::Closed)),
-        }
+        wait_for(done, timeout).await.map_err(|e| db_err(path, e))
+    }
+
+    /// The queue's state (for metrics and tests).
+    pub fn queue_stats(&self) -> QueueStats {
+        self.inner.queue.stats()
+    }
+
+    /// Changes the traffic lane's capacity (items already queued stay).
+    pub fn set_traffic_capacity(&self, capacity: usize) {
+        self.inner.queue.set_capacity(capacity);
     }
 
     /// Runs `read` on the read-only connection in `spawn_blocking` (WAL: never waits on the
@@ -436,18 +549,18 @@ impl Store {
     }
 
     /// Deletes the usage records with `at < before` (rollups are kept) and returns how many were
-    /// deleted. Goes through the writer behind everything queued before it, so records submitted
-    /// earlier are counted; durable when it returns.
+    /// deleted. Runs on the writer after everything queued before it (so records submitted
+    /// earlier are counted), in chunks of 5,000 rows per transaction with other writes in
+    /// between; durable when it returns. Gives up waiting (not deleting) after the prune
+    /// timeout (60 s).
     pub async fn prune_usage(&self, before: Millis) -> Result<u64, StoreError> {
-        let path = &self.inner.path;
         let (ack, done) = oneshot::channel();
-        if self.inner.tx.send(Msg::PruneUsage { before, ack }).is_err() {
-            return Err(db_err(path, SqliteError::Closed));
-        }
-        match done.await {
-            Ok(result) => result.map_err(|e| db_err(path, e)),
-            Err(_) => Err(db_err(path, SqliteError::Closed)),
-        }
+        self.admin_and_wait(
+            AdminMsg::Prune { before, ack },
+            done,
+            self.inner.options.prune_timeout,
+        )
+        .await
     }
 
     /// Drains the queue, commits, stops the writer thread and checkpoints the WAL. Idempotent.
@@ -459,7 +572,7 @@ impl Store {
         // The reader goes first, so that the writer's connection is the last one and the WAL
         // can be checkpointed and removed.
         drop(lock(&self.inner.reader).take());
-        let _ = self.inner.tx.send(Msg::Close);
+        self.inner.queue.close();
         let path = &self.inner.path;
         match handle.join() {
             Ok(result) => result.map_err(|e| db_err(path, e)),
@@ -469,7 +582,11 @@ impl Store {
 }
 
 /// Opens a connection with the store's settings. The reader is `query_only`.
-fn open_connection(path: &Path, reader: bool) -> Result<Connection, SqliteError> {
+fn open_connection(
+    path: &Path,
+    reader: bool,
+    busy_timeout: Duration,
+) -> Result<Connection, SqliteError> {
     let flags = OpenFlags::SQLITE_OPEN_READ_WRITE
         | OpenFlags::SQLITE_OPEN_NO_MUTEX
         | if reader {
@@ -478,7 +595,7 @@ fn open_connection(path: &Path, reader: bool) -> Result<Connection, SqliteError>
             OpenFlags::SQLITE_OPEN_CREATE
         };
     let conn = Connection::open_with_flags(path, flags).map_err(sql("opening the database"))?;
-    conn.busy_timeout(BUSY_TIMEOUT)
+    conn.busy_timeout(busy_timeout)
         .map_err(sql("setting the busy timeout"))?;
     conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
     let mode: String = conn
@@ -568,172 +685,50 @@ fn first_start_import(
     for warning in &report.warnings {
         tracing::warn!(file = %file.display(), "key_pool.json import: {warning}");
     }
-    tracing::info!(
-        file = %file.display(),
-        keys = report.keys,
-        groups = report.groups,
-        skipped = report.skipped,
-        warnings = report.warnings.len(),
-        "imported the Node.js key pool (the file is left in place)"
-    );
+    // The file holds every key in clear: once imported it is set aside, readable by us alone.
+    // The import is committed and flagged, so a failure here only leaves the file where it was.
+    let imported = data_dir.join(NODE_POOL_IMPORTED);
+    let set_aside = fs::rename(&file, &imported)
+        .and_then(|()| fs::set_permissions(&imported, fs::Permissions::from_mode(0o600)));
+    match &set_aside {
+        Ok(()) => tracing::info!(
+            file = %file.display(),
+            renamed_to = %imported.display(),
+            keys = report.keys,
+            groups = report.groups,
+            skipped = report.skipped,
+            warnings = report.warnings.len(),
+            "imported the Node.js key pool (the file was renamed and made private, mode 0600)"
+        ),
+        Err(e) => tracing::warn!(
+            file = %file.display(),
+            error = %e,
+            keys = report.keys,
+            groups = report.groups,
+            skipped = report.skipped,
+            warnings = report.warnings.len(),
+            "imported the Node.js key pool, but could not rename it to {NODE_POOL_IMPORTED} with mode 0600: move or delete it by hand"
+        ),
+    }
     Ok(Some(report))
 }
 
-/// The writer thread: commits queued batches until told to close or every handle is gone, then
-/// checkpoints the WAL and closes the connection.
-fn writer_loop(mut conn: Connection, rx: mpsc::Receiver<Msg>) -> Result<(), SqliteError> {
-    let mut closing = false;
-    while !closing {
-        let Ok(first) = rx.recv() else { break };
-        let mut batch = VecDeque::new();
-        let mut ops = 0usize;
-        let mut next = Some(first);
-        while let Some(msg) = next.take() {
-            match msg {
-                Msg::Close => closing = true,
-                Msg::Ops { ops: o, ack } => {
-                    ops += o.iter().map(weight).sum::<usize>();
-                    batch.push_back(Msg::Ops { ops: o, ack });
-                }
-                other @ (Msg::Flush(_) | Msg::PruneUsage { .. }) => {
-                    ops += 1;
-                    batch.push_back(other);
-                }
-            }
-            if !closing && ops < MAX_OPS_PER_TRANSACTION {
-                next = rx.try_recv().ok();
-            }
-        }
-        commit_batches(&mut conn, batch);
-    }
-    let checkpoint = conn
-        .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |r| {
-            r.get::<_, i64>(0)
-        })
-        .map_err(sql("checkpointing the WAL"));
-    let closed = conn
-        .close()
-        .map_err(|(_, e)| e)
-        .map_err(sql("closing the database"));
-    tracing::debug!("store: writer stopped");
-    checkpoint.and(closed).map(|_| ())
-}
-
-/// How much an op counts towards [`MAX_OPS_PER_TRANSACTION`].
-fn weight(op: &StoreOp) -> usize {
-    match op {
-        StoreOp::AddUsage(v) => v.len().max(1),
-        StoreOp::AddEvents(v) => v.len().max(1),
-        StoreOp::AddCounters(v) => v.len().max(1),
-        _ => 1,
-    }
-}
-
-/// Commits queued messages, one transaction for all (each batch in its own savepoint). When
-/// SQLite abandons the transaction itself (I/O error, disk full), the batches so far fail and
-/// the rest go into a new transaction.
-fn commit_batches(conn: &mut Connection, mut queue: VecDeque<Msg>) {
-    while !queue.is_empty() {
-        let mut done: Vec<(Reply, Result<u64, SqliteError>)> = Vec::new();
-        let mut tx = match conn.transaction_with_behavior(TransactionBehavior::Immediate) {
-            Ok(tx) => tx,
-            Err(e) => {
-                let e = sql("starting a transaction")(e);
-                tracing::error!(error = %e, "store: writes failed");
-                for msg in queue {
-                    reply_of(msg).send(Err(e.clone()));
-                }
-                return;
-            }
-        };
-        let mut abandoned = None;
-        while let Some(msg) = queue.pop_front() {
-            let (reply, result) = match msg {
-                Msg::Flush(ack) => (Reply::Done(ack), Ok(0)),
-                Msg::Close => continue,
-                Msg::Ops { ops, ack } => {
-                    let result = apply_batch(&mut tx, &ops).map(|()| 0);
-                    if let Err(e) = &result {
-                        tracing::error!(
-                            error = %e,
-                            ops = ops.len(),
-                            acknowledged = ack.is_some(),
-                            "store: a batch of writes failed and was rolled back"
-                        );
-                    }
-                    (ack.map_or(Reply::None, Reply::Done), result)
-                }
-                Msg::PruneUsage { before, ack } => {
-                    let result = prune_in_savepoint(&mut tx, before);
-                    if let Err(e) = &result {
-                        tracing::error!(error = %e, "store: deleting old usage records failed");
-                    }
-                    (Reply::Count(ack), result)
-                }
-            };
-            if let Err(e) = &result
-                && tx.is_autocommit()
-            {
-                abandoned = Some(e.clone());
-            }
-            done.push((reply, result));
-            if abandoned.is_some() {
-                break;
-            }
-        }
-        let outcome = match abandoned {
-            Some(e) => {
-                drop(tx);
-                Err(e)
-            }
-            None => tx.commit().map_err(sql("committing")),
-        };
-        if let Err(e) = &outcome {
-            tracing::error!(
-                error = %e,
-                batches = done.len(),
-                "store: a transaction failed; its writes are lost"
-            );
-        }
-        for (reply, result) in done {
-            let result = match (&outcome, result) {
-                (_, Err(own)) => Err(own),
-                (Err(e), Ok(_)) => Err(e.clone()),
-                (Ok(()), Ok(n)) => Ok(n),
-            };
-            reply.send(result);
+/// Waits for a writer's answer at most `timeout`.
+async fn wait_for<T>(
+    done: oneshot::Receiver<Result<T, SqliteError>>,
+    timeout: Duration,
+) -> Result<T, SqliteError> {
+    match tokio::time::timeout(timeout, done).await {
+        Ok(Ok(result)) => result,
+        // The writer stopped before reaching the message.
+        Ok(Err(_)) => Err(SqliteError::Closed),
+        Err(_) => {
+            metrics::counter!(m::STORE_ACK_TIMEOUTS).increment(1);
+            Err(SqliteError::Timeout {
+                waited_ms: u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX),
+            })
         }
     }
-}
-
-/// The reply owed for a message that will not be processed.
-fn reply_of(msg: Msg) -> Reply {
-    match msg {
-        Msg::Ops { ack, .. } => ack.map_or(Reply::None, Reply::Done),
-        Msg::PruneUsage { ack, .. } => Reply::Count(ack),
-        Msg::Flush(ack) => Reply::Done(ack),
-        Msg::Close => Reply::None,
-    }
-}
-
-/// Deletes old usage records inside a savepoint.
-fn prune_in_savepoint(
-    tx: &mut rusqlite::Transaction<'_>,
-    before: Millis,
-) -> Result<u64, SqliteError> {
-    let sp = tx.savepoint().map_err(sql("starting a savepoint"))?;
-    let deleted = usage::prune(&sp, before)?;
-    sp.commit().map_err(sql("releasing a savepoint"))?;
-    Ok(deleted)
-}
-
-/// Applies one queued batch inside a savepoint: all of it or none of it.
-fn apply_batch(tx: &mut rusqlite::Transaction<'_>, ops: &[StoreOp]) -> Result<(), SqliteError> {
-    let sp = tx.savepoint().map_err(sql("starting a savepoint"))?;
-    for op in ops {
-        schema::apply_op(&sp, op)?;
-    }
-    sp.commit().map_err(sql("releasing a savepoint"))
 }
 
 #[cfg(test)]

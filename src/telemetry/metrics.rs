@@ -28,7 +28,8 @@ pub const POOL_EXHAUSTED: &str = "droid2api_pool_exhausted_total";
 /// Key state transitions, by `reason`.
 pub const POOL_TRANSITIONS: &str = "droid2api_pool_transitions_total";
 
-/// Usage records dropped because the recording queue was full.
+/// Usage records dropped because the store's traffic queue was full (kept for dashboards that
+/// use it; `droid2api_store_dropped_total{kind="usage"}` counts the same records).
 pub const USAGE_DROPPED: &str = "droid2api_usage_dropped_total";
 
 // Exposure limits (contract §9).
@@ -39,6 +40,24 @@ pub const REJECTED: &str = "droid2api_rejected_total";
 pub const OPEN_CONNECTIONS: &str = "droid2api_open_connections";
 /// Connections the gateway closed itself, by `reason` (`header_timeout`, `idle_timeout`).
 pub const CONNECTIONS_CLOSED: &str = "droid2api_connections_closed_total";
+
+// ----- the store's write-behind and the process's upkeep -----
+
+/// Writes dropped before reaching the database because the store's traffic queue was full (or
+/// the store closed), by `kind`: `usage` (usage records), `event` (key history events from
+/// traffic), `other`, `admin` (unacknowledged admin-lane ops when that lane was full). Key
+/// states, counters and balances are coalesced per key and never dropped.
+pub const STORE_DROPPED: &str = "droid2api_store_dropped_total";
+/// Acknowledged writes whose caller stopped waiting after the acknowledgement timeout (the
+/// admin API answered 503).
+pub const STORE_ACK_TIMEOUTS: &str = "droid2api_store_ack_timeouts_total";
+/// Traffic items (usage records, key events) waiting for the store's writer, sampled every
+/// upkeep period.
+pub const STORE_QUEUED: &str = "droid2api_store_queued";
+/// The traffic queue's capacity.
+pub const STORE_QUEUE_CAPACITY: &str = "droid2api_store_queue_capacity";
+/// Console log lines dropped because the console writer fell behind (lossy, never blocking).
+pub const LOG_DROPPED: &str = "droid2api_log_dropped_lines_total";
 
 const LATENCY_BUCKETS: &[f64] = &[
     0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0,
@@ -94,4 +113,94 @@ fn describe() {
         CONNECTIONS_CLOSED,
         "Connections closed by the gateway for a header or idle timeout"
     );
+    metrics::describe_counter!(
+        USAGE_DROPPED,
+        "Usage records dropped because the store's queue was full"
+    );
+    metrics::describe_counter!(
+        STORE_DROPPED,
+        "Writes dropped because the store's traffic queue was full, by kind"
+    );
+    metrics::describe_counter!(
+        STORE_ACK_TIMEOUTS,
+        "Acknowledged writes the store did not confirm within the timeout"
+    );
+    metrics::describe_gauge!(
+        STORE_QUEUED,
+        "Usage records and key events waiting for the store's writer"
+    );
+    metrics::describe_gauge!(
+        STORE_QUEUE_CAPACITY,
+        "Capacity of the store's traffic queue"
+    );
+    metrics::describe_counter!(
+        LOG_DROPPED,
+        "Console log lines dropped because the console writer fell behind"
+    );
+}
+
+/// How often the metrics upkeep runs (histogram samples folded into their buckets, gauges of
+/// queues sampled). Histogram samples are held in memory until then, so this bounds them.
+pub const UPKEEP_PERIOD: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Calls `upkeep` every `period` until `stop` fires, then once more. The recorder is built
+/// without the exporter's own upkeep task (the gateway serves `/metrics` itself), so without
+/// this loop histogram samples would pile up until someone scrapes `/metrics`.
+pub async fn upkeep_loop(
+    period: std::time::Duration,
+    stop: tokio_util::sync::CancellationToken,
+    mut upkeep: impl FnMut(),
+) {
+    let mut tick = tokio::time::interval(period);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => break,
+            _ = tick.tick() => upkeep(),
+        }
+    }
+    upkeep();
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::time::Duration;
+
+    use tokio_util::sync::CancellationToken;
+
+    use super::*;
+
+    #[tokio::test]
+    async fn upkeep_runs_every_period_until_stopped_then_once_more() {
+        let runs = Arc::new(AtomicUsize::new(0));
+        let stop = CancellationToken::new();
+        let counted = Arc::clone(&runs);
+        let task = tokio::spawn(upkeep_loop(
+            Duration::from_millis(10),
+            stop.clone(),
+            move || {
+                counted.fetch_add(1, Ordering::SeqCst);
+            },
+        ));
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        while runs.load(Ordering::SeqCst) < 3 {
+            assert!(std::time::Instant::now() < deadline, "upkeep did not run");
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        stop.cancel();
+        tokio::time::timeout(Duration::from_secs(20), task)
+            .await
+            .expect("the loop stops when cancelled")
+            .unwrap();
+        let after = runs.load(Ordering::SeqCst);
+        assert!(after >= 4, "a last run at shutdown: {after}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert_eq!(
+            runs.load(Ordering::SeqCst),
+            after,
+            "nothing runs after the stop"
+        );
+    }
 }

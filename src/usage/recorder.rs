@@ -1,41 +1,32 @@
-//! One usage record per client request, handed to the store's writer in batches.
+//! One usage record per client request, handed to the store's writer.
 //!
-//! Recording never blocks a request: records go through a bounded queue; when it is full the
-//! record is dropped (the Prometheus request and token counters, updated before the queue, still
-//! count it) and `droid2api_usage_dropped_total` says so.
+//! Recording never blocks a request: the record goes straight into the store's bounded traffic
+//! queue (the one queue between requests and the database; see `store::sqlite`). When that queue
+//! is full the record is dropped — the Prometheus request and token counters, updated before,
+//! still count it — and both `droid2api_store_dropped_total{kind="usage"}` and
+//! `droid2api_usage_dropped_total` say so. Token counts are clamped to [`MAX_TOKENS`] per field
+//! here too, whatever the caller computed.
 
 use std::sync::Arc;
 
 use jiff::tz::TimeZone;
-use tokio::sync::mpsc;
-use tokio_util::sync::CancellationToken;
-use tokio_util::task::TaskTracker;
 
-use super::buckets;
-use crate::store::records::{StoreOp, UsageRecord};
+use super::{MAX_TOKENS, buckets};
+use crate::store::records::UsageRecord;
 use crate::store::sqlite::Store;
 use crate::telemetry::metrics as m;
-
-/// Records waiting for the writer at most.
-pub const QUEUE_CAPACITY: usize = 10_000;
-/// Records per store batch at most.
-pub const BATCH: usize = 500;
 
 /// The recording handle.
 #[derive(Debug)]
 pub struct Recorder {
-    tx: mpsc::Sender<UsageRecord>,
+    store: Store,
     tz: TimeZone,
-    stop: CancellationToken,
 }
 
 impl Recorder {
-    /// Starts the batching task on `tasks`.
-    pub fn start(store: Store, tz: TimeZone, tasks: &TaskTracker) -> Arc<Recorder> {
-        let (tx, rx) = mpsc::channel(QUEUE_CAPACITY);
-        let stop = CancellationToken::new();
-        tasks.spawn(drain(rx, store, stop.clone()));
-        Arc::new(Recorder { tx, tz, stop })
+    /// Records into `store`, bucketing in `tz`.
+    pub fn new(store: Store, tz: TimeZone) -> Arc<Recorder> {
+        Arc::new(Recorder { store, tz })
     }
 
     /// The configured time zone.
@@ -43,36 +34,21 @@ impl Recorder {
         &self.tz
     }
 
-    /// Queues a record (its hour and day are computed here, in the configured zone).
+    /// Queues a record (its hour and day are computed here, in the configured zone). Never
+    /// blocks.
     pub fn record(&self, mut r: UsageRecord) {
         (r.hour_start, r.day_start) = buckets::buckets(r.at, &self.tz);
-        if self.tx.try_send(r).is_err() {
+        for n in [
+            &mut r.input_tokens,
+            &mut r.cache_read_tokens,
+            &mut r.cache_write_tokens,
+            &mut r.output_tokens,
+            &mut r.reasoning_tokens,
+        ] {
+            *n = (*n).min(MAX_TOKENS);
+        }
+        if !self.store.record_usage(r) {
             metrics::counter!(m::USAGE_DROPPED).increment(1);
         }
-    }
-
-    /// Stops accepting and writes what is queued (the end of shutdown, after the last request).
-    pub fn stop(&self) {
-        self.stop.cancel();
-    }
-}
-
-async fn drain(mut rx: mpsc::Receiver<UsageRecord>, store: Store, stop: CancellationToken) {
-    let mut batch = Vec::with_capacity(BATCH);
-    loop {
-        let n = tokio::select! {
-            n = rx.recv_many(&mut batch, BATCH) => n,
-            _ = stop.cancelled() => {
-                rx.close();
-                while rx.recv_many(&mut batch, BATCH).await > 0 {
-                    store.submit(vec![StoreOp::AddUsage(std::mem::take(&mut batch))]);
-                }
-                return;
-            }
-        };
-        if n == 0 {
-            return;
-        }
-        store.submit(vec![StoreOp::AddUsage(std::mem::take(&mut batch))]);
     }
 }

@@ -8,8 +8,8 @@ use rusqlite::{Connection, OptionalExtension, Row, TransactionBehavior, params};
 use super::{SqliteError, rejected, usage};
 use crate::secret::Secret;
 use crate::store::records::{
-    DEFAULT_GROUP, DEFAULT_GROUP_PRIORITY, DisabledBy, EventSource, KeyEvent, KeyRecord, KeyStatus,
-    LastTest, Millis, PoolGroup, StoreOp, TestResult,
+    CounterDelta, DEFAULT_GROUP, DEFAULT_GROUP_PRIORITY, DisabledBy, EventSource, KeyEvent,
+    KeyRecord, KeyStatus, LastTest, Millis, PoolGroup, StoreOp, TestResult,
 };
 
 /// The migration steps: step `i` takes the schema from version `i` to `i + 1`. Append only;
@@ -121,6 +121,8 @@ pub(super) const MIGRATIONS: &[&str] = &[
         PRIMARY KEY (hour_start, reason)
     ) WITHOUT ROWID;
     CREATE INDEX rejected_counts_day ON rejected_counts (day_start);",
+    // 4: counters that overflowed into REAL before sums saturated are repaired (see repair.rs).
+    super::repair::REPAIR_REAL_COUNTERS,
 ];
 
 /// The schema version this build writes.
@@ -209,6 +211,9 @@ pub(super) fn to_u64(v: i64) -> u64 {
     u64::try_from(v).unwrap_or(0)
 }
 
+/// A whole key. Once the key exists its counters (`requests` … `output_tokens`,
+/// `last_used_at`) are left alone: they are maintained by `AddCounters` deltas alone, and the
+/// pool's copy already includes deltas not yet flushed (writing it would count them twice).
 const UPSERT_KEY: &str = "INSERT INTO keys (id, secret, status, status_reason, status_changed_at,
         disabled_by, pool_group, notes, created_at, last_used_at, cooldown_until, requests,
         successes, failures, input_tokens, output_tokens, last_test_at, last_test_result,
@@ -218,20 +223,28 @@ const UPSERT_KEY: &str = "INSERT INTO keys (id, secret, status, status_reason, s
         status_reason = excluded.status_reason, status_changed_at = excluded.status_changed_at,
         disabled_by = excluded.disabled_by, pool_group = excluded.pool_group,
         notes = excluded.notes, created_at = excluded.created_at,
-        last_used_at = excluded.last_used_at, cooldown_until = excluded.cooldown_until,
-        requests = excluded.requests, successes = excluded.successes,
-        failures = excluded.failures, input_tokens = excluded.input_tokens,
-        output_tokens = excluded.output_tokens, last_test_at = excluded.last_test_at,
-        last_test_result = excluded.last_test_result, last_test_status = excluded.last_test_status";
+        cooldown_until = excluded.cooldown_until,
+        last_test_at = excluded.last_test_at, last_test_result = excluded.last_test_result,
+        last_test_status = excluded.last_test_status";
 
 const UPDATE_KEY_STATE: &str = "UPDATE keys SET status = ?2, status_reason = ?3,
         status_changed_at = ?4, disabled_by = ?5, cooldown_until = ?6, last_test_at = ?7,
         last_test_result = ?8, last_test_status = ?9
     WHERE id = ?1";
 
-const ADD_COUNTERS: &str = "UPDATE keys SET requests = requests + ?2,
-        successes = successes + ?3, failures = failures + ?4,
-        input_tokens = input_tokens + ?5, output_tokens = output_tokens + ?6,
+/// Counters only ever grow, saturating at `i64::MAX` (SQLite would turn an overflowing `+` into
+/// a REAL). The deltas are bound as non-negative integers.
+const ADD_COUNTERS: &str = "UPDATE keys SET
+        requests = CASE WHEN requests > 9223372036854775807 - ?2 THEN 9223372036854775807
+            ELSE requests + ?2 END,
+        successes = CASE WHEN successes > 9223372036854775807 - ?3 THEN 9223372036854775807
+            ELSE successes + ?3 END,
+        failures = CASE WHEN failures > 9223372036854775807 - ?4 THEN 9223372036854775807
+            ELSE failures + ?4 END,
+        input_tokens = CASE WHEN input_tokens > 9223372036854775807 - ?5 THEN 9223372036854775807
+            ELSE input_tokens + ?5 END,
+        output_tokens = CASE WHEN output_tokens > 9223372036854775807 - ?6
+            THEN 9223372036854775807 ELSE output_tokens + ?6 END,
         last_used_at = CASE
             WHEN ?7 IS NULL THEN last_used_at
             WHEN last_used_at IS NULL OR last_used_at < ?7 THEN ?7
@@ -246,6 +259,12 @@ const UPSERT_GROUP: &str = "INSERT INTO pool_groups (id, name, priority, descrip
 const INSERT_EVENT: &str =
     "INSERT INTO key_events (key_id, at, from_state, to_state, reason, source)
     VALUES (?1, ?2, ?3, ?4, ?5, ?6)";
+
+/// A traffic event is stored only while its key exists: one queued before an admin deleted the
+/// key is dropped rather than written after the deletion's own event.
+const INSERT_EVENT_OF_EXISTING_KEY: &str =
+    "INSERT INTO key_events (key_id, at, from_state, to_state, reason, source)
+    SELECT ?1, ?2, ?3, ?4, ?5, ?6 WHERE EXISTS (SELECT 1 FROM keys WHERE id = ?1)";
 
 const UPSERT_SETTING: &str = "INSERT INTO settings (name, value) VALUES (?1, ?2)
     ON CONFLICT (name) DO UPDATE SET value = excluded.value";
@@ -281,24 +300,7 @@ pub(super) fn apply_op(conn: &Connection, op: &StoreOp) -> Result<(), SqliteErro
                 })
                 .map_err(sql(format!("storing key {}", k.id)))?;
         }
-        StoreOp::PutKeyState(k) => {
-            let (test_at, test_result, test_status) = last_test_columns(k.last_test);
-            conn.prepare_cached(UPDATE_KEY_STATE)
-                .and_then(|mut st| {
-                    st.execute(params![
-                        k.id,
-                        k.status.as_str(),
-                        k.status_reason,
-                        k.status_changed_at,
-                        k.disabled_by.map(DisabledBy::as_str),
-                        k.cooldown_until,
-                        test_at,
-                        test_result,
-                        test_status,
-                    ])
-                })
-                .map_err(sql(format!("storing the state of key {}", k.id)))?;
-        }
+        StoreOp::PutKeyState(k) => update_key_state(conn, k)?,
         StoreOp::DeleteKey(id) => {
             // The key's events and usage are kept: its history stays readable by id. Its
             // balance goes with it.
@@ -341,36 +343,13 @@ pub(super) fn apply_op(conn: &Connection, op: &StoreOp) -> Result<(), SqliteErro
                 .map_err(sql(context))?;
         }
         StoreOp::AddEvents(events) => {
-            let mut st = conn
-                .prepare_cached(INSERT_EVENT)
-                .map_err(sql("storing key events"))?;
             for e in events {
-                st.execute(params![
-                    e.key_id,
-                    e.at,
-                    e.from,
-                    e.to,
-                    e.reason,
-                    e.source.as_str()
-                ])
-                .map_err(sql(format!("storing an event of key {}", e.key_id)))?;
+                insert_event(conn, INSERT_EVENT, e)?;
             }
         }
         StoreOp::AddCounters(deltas) => {
-            let mut st = conn
-                .prepare_cached(ADD_COUNTERS)
-                .map_err(sql("adding counters"))?;
             for d in deltas {
-                st.execute(params![
-                    d.key_id,
-                    to_i64(d.requests),
-                    to_i64(d.successes),
-                    to_i64(d.failures),
-                    to_i64(d.input_tokens),
-                    to_i64(d.output_tokens),
-                    d.last_used_at,
-                ])
-                .map_err(sql(format!("adding counters of key {}", d.key_id)))?;
+                add_counters(conn, d)?;
             }
         }
         StoreOp::PutSetting { name, value } => {
@@ -387,6 +366,69 @@ pub(super) fn apply_op(conn: &Connection, op: &StoreOp) -> Result<(), SqliteErro
         StoreOp::AddRejected(counts) => rejected::add(conn, counts)?,
     }
     Ok(())
+}
+
+/// Updates a key's state fields (never creates the key).
+pub(super) fn update_key_state(conn: &Connection, k: &KeyRecord) -> Result<(), SqliteError> {
+    let (test_at, test_result, test_status) = last_test_columns(k.last_test);
+    conn.prepare_cached(UPDATE_KEY_STATE)
+        .and_then(|mut st| {
+            st.execute(params![
+                k.id,
+                k.status.as_str(),
+                k.status_reason,
+                k.status_changed_at,
+                k.disabled_by.map(DisabledBy::as_str),
+                k.cooldown_until,
+                test_at,
+                test_result,
+                test_status,
+            ])
+        })
+        .map_err(sql(format!("storing the state of key {}", k.id)))?;
+    Ok(())
+}
+
+/// Adds a key's counter deltas, saturating (never creates the key).
+pub(super) fn add_counters(conn: &Connection, d: &CounterDelta) -> Result<(), SqliteError> {
+    conn.prepare_cached(ADD_COUNTERS)
+        .and_then(|mut st| {
+            st.execute(params![
+                d.key_id,
+                to_i64(d.requests),
+                to_i64(d.successes),
+                to_i64(d.failures),
+                to_i64(d.input_tokens),
+                to_i64(d.output_tokens),
+                d.last_used_at,
+            ])
+        })
+        .map_err(sql(format!("adding counters of key {}", d.key_id)))?;
+    Ok(())
+}
+
+fn insert_event(conn: &Connection, statement: &str, e: &KeyEvent) -> Result<(), SqliteError> {
+    conn.prepare_cached(statement)
+        .and_then(|mut st| {
+            st.execute(params![
+                e.key_id,
+                e.at,
+                e.from,
+                e.to,
+                e.reason,
+                e.source.as_str()
+            ])
+        })
+        .map_err(sql(format!("storing an event of key {}", e.key_id)))?;
+    Ok(())
+}
+
+/// Stores a traffic event unless its key no longer exists.
+pub(super) fn add_event_of_existing_key(
+    conn: &Connection,
+    e: &KeyEvent,
+) -> Result<(), SqliteError> {
+    insert_event(conn, INSERT_EVENT_OF_EXISTING_KEY, e)
 }
 
 fn last_test_columns(t: Option<LastTest>) -> (Option<Millis>, Option<&'static str>, Option<i64>) {
@@ -502,7 +544,8 @@ pub(super) fn load_settings(
     Ok(out)
 }
 
-/// A key's events, newest first.
+/// A key's events, newest first (by time, then by insertion: admin changes are written before
+/// traffic queued earlier, so insertion order alone can disagree with time).
 pub(super) fn load_history(
     conn: &Connection,
     key_id: &str,
@@ -512,7 +555,7 @@ pub(super) fn load_history(
     let mut st = conn
         .prepare_cached(
             "SELECT key_id, at, from_state, to_state, reason, source FROM key_events
-             WHERE key_id = ?1 ORDER BY seq DESC LIMIT ?2",
+             WHERE key_id = ?1 ORDER BY at DESC, seq DESC LIMIT ?2",
         )
         .map_err(sql(format!("reading the history of key {key_id}")))?;
     let rows: Vec<(String, Millis, Option<String>, String, String, String)> = st

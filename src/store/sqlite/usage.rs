@@ -99,18 +99,28 @@ const INSERT_USAGE: &str = "INSERT INTO usage_records (at, hour_start, day_start
         complete, latency_ms, ttfb_ms)
     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19)";
 
+/// Rollups add up saturating at `i64::MAX` (an overflowing `+` would turn into a REAL in
+/// SQLite, after which the row can no longer be read as an integer). The added values are
+/// non-negative.
 const UPSERT_ROLLUP: &str = "INSERT INTO usage_rollups (granularity, dim, value, bucket_start,
         requests, successes, input_tokens, cache_read_tokens, cache_write_tokens, output_tokens,
         reasoning_tokens)
     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)
     ON CONFLICT (granularity, dim, value, bucket_start) DO UPDATE SET
-        requests = requests + excluded.requests,
-        successes = successes + excluded.successes,
-        input_tokens = input_tokens + excluded.input_tokens,
-        cache_read_tokens = cache_read_tokens + excluded.cache_read_tokens,
-        cache_write_tokens = cache_write_tokens + excluded.cache_write_tokens,
-        output_tokens = output_tokens + excluded.output_tokens,
-        reasoning_tokens = reasoning_tokens + excluded.reasoning_tokens";
+        requests = CASE WHEN requests > 9223372036854775807 - excluded.requests
+            THEN 9223372036854775807 ELSE requests + excluded.requests END,
+        successes = CASE WHEN successes > 9223372036854775807 - excluded.successes
+            THEN 9223372036854775807 ELSE successes + excluded.successes END,
+        input_tokens = CASE WHEN input_tokens > 9223372036854775807 - excluded.input_tokens
+            THEN 9223372036854775807 ELSE input_tokens + excluded.input_tokens END,
+        cache_read_tokens = CASE WHEN cache_read_tokens > 9223372036854775807 - excluded.cache_read_tokens
+            THEN 9223372036854775807 ELSE cache_read_tokens + excluded.cache_read_tokens END,
+        cache_write_tokens = CASE WHEN cache_write_tokens > 9223372036854775807 - excluded.cache_write_tokens
+            THEN 9223372036854775807 ELSE cache_write_tokens + excluded.cache_write_tokens END,
+        output_tokens = CASE WHEN output_tokens > 9223372036854775807 - excluded.output_tokens
+            THEN 9223372036854775807 ELSE output_tokens + excluded.output_tokens END,
+        reasoning_tokens = CASE WHEN reasoning_tokens > 9223372036854775807 - excluded.reasoning_tokens
+            THEN 9223372036854775807 ELSE reasoning_tokens + excluded.reasoning_tokens END";
 
 /// A pool key's balance; a key that is not (or no longer) in the pool gets none (a sync may race
 /// the key's deletion).
@@ -244,12 +254,20 @@ pub(super) fn load_balances(conn: &Connection) -> Result<Vec<BalanceRecord>, Sql
     .map_err(sql("loading balances"))
 }
 
-/// Deletes the usage records with `at < before` (rollups are kept); returns how many went.
-pub(super) fn prune(conn: &Connection, before: Millis) -> Result<u64, SqliteError> {
-    conn.prepare_cached("DELETE FROM usage_records WHERE at < ?1")
-        .and_then(|mut st| st.execute([before]))
-        .map(|n| u64::try_from(n).unwrap_or(u64::MAX))
-        .map_err(sql("deleting old usage records"))
+/// Deletes at most `limit` of the usage records with `at < before` (rollups are kept); returns
+/// how many went. Fewer than `limit` means none is left.
+pub(super) fn prune_chunk(
+    conn: &Connection,
+    before: Millis,
+    limit: usize,
+) -> Result<u64, SqliteError> {
+    conn.prepare_cached(
+        "DELETE FROM usage_records WHERE seq IN
+            (SELECT seq FROM usage_records WHERE at < ?1 LIMIT ?2)",
+    )
+    .and_then(|mut st| st.execute(params![before, i64::try_from(limit).unwrap_or(i64::MAX)]))
+    .map(|n| u64::try_from(n).unwrap_or(u64::MAX))
+    .map_err(sql("deleting old usage records"))
 }
 
 /// Reads the 7 totals columns starting at column `i`: requests, successes, then the 5 tokens.
@@ -344,10 +362,13 @@ const SERIES_FROM_ROLLUPS: &str = "SELECT bucket_start, requests, successes, inp
     ORDER BY bucket_start";
 
 /// The series of one credential and one model, from the records (`{col}` is `hour_start` or
-/// `day_start`). `at` is bounded first so the `at` index narrows the scan.
+/// `day_start`). `at` is bounded first so the `at` index narrows the scan. Token sums use
+/// `total()` (a float) cast back to an integer, which saturates at `i64::MAX` where `sum()` would
+/// fail with "integer overflow"; they are exact while below 2^53 (9·10^15 tokens).
 const SERIES_FROM_RECORDS: &str = "SELECT {col}, count(*), sum(status >= 200 AND status < 300),
-        sum(input_tokens), sum(cache_read_tokens), sum(cache_write_tokens), sum(output_tokens),
-        sum(reasoning_tokens)
+        CAST(total(input_tokens) AS INTEGER), CAST(total(cache_read_tokens) AS INTEGER),
+        CAST(total(cache_write_tokens) AS INTEGER), CAST(total(output_tokens) AS INTEGER),
+        CAST(total(reasoning_tokens) AS INTEGER)
     FROM usage_records
     WHERE at >= ?3 AND at < ?4 AND credential = ?1 AND model = ?2
         AND {col} >= ?5 AND {col} < ?6
