@@ -111,6 +111,7 @@ impl App {
             Arc::clone(&upstream),
             Arc::clone(&pool),
         )?);
+        balance_sync.use_scrubber(Arc::clone(credentials.scrubber()));
         let tasks = TaskTracker::new();
         let recorder = Recorder::start(store.clone(), settings.time_zone(), &tasks);
         let app = App {

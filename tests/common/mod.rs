@@ -1,6 +1,8 @@
 //! Shared test harness: a real gateway on a loopback port, pointed at the in-repo mock upstream.
 #![allow(dead_code)]
 
+pub mod streams;
+
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
