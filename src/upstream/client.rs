@@ -318,6 +318,11 @@ impl FailureKind {
 
 /// Classifies a reqwest failure by walking its source chain.
 pub(super) fn classify(e: &reqwest::Error) -> FailureKind {
+    classify_chain(e, e.is_connect(), e.is_timeout())
+}
+
+/// [`classify`] over any error chain, given reqwest's own connect and timeout verdicts.
+fn classify_chain(e: &(dyn StdError + 'static), is_connect: bool, is_timeout: bool) -> FailureKind {
     let mut tls = false;
     let mut refused = false;
     let mut cur: Option<&(dyn StdError + 'static)> = Some(e);
@@ -347,7 +352,7 @@ pub(super) fn classify(e: &reqwest::Error) -> FailureKind {
         }
         cur = err.source();
     }
-    if e.is_connect() {
+    if is_connect {
         if tls {
             FailureKind::Tls
         } else {
@@ -355,7 +360,7 @@ pub(super) fn classify(e: &reqwest::Error) -> FailureKind {
         }
     } else if refused {
         FailureKind::Refused
-    } else if e.is_timeout() {
+    } else if is_timeout {
         FailureKind::Timeout
     } else {
         FailureKind::Reset
@@ -424,6 +429,38 @@ mod tests {
         assert!(FailureKind::Refused.nothing_sent());
         assert!(!FailureKind::Timeout.nothing_sent());
         assert!(!FailureKind::Reset.nothing_sent());
+    }
+
+    /// An error whose source is `inner` (as hyper wraps h2's errors).
+    #[derive(Debug)]
+    struct Wrap(Box<dyn StdError + Send + Sync>);
+    impl std::fmt::Display for Wrap {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("wrapped")
+        }
+    }
+    impl StdError for Wrap {
+        fn source(&self) -> Option<&(dyn StdError + 'static)> {
+            Some(&*self.0)
+        }
+    }
+
+    #[test]
+    fn refused_streams_and_tls_failures_are_recognised() {
+        let refused = Wrap(Box::new(h2::Error::from(h2::Reason::REFUSED_STREAM)));
+        assert_eq!(classify_chain(&refused, false, false), FailureKind::Refused);
+        let reset = Wrap(Box::new(h2::Error::from(h2::Reason::INTERNAL_ERROR)));
+        assert_eq!(classify_chain(&reset, false, false), FailureKind::Reset);
+        let tls = Wrap(Box::new(std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            rustls::Error::InvalidCertificate(rustls::CertificateError::Expired),
+        )));
+        assert_eq!(classify_chain(&tls, true, false), FailureKind::Tls);
+        let plain = Wrap(Box::new(std::io::Error::from(
+            std::io::ErrorKind::ConnectionRefused,
+        )));
+        assert_eq!(classify_chain(&plain, true, true), FailureKind::Connect);
+        assert_eq!(classify_chain(&plain, false, true), FailureKind::Timeout);
     }
 
     fn lanes() -> Lanes {
