@@ -174,6 +174,11 @@ impl Decoder {
         }
     }
 
+    /// Where the bytes fed so far end: `(inside a line, right after a `\r`)`.
+    pub fn line_state(&self) -> (bool, bool) {
+        (!self.line.is_empty(), self.after_cr)
+    }
+
     /// WHATWG's "last event ID": the value of the most recent valid `id:` field on this stream
     /// (empty if none), persisting across events.
     pub fn last_event_id(&self) -> &str {

@@ -348,3 +348,52 @@ async fn error_events_mid_stream_are_masked_and_normal_deltas_are_not_touched() 
     assert_scrubbed("chat error chunk", &last.to_string(), KEY);
     assert!(!s.text().contains(KEY), "{}", s.text());
 }
+
+#[tokio::test]
+async fn holding_back_error_events_never_delays_a_normal_stream() {
+    // Responses lifecycle events carry `"error":null`: they are complete in the first piece,
+    // so they leave at once, and so does the part of the next event that came with them.
+    let mock = MockUpstream::start().await;
+    let (gw, _) = pool_gateway(&mock).await;
+    let events =
+        openai::responses_text_stream_events("resp_l", "gpt-test", "live text", 5, 5, None);
+    // As the real API sends it: the full response object, `"error": null` included.
+    let created = droid2api_mock::encode_events(
+        &[SseEventSpec::named(
+            "response.created",
+            &json!({"type": "response.created", "sequence_number": 0, "response": {
+                "id": "resp_l", "object": "response", "status": "in_progress",
+                "error": null, "output": []}}),
+        )],
+        false,
+    );
+    assert!(String::from_utf8_lossy(&created).contains("\"error\":null"));
+    let next = droid2api_mock::encode_events(&events[2..3], false);
+    let mut first = String::from_utf8(created.clone()).unwrap();
+    first.push_str(std::str::from_utf8(&next[..next.len() / 2]).unwrap());
+    mock.push_rule(
+        Rule::new(Reply::raw(vec![first.clone()], 0).hanging_after())
+            .path(RESPONSES_UP)
+            .once(),
+    );
+    let resp = client()
+        .post(gw.url("/v1/responses"))
+        .json(&json!({"model": "gpt-test", "stream": true, "input": "hi"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let mut s = resp.bytes_stream();
+    let mut got = Vec::new();
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
+    while got.len() < first.len() {
+        use futures_util::StreamExt;
+        let c = tokio::time::timeout_at(deadline, s.next())
+            .await
+            .expect("the bytes the upstream sent arrive while it stalls")
+            .expect("the stream is open")
+            .unwrap();
+        got.extend_from_slice(&c);
+    }
+    assert_eq!(String::from_utf8_lossy(&got), first);
+}

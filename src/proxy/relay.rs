@@ -3,9 +3,10 @@
 //!
 //! - **Zero-copy:** each upstream piece goes out as it came; a tap (our SSE decoder and the
 //!   usage sniffer) reads the same bytes alongside. Nothing is buffered, with one exception:
-//!   from a piece holding the JSON token `"error"` (every error event has it before any
-//!   message text) until the next event boundary, bytes are held back so that an error event
-//!   echoing a credential can be scrubbed before it leaves. Only bytes held with an error
+//!   the bytes of an event holding the JSON token `"error"` (every error event has it before
+//!   any message text) are held back from the piece where the token appears until that event
+//!   is complete, so that an error event echoing a credential can be scrubbed before it
+//!   leaves. Complete events before it leave at once. Only held bytes that came with an error
 //!   event are rewritten; normal deltas never are.
 //! - **Keep-alives:** after `timing.sse_keepalive_s` without a byte to the client, a
 //!   `: keep-alive` comment, but only on an event boundary (never inside a partly forwarded
@@ -107,11 +108,48 @@ fn sequence_number(data: &str) -> Option<u64> {
     digits[..end].parse().ok()
 }
 
+/// Bytes held back: the open event that holds an error marker (see the module docs).
+struct Held {
+    buf: BytesMut,
+    /// Line state at the end of `buf` (as the SSE decoder counts lines).
+    after_cr: bool,
+    in_line: bool,
+    /// Offset just past the last blank line in `buf`.
+    last_boundary: Option<usize>,
+    /// Offset of the last marker in `buf` (0 for one that began in the previous piece).
+    last_marker: usize,
+}
+
+impl Held {
+    /// Appends a piece and notes where its blank lines end.
+    fn push(&mut self, piece: &[u8]) {
+        let base = self.buf.len();
+        self.buf.extend_from_slice(piece);
+        for (i, &b) in piece.iter().enumerate() {
+            if self.after_cr {
+                self.after_cr = false;
+                if b == b'\n' {
+                    continue;
+                }
+            }
+            if b == b'\n' || b == b'\r' {
+                if !self.in_line {
+                    self.last_boundary = Some(base + i + 1);
+                }
+                self.in_line = false;
+                self.after_cr = b == b'\r';
+            } else {
+                self.in_line = true;
+            }
+        }
+    }
+}
+
 enum Mode {
     /// Bytes go out exactly as they came.
     Passthrough {
-        /// Bytes held back since an error marker (see the module docs).
-        held: Option<BytesMut>,
+        /// Bytes held back (see the module docs).
+        held: Option<Held>,
         /// The last bytes of the previous piece (a marker split across two pieces).
         tail: Vec<u8>,
     },
@@ -201,23 +239,50 @@ impl Relay {
     fn process(&mut self, chunk: Bytes) -> Bytes {
         match &mut self.mode {
             Mode::Passthrough { held, tail } => {
-                let hold = held.is_some() || has_marker(tail, &chunk);
+                let in_piece = memchr::memmem::rfind(&chunk, ERROR_MARKER);
+                let marker = in_piece.is_some() || has_marker(tail, &chunk);
                 tail.clear();
                 let keep = chunk.len().min(ERROR_MARKER.len() - 1);
                 tail.extend_from_slice(&chunk[chunk.len() - keep..]);
+                let (in_line, after_cr) = self.tap.decoder.line_state();
                 self.tap.feed(&chunk);
-                if !hold {
+                if held.is_none() && !marker {
                     return chunk;
                 }
-                let buf = held.get_or_insert_with(BytesMut::new);
-                buf.extend_from_slice(&chunk);
-                let boundary = self.tap.decoder.pending_terminator().is_empty();
-                if boundary || buf.len() > MAX_HELD {
-                    let buf = std::mem::take(buf);
-                    *held = None;
-                    return self.release(buf);
+                let h = held.get_or_insert_with(|| Held {
+                    buf: BytesMut::new(),
+                    after_cr,
+                    in_line,
+                    last_boundary: None,
+                    last_marker: 0,
+                });
+                let base = h.buf.len();
+                h.push(&chunk);
+                if marker {
+                    h.last_marker = base + in_piece.unwrap_or(0);
                 }
-                Bytes::new()
+                let out = match h.last_boundary {
+                    // The marked event is complete: everything goes.
+                    Some(b) if b > h.last_marker || h.buf.len() > MAX_HELD => {
+                        let all = std::mem::take(&mut h.buf);
+                        *held = None;
+                        all
+                    }
+                    // Complete events before the marked one go; the marked one waits.
+                    Some(b) => {
+                        let done = h.buf.split_to(b);
+                        h.last_marker -= b;
+                        h.last_boundary = None;
+                        done
+                    }
+                    None if h.buf.len() > MAX_HELD => {
+                        let all = std::mem::take(&mut h.buf);
+                        *held = None;
+                        all
+                    }
+                    None => return Bytes::new(),
+                };
+                self.release(out)
             }
             Mode::DropUsageChunk => {
                 self.tap.decoder.feed(&chunk, &mut self.tap.events);
@@ -255,7 +320,7 @@ impl Relay {
                 let held = held.take();
                 self.tap.finish();
                 if let Some(h) = held {
-                    let b = self.release(h);
+                    let b = self.release(h.buf);
                     out.extend_from_slice(&b);
                 }
                 out.extend_from_slice(terminator.as_bytes());
@@ -369,6 +434,29 @@ impl Drop for Relay {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn held(pieces: &[&str]) -> Held {
+        let mut h = Held {
+            buf: BytesMut::new(),
+            after_cr: false,
+            in_line: false,
+            last_boundary: None,
+            last_marker: 0,
+        };
+        for p in pieces {
+            h.push(p.as_bytes());
+        }
+        h
+    }
+
+    #[test]
+    fn held_bytes_know_their_last_event_boundary() {
+        assert_eq!(held(&["data: a\n\nda"]).last_boundary, Some(9));
+        assert_eq!(held(&["data: a\r", "\n\r\nx"]).last_boundary, Some(10));
+        assert_eq!(held(&["data: a\r", "\r"]).last_boundary, Some(9));
+        assert_eq!(held(&["data: a\n", "data: b\n"]).last_boundary, None);
+        assert_eq!(held(&["a\n", "\n", "b\n\n"]).last_boundary, Some(6));
+    }
 
     #[test]
     fn sequence_numbers_and_markers() {
