@@ -186,8 +186,11 @@ pub async fn handle(
     match run(&app, route, &headers, query, body, &mut scrub, &mut log).await {
         Ok(resp) => resp,
         Err(mut e) => {
-            // Gateway messages may carry upstream text (a refresh failure): scrubbed.
-            e.message = scrub.text(std::mem::take(&mut e.message));
+            // The one gateway message that carries upstream text (WorkOS's answer to a
+            // refresh) is scrubbed; the others are the gateway's own words.
+            if e.code == Some("refresh_failed") {
+                e.message = scrub.text(std::mem::take(&mut e.message));
+            }
             let resp = e.render(route.envelope(), &request_id);
             log.finish_unstreamed(resp.status().as_u16());
             with_info(resp, &log)
