@@ -114,6 +114,7 @@ impl App {
             Arc::clone(&upstream),
             Arc::clone(&pool),
         )?);
+        balance_sync.use_scrubber(Arc::clone(credentials.scrubber()));
         let tasks = TaskTracker::new();
         let recorder = Recorder::new(store.clone(), settings.time_zone());
         let inbound = Arc::new(crate::inbound::Inbound::new(&settings));

@@ -395,6 +395,10 @@ pub struct Settings {
     pub home_dir: Option<PathBuf>,
     /// Non-fatal findings (unknown fields, ignored settings), logged at start-up.
     pub warnings: Vec<String>,
+    /// Test hook, never read from the environment or config.json: speak HTTP/2 without TLS
+    /// ("prior knowledge", h2c) to the upstream, so tests can reproduce against the mock what
+    /// ALPN negotiates with Factory's TLS front (see `upstream::client`).
+    pub upstream_http2_prior_knowledge: bool,
 }
 
 /// Start-up configuration errors, each naming the field and the value.
@@ -654,6 +658,7 @@ impl Settings {
             redis_url,
             home_dir: env.get("HOME").map(PathBuf::from),
             warnings,
+            upstream_http2_prior_knowledge: false,
         })
     }
 

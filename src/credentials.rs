@@ -14,6 +14,7 @@
 pub mod authfile;
 pub mod pool;
 pub mod refresh;
+pub mod scrub;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -25,6 +26,7 @@ use crate::upstream::{RefreshError, Upstream};
 
 pub use pool::{KeyPool, PoolPick};
 pub use refresh::{RefreshManager, RefreshSeed, RefreshSource};
+pub use scrub::Scrubber;
 
 /// Which level served a request; recorded in logs and usage (never the secret itself).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -93,6 +95,7 @@ pub struct Credentials {
     refresh: Option<Arc<RefreshManager>>,
     static_token: Option<StaticToken>,
     client_passthrough_allowed: bool,
+    scrubber: Arc<Scrubber>,
 }
 
 impl Credentials {
@@ -185,13 +188,26 @@ impl Credentials {
 
         let refresh =
             seed.map(|s| RefreshManager::new(upstream, s, data_auth_path.clone(), interval));
+        let fixed = settings
+            .factory_api_key
+            .iter()
+            .chain(static_token.as_ref().map(|t| &t.secret))
+            .cloned()
+            .collect();
+        let scrubber = Arc::new(Scrubber::new(Arc::clone(&pool), refresh.clone(), fixed));
         Ok(Credentials {
             factory_key: settings.factory_api_key.clone(),
             pool,
             refresh,
             static_token,
             client_passthrough_allowed: settings.api_access_key.is_none(),
+            scrubber,
         })
+    }
+
+    /// Replaces every live secret in upstream-derived text by its mask (error paths only).
+    pub fn scrubber(&self) -> &Arc<Scrubber> {
+        &self.scrubber
     }
 
     /// Whether level 3 can ever serve (level 1 is unset): only then is its token kept fresh in

@@ -158,6 +158,27 @@ impl Decoder {
         clean
     }
 
+    /// The bytes that end the event the bytes fed so far are in the middle of, so that
+    /// something written next (a comment, an error event) starts on an event boundary: `""`
+    /// on a boundary, `"\n"` after a field line, `"\n\n"` inside a line. After a `\r` the
+    /// first `\n` only completes the CRLF, hence one more. The unfinished event is then
+    /// dispatched by the reader (possibly with incomplete data): bytes already sent cannot be
+    /// taken back.
+    pub fn pending_terminator(&self) -> &'static str {
+        if !self.line.is_empty() {
+            "\n\n"
+        } else if self.dirty {
+            if self.after_cr { "\n\n" } else { "\n" }
+        } else {
+            ""
+        }
+    }
+
+    /// Where the bytes fed so far end: `(inside a line, right after a `\r`)`.
+    pub fn line_state(&self) -> (bool, bool) {
+        (!self.line.is_empty(), self.after_cr)
+    }
+
     /// WHATWG's "last event ID": the value of the most recent valid `id:` field on this stream
     /// (empty if none), persisting across events.
     pub fn last_event_id(&self) -> &str {
@@ -349,6 +370,36 @@ pub fn encode_comment(text: &str) -> String {
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    /// Feeding the written bytes plus the terminator and then an event always dispatches that
+    /// event intact.
+    #[test]
+    fn the_pending_terminator_puts_the_next_event_on_a_boundary() {
+        let cases: [(&str, &str); 7] = [
+            ("", ""),
+            ("data: a\n\n", ""),
+            ("data: a\n", "\n"),
+            ("data: a\r", "\n\n"),
+            ("data: {\"par", "\n\n"),
+            ("event: x\r\n", "\n"),
+            (": comment\n", ""),
+        ];
+        for (sent, want) in cases {
+            let mut d = Decoder::new();
+            let mut out = Vec::new();
+            d.feed(sent.as_bytes(), &mut out);
+            assert_eq!(d.pending_terminator(), want, "{sent:?}");
+            out.clear();
+            d.feed(want.as_bytes(), &mut out);
+            d.feed(b"event: error\ndata: {}\n\n", &mut out);
+            let last = out.last().expect("an event");
+            assert_eq!(
+                (last.name(), last.data.as_str()),
+                ("error", "{}"),
+                "{sent:?}"
+            );
+        }
+    }
 
     fn decode_pieces<'a>(pieces: impl IntoIterator<Item = &'a [u8]>) -> (Vec<Event>, bool) {
         let mut dec = Decoder::new();

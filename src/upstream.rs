@@ -1,12 +1,18 @@
-//! The Factory client: one pooled keep-alive HTTP client per egress route (direct, or each
-//! configured proxy in rotation), Factory's request headers, and the WorkOS refresh call.
+//! The Factory client: lanes of pooled keep-alive HTTP clients per egress route (direct, or
+//! each configured proxy in rotation; see [`client`] for the lanes), Factory's request headers,
+//! and the WorkOS refresh call.
 //!
 //! Timeouts (contract §3 `timing`): a connect timeout and an idle-read timeout (the longest gap
 //! between two reads). There is deliberately no whole-request timeout: a stream may run for as
 //! long as the upstream keeps sending. Dropping a response (the client went away) closes the
-//! upstream connection, which cancels the upstream request.
+//! upstream stream, which cancels the upstream request.
+//!
+//! Failures are classified ([`FailureKind`]) by whether anything of the request can have
+//! reached Factory: only a request that certainly did not (connect, TLS, refused stream) may be
+//! replayed on another key (contract §10).
 
 pub mod balance;
+pub mod client;
 pub mod headers;
 
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -19,15 +25,21 @@ use serde::Deserialize;
 use crate::config::{ProxySettings, Settings};
 use crate::secret::Secret;
 
+pub use client::{FailureKind, UpstreamResponse, mask_userinfo};
+use client::{Lanes, MakeClient, error_chain};
+
 /// The fixed WorkOS client id of Factory's CLI.
 pub const WORKOS_CLIENT_ID: &str = "client_01HNM792M5G5G1A2THWPXKFMXB";
 
-/// A transport failure talking to Factory or WorkOS (never carries a secret).
+/// A transport failure talking to Factory or WorkOS. Its `Display` names the kind of failure
+/// only (never a host, URL or secret); [`UpstreamError::detail`] has the cause chain for logs.
 #[derive(Debug, thiserror::Error)]
 pub enum UpstreamError {
-    #[error("could not connect to the upstream: {0}")]
-    Connect(String),
-    #[error("the upstream did not answer within the timeout")]
+    /// Any transport failure but a timeout.
+    #[error("{}", failure_message(*kind))]
+    Transport { kind: FailureKind, detail: String },
+    /// No byte within the idle-read timeout ([`FailureKind::Timeout`]).
+    #[error("{}", failure_message(FailureKind::Timeout))]
     Timeout,
     #[error("upstream request failed: {0}")]
     Other(String),
@@ -35,35 +47,56 @@ pub enum UpstreamError {
     Setup(String),
 }
 
-impl UpstreamError {
-    /// Classifies a reqwest failure.
-    pub fn from_reqwest(e: reqwest::Error) -> Self {
-        // `without_url` keeps query strings out of messages; our URLs carry no secret anyway.
-        let e = e.without_url();
-        if e.is_timeout() {
-            UpstreamError::Timeout
-        } else if e.is_connect() {
-            UpstreamError::Connect(error_chain(&e))
-        } else {
-            UpstreamError::Other(error_chain(&e))
-        }
-    }
-
-    /// Whether the request certainly never reached the upstream (safe to retry anywhere).
-    pub fn is_connect(&self) -> bool {
-        matches!(self, UpstreamError::Connect(_))
+fn failure_message(kind: FailureKind) -> &'static str {
+    match kind {
+        FailureKind::Connect => "could not connect to the upstream (connect)",
+        FailureKind::Tls => "could not connect to the upstream (tls)",
+        FailureKind::Refused => "the upstream refused the request before processing it (refused)",
+        FailureKind::Timeout => "the upstream did not answer within the timeout (timeout)",
+        FailureKind::Reset => "the upstream connection failed (reset)",
     }
 }
 
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut cur = e.source();
-    while let Some(c) = cur {
-        s.push_str(": ");
-        s.push_str(&c.to_string());
-        cur = c.source();
+impl UpstreamError {
+    /// Classifies a reqwest failure.
+    pub fn from_reqwest(e: reqwest::Error) -> Self {
+        // `without_url` keeps URLs (and any userinfo) out of the detail.
+        let e = e.without_url();
+        match client::classify(&e) {
+            FailureKind::Timeout => UpstreamError::Timeout,
+            kind => UpstreamError::Transport {
+                kind,
+                detail: error_chain(&e),
+            },
+        }
     }
-    s
+
+    /// The kind of transport failure (`None` for other failures).
+    pub fn kind(&self) -> Option<FailureKind> {
+        match self {
+            UpstreamError::Transport { kind, .. } => Some(*kind),
+            UpstreamError::Timeout => Some(FailureKind::Timeout),
+            UpstreamError::Other(_) | UpstreamError::Setup(_) => None,
+        }
+    }
+
+    /// Whether the request certainly never reached the upstream (safe to replay anywhere).
+    pub fn nothing_sent(&self) -> bool {
+        self.kind().is_some_and(FailureKind::nothing_sent)
+    }
+
+    pub fn is_timeout(&self) -> bool {
+        self.kind() == Some(FailureKind::Timeout)
+    }
+
+    /// The cause chain, for logs (URL userinfo masked).
+    pub fn detail(&self) -> &str {
+        match self {
+            UpstreamError::Transport { detail, .. } => detail,
+            UpstreamError::Timeout => "timeout",
+            UpstreamError::Other(d) | UpstreamError::Setup(d) => d,
+        }
+    }
 }
 
 /// A failed WorkOS refresh.
@@ -95,7 +128,8 @@ pub struct UpstreamRequest {
 /// The Factory client.
 #[derive(Debug)]
 pub struct Upstream {
-    clients: Vec<reqwest::Client>,
+    /// One set of lanes per egress route.
+    routes: Vec<Lanes>,
     next: AtomicUsize,
     workos_url: String,
 }
@@ -103,38 +137,47 @@ pub struct Upstream {
 impl Upstream {
     pub fn new(settings: &Settings) -> Result<Self, UpstreamError> {
         let t = settings.timing;
-        let base = || {
-            reqwest::Client::builder()
-                .connect_timeout(Duration::from_secs(t.connect_timeout_s))
-                .read_timeout(Duration::from_secs(t.idle_read_timeout_s))
-                .pool_idle_timeout(Duration::from_secs(90))
-                .tcp_nodelay(true)
-                .redirect(reqwest::redirect::Policy::none())
-                // The process environment is not consulted: proxies come from Settings only.
-                .no_proxy()
-        };
-        let clients = build_clients(&settings.proxies, base)?;
+        let connect = Duration::from_secs(t.connect_timeout_s);
+        let idle = Duration::from_secs(t.idle_read_timeout_s);
+        let prior_knowledge = settings.upstream_http2_prior_knowledge;
+        let routes = build_routes(&settings.proxies, move || {
+            client::base_builder(connect, idle, prior_knowledge)
+        })?;
         Ok(Upstream {
-            clients,
+            routes,
             next: AtomicUsize::new(0),
             workos_url: format!("{}/user_management/authenticate", settings.workos_base_url),
         })
     }
 
-    /// The next client in rotation (one per configured proxy; a single one otherwise).
-    fn client(&self) -> &reqwest::Client {
-        let i = self.next.fetch_add(1, Ordering::Relaxed) % self.clients.len().max(1);
-        &self.clients[i]
+    /// The next egress route in rotation (one per configured proxy; a single one otherwise).
+    fn route(&self) -> &Lanes {
+        let i = self.next.fetch_add(1, Ordering::Relaxed) % self.routes.len().max(1);
+        &self.routes[i]
+    }
+
+    /// A client for short side calls (balance, WorkOS refresh), next route in rotation.
+    fn client(&self) -> reqwest::Client {
+        self.route().first_client()
+    }
+
+    /// Lanes open over every route, and requests in flight over them.
+    pub fn lanes(&self) -> (usize, usize) {
+        self.routes
+            .iter()
+            .fold((0, 0), |(l, f), r| (l + r.len(), f + r.in_flight()))
     }
 
     /// Sends an LLM call and returns as soon as the response headers arrived. A connection that
     /// could not even be opened (the request never left) is retried through the next egress
-    /// route, so one dead proxy in the rotation does not fail requests.
-    pub async fn send(&self, req: UpstreamRequest) -> Result<reqwest::Response, UpstreamError> {
-        let routes = self.clients.len().max(1);
+    /// route, so one dead proxy in the rotation does not fail requests. The idle-read timeout
+    /// starts here, after the lane place was taken (which never waits).
+    pub async fn send(&self, req: UpstreamRequest) -> Result<UpstreamResponse, UpstreamError> {
+        let routes = self.routes.len().max(1);
         let mut last = None;
         for _ in 0..routes {
-            let result = self
+            let place = self.route().acquire()?;
+            let result = place
                 .client()
                 .post(&req.url)
                 .headers(req.headers.clone())
@@ -143,14 +186,15 @@ impl Upstream {
                 .await
                 .map_err(UpstreamError::from_reqwest);
             match result {
-                Err(e) if e.is_connect() && routes > 1 => {
-                    tracing::warn!(error = %e, "egress route failed to connect; trying the next one");
+                Ok(resp) => return Ok(UpstreamResponse::new(resp, place)),
+                Err(e) if e.nothing_sent() && routes > 1 => {
+                    tracing::warn!(error = %e, detail = %e.detail(), "egress route failed before the request left; trying the next one");
                     last = Some(e);
                 }
-                other => return other,
+                Err(e) => return Err(e),
             }
         }
-        Err(last.unwrap_or(UpstreamError::Other("no egress route".into())))
+        Err(last.unwrap_or(UpstreamError::Setup("no egress route".into())))
     }
 
     /// Exchanges a refresh token at WorkOS (`upstream-factory.md` §1.5): form-encoded, fixed
@@ -221,42 +265,48 @@ fn workos_reason(body: &[u8]) -> String {
     }
 }
 
-fn build_clients(
+fn build_routes(
     proxies: &ProxySettings,
-    base: impl Fn() -> reqwest::ClientBuilder,
-) -> Result<Vec<reqwest::Client>, UpstreamError> {
+    base: impl Fn() -> reqwest::ClientBuilder + Clone + Send + Sync + 'static,
+) -> Result<Vec<Lanes>, UpstreamError> {
     let setup = |e: reqwest::Error| UpstreamError::Setup(error_chain(&e));
-    let no_proxy = || {
-        proxies
-            .no_proxy
-            .as_deref()
-            .and_then(reqwest::NoProxy::from_string)
-    };
-    let mut clients = Vec::new();
+    let no_proxy = proxies.no_proxy.clone();
+    let mut makers: Vec<MakeClient> = Vec::new();
     if proxies.rotation.is_empty() {
-        let mut b = base();
-        if let Some(url) = &proxies.https_proxy {
-            b = b.proxy(
-                reqwest::Proxy::https(url)
-                    .map_err(setup)?
-                    .no_proxy(no_proxy()),
-            );
+        // Checked once here, so a bad URL fails at start-up rather than in a lane.
+        for url in [&proxies.https_proxy, &proxies.http_proxy]
+            .into_iter()
+            .flatten()
+        {
+            reqwest::Proxy::all(url).map_err(setup)?;
         }
-        if let Some(url) = &proxies.http_proxy {
-            b = b.proxy(
-                reqwest::Proxy::http(url)
-                    .map_err(setup)?
-                    .no_proxy(no_proxy()),
-            );
-        }
-        clients.push(b.build().map_err(setup)?);
+        let (https, http) = (proxies.https_proxy.clone(), proxies.http_proxy.clone());
+        let base = base.clone();
+        makers.push(Box::new(move || {
+            let np = || no_proxy.as_deref().and_then(reqwest::NoProxy::from_string);
+            let mut b = base();
+            if let Some(url) = &https {
+                b = b.proxy(reqwest::Proxy::https(url)?.no_proxy(np()));
+            }
+            if let Some(url) = &http {
+                b = b.proxy(reqwest::Proxy::http(url)?.no_proxy(np()));
+            }
+            b.build()
+        }));
     } else {
         for url in &proxies.rotation {
-            let p = reqwest::Proxy::all(url)
-                .map_err(setup)?
-                .no_proxy(no_proxy());
-            clients.push(base().proxy(p).build().map_err(setup)?);
+            reqwest::Proxy::all(url).map_err(setup)?;
+            let (url, base, no_proxy) = (url.clone(), base.clone(), no_proxy.clone());
+            makers.push(Box::new(move || {
+                let np = no_proxy.as_deref().and_then(reqwest::NoProxy::from_string);
+                base()
+                    .proxy(reqwest::Proxy::all(&url)?.no_proxy(np))
+                    .build()
+            }));
         }
     }
-    Ok(clients)
+    makers
+        .into_iter()
+        .map(|m| Lanes::new(m).map_err(setup))
+        .collect()
 }

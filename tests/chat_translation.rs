@@ -1213,7 +1213,8 @@ async fn upstream_streams_that_end_early_are_reported_as_truncated_never_as_a_st
         anthropic::text_stream_events("msg_cut", "claude-cut", "Almost finished", 5, 5, None);
     let r_full =
         openai::responses_text_stream_events("resp_cut", "gpt-cut", "Almost finished", 5, 5, None);
-    // (model, path, reply, content the client must have seen)
+    // (model, path, reply, content the client must have seen, error code: a clean end without
+    // the terminal event is `stream_truncated`, a broken connection `upstream_error`)
     let cases = [
         (
             "claude-cut",
@@ -1221,6 +1222,7 @@ async fn upstream_streams_that_end_early_are_reported_as_truncated_never_as_a_st
             // Cut in the middle of message_stop.
             Reply::sse(a_full.clone()).sse_options(0, true, false),
             a_text_of(&a_full),
+            "stream_truncated",
         ),
         (
             "claude-cut",
@@ -1228,6 +1230,7 @@ async fn upstream_streams_that_end_early_are_reported_as_truncated_never_as_a_st
             // The connection breaks after the second text delta.
             Reply::sse(a_full[..5].to_vec()).aborting(),
             a_text_of(&a_full[..5]),
+            "upstream_error",
         ),
         (
             "gpt-cut",
@@ -1235,15 +1238,17 @@ async fn upstream_streams_that_end_early_are_reported_as_truncated_never_as_a_st
             // Cut in the middle of response.completed.
             Reply::sse(r_full.clone()).sse_options(0, true, false),
             r_text_of(&r_full),
+            "stream_truncated",
         ),
         (
             "gpt-cut",
             O_PATH,
             Reply::sse(r_full[..6].to_vec()).aborting(),
             r_text_of(&r_full[..6]),
+            "upstream_error",
         ),
     ];
-    for (model, path, reply, expected) in cases {
+    for (model, path, reply, expected, code) in cases {
         mock.push_rule(Rule::new(reply).path(path).once());
         let (_, _, frames) = stream_all(
             &gw,
@@ -1255,8 +1260,13 @@ async fn upstream_streams_that_end_early_are_reported_as_truncated_never_as_a_st
         assert_eq!(deltas(&frames, "content"), expected, "{model}");
         let e = assert_ends_with_error(&frames);
         assert_eq!(e["type"], "server_error", "{model}: {e}");
-        assert_eq!(e["code"], "stream_truncated", "{model}: {e}");
-        assert!(e["message"].as_str().is_some_and(|m| !m.is_empty()));
+        assert_eq!(e["code"], code, "{model}: {e}");
+        assert!(
+            e["message"]
+                .as_str()
+                .is_some_and(|m| m.contains("(request id: ")),
+            "{e}"
+        );
     }
     // Still serving.
     let (_, _, frames) = stream_all(

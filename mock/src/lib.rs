@@ -29,6 +29,7 @@
 pub mod anthropic;
 mod checks;
 mod control;
+mod h2c;
 pub mod openai;
 pub mod rules;
 mod server;
@@ -122,23 +123,31 @@ impl MockUpstream {
     pub async fn bind(addr: SocketAddr, options: MockOptions) -> std::io::Result<Self> {
         let listener = tokio::net::TcpListener::bind(addr).await?;
         let addr = listener.local_addr()?;
-        // No Nagle: every awkward piece must leave as its own segment.
-        let listener = listener.tap_io(|tcp| {
-            if let Err(e) = tcp.set_nodelay(true) {
-                tracing::debug!("mock: set_nodelay failed: {e}");
-            }
-        });
+        let h2_cap = options.http2_max_concurrent_streams;
         let shared = Arc::new(state::Shared::new(options));
         let app = server::router(shared.clone());
-        let signal = shared.clone();
-        let server = tokio::spawn(async move {
-            let served = axum::serve(listener, app)
-                .with_graceful_shutdown(async move { signal.shutdown_signalled().await })
-                .await;
-            if let Err(e) = served {
-                tracing::error!("mock: server error: {e}");
+        let server = match h2_cap {
+            Some(cap) => tokio::spawn(h2c::serve(listener, app, shared.clone(), cap)),
+            None => {
+                let counter = shared.clone();
+                // No Nagle: every awkward piece must leave as its own segment.
+                let listener = listener.tap_io(move |tcp| {
+                    counter.connections.fetch_add(1, Ordering::SeqCst);
+                    if let Err(e) = tcp.set_nodelay(true) {
+                        tracing::debug!("mock: set_nodelay failed: {e}");
+                    }
+                });
+                let signal = shared.clone();
+                tokio::spawn(async move {
+                    let served = axum::serve(listener, app)
+                        .with_graceful_shutdown(async move { signal.shutdown_signalled().await })
+                        .await;
+                    if let Err(e) = served {
+                        tracing::error!("mock: server error: {e}");
+                    }
+                })
             }
-        });
+        };
         Ok(Self {
             inner: Arc::new(Inner {
                 shared,
@@ -291,6 +300,11 @@ impl MockUpstream {
     }
 
     // ---- streams -------------------------------------------------------------------------
+
+    /// TCP connections accepted so far.
+    pub fn connections(&self) -> usize {
+        self.shared().connections.load(Ordering::SeqCst)
+    }
 
     /// SSE bodies currently being written.
     pub fn active_streams(&self) -> usize {

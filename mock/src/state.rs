@@ -32,6 +32,10 @@ pub struct MockOptions {
     pub default_crlf: bool,
     /// Largest request body accepted (bigger → 413).
     pub max_body_bytes: usize,
+    /// `Some(n)`: serve HTTP/2 without TLS (h2c, prior knowledge) besides HTTP/1.1, advertising
+    /// `SETTINGS_MAX_CONCURRENT_STREAMS = n` per connection, as Factory's TLS front does over
+    /// ALPN. Requests past the cap wait at the client for a free stream.
+    pub http2_max_concurrent_streams: Option<u32>,
 }
 
 impl Default for MockOptions {
@@ -42,6 +46,7 @@ impl Default for MockOptions {
             seed: None,
             default_crlf: false,
             max_body_bytes: 64 * 1024 * 1024,
+            http2_max_concurrent_streams: None,
         }
     }
 }
@@ -184,6 +189,8 @@ pub(crate) struct Shared {
     pub hanging: AtomicUsize,
     /// Calls to `POST /user_management/authenticate`.
     pub refresh_calls: AtomicUsize,
+    /// TCP connections accepted.
+    pub connections: AtomicUsize,
     /// Numbers generated ids (`msg_mock_<n>`, ...).
     next_id: AtomicU64,
     /// Numbers streams, for per-stream split seeds.
@@ -202,6 +209,7 @@ impl Shared {
             cancelled_streams: AtomicUsize::new(0),
             hanging: AtomicUsize::new(0),
             refresh_calls: AtomicUsize::new(0),
+            connections: AtomicUsize::new(0),
             next_id: AtomicU64::new(1),
             next_stream: AtomicU64::new(0),
             shutdown_tx: watch::channel(false).0,

@@ -110,7 +110,9 @@ async fn run_test(app: &App, id: &str) -> Result<TestReport, AdminError> {
         return Err(AdminError::not_found(format!("key {id} not found")));
     };
     let secret = view.rec.secret.clone();
-    let scrub = |s: String| s.replace(secret.expose(), &secret.masked());
+    // An upstream echoing a credential (this key or any other) never reaches the report.
+    let scrubber = std::sync::Arc::clone(app.credentials.scrubber());
+    let scrub = |s: String| scrubber.scrub_string(s, &[&secret]);
     let answer = tokio::time::timeout(TEST_TIMEOUT, call(app, model, &secret)).await;
     let (report, outcome) = match answer {
         Ok(Ok((200, _))) => (

@@ -235,6 +235,8 @@ struct Inner {
     rng: fastrand::Rng,
     /// The hour the least-used index was built in (rebuilt when the hour changes).
     index_hour: i64,
+    /// Bumped whenever a secret enters, leaves or changes (the scrubber rebuilds on it).
+    secrets_generation: u64,
 }
 
 /// The pool.
@@ -389,6 +391,7 @@ impl Inner {
         };
         self.by_id.insert(id, i);
         self.by_secret.insert(secret, i);
+        self.secrets_generation += 1;
         i
     }
 
@@ -396,6 +399,7 @@ impl Inner {
         let i = self.by_id.remove(id)?;
         let s = self.slots[i].take()?;
         self.by_secret.remove(&fingerprint(s.rec.secret.expose()));
+        self.secrets_generation += 1;
         self.free.push(i);
         Some(s.rec)
     }
@@ -438,6 +442,7 @@ impl KeyPool {
             tiers: Vec::new(),
             rng: fastrand::Rng::new(),
             index_hour: 0,
+            secrets_generation: 0,
         };
         inner
             .groups
@@ -469,6 +474,24 @@ impl KeyPool {
 
     pub fn now(&self) -> Millis {
         self.clock.now_ms()
+    }
+
+    /// Changes whenever a key's secret enters, leaves or changes (`credentials::scrub`).
+    pub fn secrets_generation(&self) -> u64 {
+        self.lock().secrets_generation
+    }
+
+    /// Every key's secret and the generation they belong to (`credentials::scrub`; error paths
+    /// only, after a change of the key set).
+    pub fn secrets(&self) -> (u64, Vec<Secret>) {
+        let inner = self.lock();
+        let secrets = inner
+            .slots
+            .iter()
+            .flatten()
+            .map(|s| s.rec.secret.clone())
+            .collect();
+        (inner.secrets_generation, secrets)
     }
 
     /// Configured = holds any key in any state (contract §5).
@@ -954,6 +977,7 @@ impl KeyPool {
                     inner.by_secret.remove(&old);
                 }
                 inner.by_secret.insert(fingerprint(k), slot);
+                inner.secrets_generation += 1;
                 if let Some(s) = inner.slots[slot].as_mut() {
                     s.rec.secret = Secret::new(k);
                     s.health = Health::default();

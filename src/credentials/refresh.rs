@@ -113,6 +113,12 @@ impl RefreshManager {
         s.access.clone().map(|a| (a, s.generation))
     }
 
+    /// The generation, refresh token and access token in use (`credentials::scrub`).
+    pub fn tokens(&self) -> (u64, Secret, Option<Secret>) {
+        let s = self.state.read().unwrap_or_else(|e| e.into_inner());
+        (s.generation, s.refresh.clone(), s.access.clone())
+    }
+
     /// Why the last exchange failed (cleared by a success).
     pub fn last_error(&self) -> Option<String> {
         self.last_error

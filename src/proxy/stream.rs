@@ -1,24 +1,16 @@
-//! Relaying upstream streams to the client, chunk by chunk, with usage read alongside, and the
-//! per-request log/metrics record that is closed when the response is really over (including
-//! when the client goes away mid-stream: the relay's `Drop`).
+//! The per-request log/metrics record, closed exactly once when the response is really over
+//! (including when the client goes away mid-stream: the relay's `Drop`). The relays themselves
+//! are `proxy::relay` (pass-through) and `proxy::translated` (chat).
 
-use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll};
 use std::time::Instant;
-
-use bytes::Bytes;
-use futures_util::Stream;
-use futures_util::stream::BoxStream;
 
 use super::{ProxyInfo, Route};
 use crate::credentials::pool::KeyPool;
-use crate::sse::{self, Decoder, Event};
 use crate::store::records::{Millis, UsageRecord};
 use crate::telemetry::metrics as m;
-use crate::translate::passthrough::is_usage_only_chunk;
 use crate::usage::recorder::Recorder;
-use crate::usage::{SseTap, Usage, UsageSniffer, WireFormat};
+use crate::usage::{Usage, UsageSniffer, WireFormat};
 
 /// What is known about one proxied request; closed exactly once, which writes its metrics, its
 /// log line and its usage record.
@@ -258,160 +250,6 @@ pub fn count_tokens_metric(model: &str, u: &Usage) {
     ] {
         if n > 0 {
             metrics::counter!(m::TOKENS, "model" => model.to_string(), "kind" => kind).increment(n);
-        }
-    }
-}
-
-enum Mode {
-    /// Bytes go out exactly as they came; the tap only reads them.
-    Passthrough(SseTap),
-    /// Common-type chat streams whose client did not ask for usage: events are re-emitted one
-    /// by one without the usage-only chunk the gateway asked for.
-    DropUsageChunk {
-        decoder: Decoder,
-        sniffer: UsageSniffer,
-        events: Vec<Event>,
-    },
-}
-
-/// The relay stream given to the client's response body.
-pub struct Relay {
-    inner: BoxStream<'static, reqwest::Result<Bytes>>,
-    mode: Mode,
-    log: RequestLog,
-    ended: bool,
-}
-
-/// Starts relaying an upstream streaming response.
-pub fn relay(
-    resp: reqwest::Response,
-    format: WireFormat,
-    drop_usage_chunk: bool,
-    log: RequestLog,
-) -> Relay {
-    let mode = if drop_usage_chunk {
-        Mode::DropUsageChunk {
-            decoder: Decoder::new(),
-            sniffer: UsageSniffer::new(format),
-            events: Vec::new(),
-        }
-    } else {
-        Mode::Passthrough(SseTap::new(format))
-    };
-    Relay {
-        inner: Box::pin(resp.bytes_stream()),
-        mode,
-        log,
-        ended: false,
-    }
-}
-
-impl Relay {
-    fn sniffer(&self) -> &UsageSniffer {
-        match &self.mode {
-            Mode::Passthrough(tap) => tap.sniffer(),
-            Mode::DropUsageChunk { sniffer, .. } => sniffer,
-        }
-    }
-
-    /// Processes one upstream chunk; returns the bytes for the client (maybe empty).
-    fn process(&mut self, chunk: Bytes) -> Bytes {
-        match &mut self.mode {
-            Mode::Passthrough(tap) => {
-                tap.feed(&chunk);
-                chunk
-            }
-            Mode::DropUsageChunk {
-                decoder,
-                sniffer,
-                events,
-            } => {
-                decoder.feed(&chunk, events);
-                let mut out = String::new();
-                for ev in events.drain(..) {
-                    sniffer.on_event(&ev);
-                    if !is_usage_only_chunk(&ev.data) {
-                        out.push_str(&sse::encode(ev.event.as_deref(), &ev.data));
-                    }
-                }
-                Bytes::from(out)
-            }
-        }
-    }
-
-    fn finish_upstream(&mut self) {
-        match &mut self.mode {
-            Mode::Passthrough(tap) => tap.finish(),
-            Mode::DropUsageChunk {
-                decoder,
-                sniffer,
-                events,
-            } => {
-                decoder.finish(events);
-                for ev in events.drain(..) {
-                    sniffer.on_event(&ev);
-                }
-            }
-        }
-    }
-
-    fn close(&mut self, outcome: &str) {
-        self.ended = true;
-        let sniffer = self.sniffer().clone();
-        self.log.finish_stream(&sniffer, outcome);
-    }
-}
-
-impl Stream for Relay {
-    type Item = Result<Bytes, std::io::Error>;
-
-    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
-        if self.ended {
-            return Poll::Ready(None);
-        }
-        loop {
-            match self.inner.as_mut().poll_next(cx) {
-                Poll::Pending => return Poll::Pending,
-                Poll::Ready(Some(Ok(chunk))) => {
-                    let out = self.process(chunk);
-                    if out.is_empty() {
-                        continue;
-                    }
-                    self.log.first_byte();
-                    return Poll::Ready(Some(Ok(out)));
-                }
-                Poll::Ready(Some(Err(e))) => {
-                    let e = e.without_url();
-                    tracing::warn!(request_id = %self.log.request_id, error = %e, "upstream stream failed; closing the client stream");
-                    metrics::counter!(m::UPSTREAM_ERRORS, "status" => "stream").increment(1);
-                    self.finish_upstream();
-                    self.close("upstream_error");
-                    // An error aborts the client's connection, so a cut stream never looks complete.
-                    return Poll::Ready(Some(Err(std::io::Error::other(format!(
-                        "upstream stream failed: {e}"
-                    )))));
-                }
-                Poll::Ready(None) => {
-                    self.finish_upstream();
-                    let outcome = if self.sniffer().completed() {
-                        "complete"
-                    } else {
-                        "upstream_closed_early"
-                    };
-                    self.close(outcome);
-                    return Poll::Ready(None);
-                }
-            }
-        }
-    }
-}
-
-impl Drop for Relay {
-    fn drop(&mut self) {
-        if !self.ended {
-            // The client went away: dropping `inner` closes the upstream connection.
-            metrics::counter!(m::CLIENT_DISCONNECTS).increment(1);
-            self.close("client_disconnected");
         }
     }
 }

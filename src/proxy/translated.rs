@@ -6,6 +6,11 @@
 //! event, `response.failed`, or a stream that ends empty) still gets a proper HTTP error. Once
 //! streaming, every `timing.sse_keepalive_s` of upstream silence sends an SSE comment so proxies
 //! and clients do not time out during long thinking.
+//!
+//! When the upstream ends without its terminal event, breaks, or stays silent past the
+//! idle-read timeout (contract §10), the client gets an error chunk naming the failure and the
+//! request id, then the body ends (no `[DONE]`); before anything was sent, an HTTP error
+//! instead. Error chunks translated from an upstream error are scrubbed of every secret.
 
 use std::time::Duration;
 
@@ -13,12 +18,16 @@ use bytes::Bytes;
 use futures_util::stream::BoxStream;
 use futures_util::{Stream, StreamExt};
 
+use super::failure::{StreamBreak, error_frame};
 use super::stream::RequestLog;
+use super::{Route, Scrub};
+use crate::error::ApiError;
 use crate::sse::{Decoder, Event};
 use crate::telemetry::metrics as m;
 use crate::translate::StreamFailure;
 use crate::translate::anthropic_chat::AnthropicToChat;
 use crate::translate::responses_chat::ResponsesToChat;
+use crate::upstream::UpstreamError;
 use crate::usage::UsageSniffer;
 
 /// The translator of one stream.
@@ -32,13 +41,6 @@ impl ChatTranslator {
         match self {
             ChatTranslator::Anthropic(t) => t.on_event(ev, out),
             ChatTranslator::Responses(t) => t.on_event(ev, out),
-        }
-    }
-
-    fn finish(&mut self, out: &mut String) {
-        match self {
-            ChatTranslator::Anthropic(t) => t.finish(out),
-            ChatTranslator::Responses(t) => t.finish(out),
         }
     }
 
@@ -66,12 +68,15 @@ impl ChatTranslator {
 
 /// The translated stream's state; its `Drop` accounts for a client that went away.
 pub struct Translated {
-    inner: BoxStream<'static, reqwest::Result<Bytes>>,
+    inner: BoxStream<'static, Result<Bytes, UpstreamError>>,
     decoder: Decoder,
     events: Vec<Event>,
     translator: ChatTranslator,
     log: RequestLog,
+    scrub: Scrub,
     keepalive: Duration,
+    /// A break found before any client bytes existed (answered as an HTTP error by `prime`).
+    pending_break: Option<StreamBreak>,
     /// The first upstream event has arrived (keep-alives start).
     started: bool,
     /// Nothing more will be sent.
@@ -84,29 +89,37 @@ pub enum Primed {
     Streaming(Bytes, Box<Translated>),
     /// The upstream failed before anything was produced for the client: answer with an error.
     Failed(StreamFailure),
+    /// The upstream body ended or broke before anything was produced for the client.
+    Broken(ApiError),
 }
 
 impl Translated {
-    pub fn new(
-        resp: reqwest::Response,
+    pub(super) fn new(
+        body: BoxStream<'static, Result<Bytes, UpstreamError>>,
         translator: ChatTranslator,
         log: RequestLog,
+        scrub: Scrub,
         keepalive: Duration,
     ) -> Self {
         Translated {
-            inner: Box::pin(resp.bytes_stream()),
+            inner: body,
             decoder: Decoder::new(),
             events: Vec::new(),
             translator,
             log,
+            scrub,
             keepalive,
+            pending_break: None,
             started: false,
             done: false,
         }
     }
 
-    /// Feeds decoded events; returns the client bytes they produced.
+    /// Feeds decoded events; appends the client bytes they produced to `out`. An error chunk
+    /// translated from the upstream's error is scrubbed of every secret.
     fn translate(&mut self, out: &mut String) {
+        let failed_before = self.translator.failure().is_some();
+        let start = out.len();
         for ev in std::mem::take(&mut self.events) {
             self.started = true;
             if self.translator.is_closed() {
@@ -114,40 +127,85 @@ impl Translated {
             }
             self.translator.on_event(&ev, out);
         }
+        if !failed_before && self.translator.failure().is_some() {
+            let produced = out.split_off(start);
+            out.push_str(&self.scrub.text(produced));
+        }
     }
 
-    /// The upstream body ended (or broke): flush, let the translator close the stream.
-    fn end_upstream(&mut self, out: &mut String, broken: Option<String>) {
-        let outcome = self.flush_upstream(out, broken);
-        self.close(outcome);
-    }
-
-    /// The upstream body ended (or broke): flush the decoder and let the translator finish.
-    /// Returns the outcome to close with.
-    fn flush_upstream(&mut self, out: &mut String, broken: Option<String>) -> &'static str {
+    /// The upstream body ended (or broke): flush the decoder, translate what is left, and when
+    /// the translator did not close the stream (no terminal event), add the gateway's error
+    /// chunk. Returns the outcome to close with.
+    fn flush_upstream(&mut self, out: &mut String, failure: Option<UpstreamError>) -> &'static str {
         self.decoder.finish(&mut self.events);
         self.translate(out);
-        if !self.translator.is_closed() {
-            self.translator.finish(out);
+        if self.translator.is_closed() {
+            return if self.translator.failure().is_some() {
+                "upstream_failed"
+            } else {
+                "complete"
+            };
         }
-        if let Some(e) = &broken {
-            metrics::counter!(m::UPSTREAM_ERRORS, "status" => "stream").increment(1);
-            tracing::warn!(request_id = %self.log.request_id, error = %e, "upstream stream failed");
+        let brk = match failure {
+            Some(e) => StreamBreak::Transport(e),
+            None => StreamBreak::Truncated,
+        };
+        brk.report(&self.log.request_id);
+        let outcome = brk.outcome();
+        if out.is_empty() {
+            // Nothing for the client yet: `prime` answers with an HTTP error instead.
+            self.pending_break = Some(brk);
+        } else {
+            out.push_str(&error_frame(
+                Route::ChatCompletions,
+                &brk,
+                &self.log.request_id,
+                None,
+            ));
         }
-        match (&broken, self.translator.failure()) {
-            (Some(_), _) => "upstream_error",
-            (None, Some(_)) => "upstream_failed",
-            (None, None) => "complete",
-        }
+        outcome
     }
 
     /// The upstream failed before anything reached the client: the client gets an HTTP error,
     /// and the request is recorded with that status.
-    fn fail_before_streaming(mut self, f: StreamFailure) -> Primed {
+    fn fail_before_streaming(mut self, mut f: StreamFailure) -> Primed {
+        if let Some(clean) = self.scrub.bytes(&f.body) {
+            f.body = clean;
+        }
         self.log.upstream_status =
             Some(crate::translate::upstream_error_to_openai(f.status, &f.body).status);
         self.close("upstream_failed");
         Primed::Failed(f)
+    }
+
+    /// The upstream ended or broke before anything reached the client: an HTTP error.
+    fn broken_before_streaming(mut self, brk: StreamBreak, outcome: &'static str) -> Primed {
+        let e = match &brk {
+            StreamBreak::Transport(t) if t.is_timeout() => {
+                ApiError::new(axum::http::StatusCode::GATEWAY_TIMEOUT, brk_text(&brk))
+                    .with_code("upstream_timeout")
+            }
+            _ => ApiError::new(axum::http::StatusCode::BAD_GATEWAY, brk_text(&brk))
+                .with_code(brk.code()),
+        };
+        self.log.upstream_status = Some(e.status.as_u16());
+        self.close(outcome);
+        Primed::Broken(e)
+    }
+
+    /// The upstream body ended (or broke) while streaming: flush, close.
+    fn end_upstream(&mut self, out: &mut String, failure: Option<UpstreamError>) {
+        let outcome = self.flush_upstream(out, failure);
+        if let Some(brk) = self.pending_break.take() {
+            // Streaming already started (the primed bytes were sent): the error chunk goes out.
+            out.push_str(&error_frame(
+                Route::ChatCompletions,
+                &brk,
+                &self.log.request_id,
+                None,
+            ));
+        }
+        self.close(outcome);
     }
 
     fn close(&mut self, outcome: &str) {
@@ -187,7 +245,6 @@ impl Translated {
                     }
                 }
                 Some(Err(e)) => {
-                    let e = e.without_url().to_string();
                     let outcome = self.flush_upstream(&mut out, Some(e));
                     return self.primed_end(out, outcome);
                 }
@@ -200,6 +257,9 @@ impl Translated {
     }
 
     fn primed_end(mut self, out: String, outcome: &'static str) -> Primed {
+        if let Some(brk) = self.pending_break.take() {
+            return self.broken_before_streaming(brk, outcome);
+        }
         match self.translator.failure() {
             // Nothing useful was produced before the failure: an HTTP error is clearer.
             Some(f) if out_is_only_failure(&out, &self.translator) => {
@@ -239,7 +299,7 @@ impl Translated {
                     Some(Ok(chunk)) => {
                         st.decoder.feed(&chunk, &mut st.events);
                         st.translate(&mut out);
-                        if st.translator.is_closed() {
+                        if st.translator.is_closed() && !st.done {
                             let outcome = if st.translator.failure().is_some() {
                                 "upstream_failed"
                             } else {
@@ -255,7 +315,6 @@ impl Translated {
                         }
                     }
                     Some(Err(e)) => {
-                        let e = e.without_url().to_string();
                         st.end_upstream(&mut out, Some(e));
                         return (!out.is_empty()).then(|| (Ok(Bytes::from(out)), st));
                     }
@@ -283,5 +342,17 @@ impl Drop for Translated {
             metrics::counter!(m::CLIENT_DISCONNECTS).increment(1);
             self.close("client_disconnected");
         }
+    }
+}
+
+fn brk_text(brk: &StreamBreak) -> &'static str {
+    match brk {
+        StreamBreak::Truncated => {
+            "the upstream closed the stream before sending anything (truncated)"
+        }
+        StreamBreak::Transport(e) if e.is_timeout() => {
+            "the upstream sent nothing within the idle-read timeout (timeout)"
+        }
+        StreamBreak::Transport(_) => "the upstream connection failed (reset)",
     }
 }

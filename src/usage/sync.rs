@@ -17,7 +17,7 @@
 //! report. This is not one of the crate's pure modules: it does I/O (it only lives under
 //! `usage`).
 
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::Duration;
 
 use futures_util::StreamExt;
@@ -25,6 +25,7 @@ use futures_util::future::BoxFuture;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
+use crate::credentials::Scrubber;
 use crate::credentials::pool::{Balance, KeyFilter, KeyPool, Outcome};
 use crate::store::records::{BalanceRecord, DisabledBy, EventSource, KeyStatus, StoreOp};
 use crate::store::sqlite::Store;
@@ -89,6 +90,8 @@ pub struct BalanceSync {
     /// The run in progress: its report arrives on the channel.
     running: Marker,
     last: Mutex<Option<SyncReport>>,
+    /// Scrubs every live secret out of failure messages and 402 reasons (set at start-up).
+    scrubber: OnceLock<Arc<Scrubber>>,
 }
 
 impl std::fmt::Debug for BalanceSync {
@@ -182,7 +185,21 @@ impl BalanceSync {
             timeout,
             running: Mutex::new(None),
             last: Mutex::new(None),
+            scrubber: OnceLock::new(),
         })
+    }
+
+    /// Failure messages and 402 reasons are scrubbed of every secret `scrubber` knows (the
+    /// synced key itself is always scrubbed).
+    pub fn use_scrubber(&self, scrubber: Arc<Scrubber>) {
+        let _ = self.scrubber.set(scrubber);
+    }
+
+    fn scrub(&self, text: String, key: &crate::secret::Secret) -> String {
+        match self.scrubber.get() {
+            Some(s) => s.scrub_string(text, &[key]),
+            None => text.replace(key.expose(), &key.masked()),
+        }
     }
 
     /// Syncs every key (all statuses), `batch_size` at a time. Single-flight: a second caller
@@ -279,16 +296,17 @@ impl BalanceSync {
             Err(e) => {
                 let outcome = match &e {
                     BalanceError::Unauthorized(_) => Some(Outcome::Unauthorized),
-                    BalanceError::PaymentRequired(reason) => {
-                        Some(Outcome::PaymentRequired(reason.clone()))
-                    }
+                    BalanceError::PaymentRequired(reason) => Some(Outcome::PaymentRequired(
+                        self.scrub(reason.clone(), &secret),
+                    )),
                     BalanceError::Timeout | BalanceError::Failed(_) => None,
                 };
                 if let Some(o) = outcome {
                     self.pool.report(id, &o, EventSource::Sync);
                 }
-                tracing::debug!(key = %id, error = %e, "balance sync of a key failed");
-                return KeyResult::Failed(e.to_string());
+                let message = self.scrub(e.to_string(), &secret);
+                tracing::debug!(key = %id, error = %message, "balance sync of a key failed");
+                return KeyResult::Failed(message);
             }
         };
         let synced_at = self.pool.now();

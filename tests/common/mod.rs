@@ -2,6 +2,7 @@
 #![allow(dead_code)]
 
 pub mod store;
+pub mod streams;
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;

@@ -1,0 +1,171 @@
+//! Planning a proxied request: parsed body → model → translation → the prepared upstream
+//! request and the shape of the answer. No I/O, no credential, no clock.
+
+use axum::http::{HeaderMap, StatusCode};
+use bytes::Bytes;
+use serde_json::Value;
+
+use super::Route;
+use crate::config::{Model, ModelKind, Settings};
+use crate::error::ApiError;
+use crate::translate::{self, Context, Prepared};
+use crate::usage::WireFormat;
+
+/// How the upstream answer is shaped for the client.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) enum Shape {
+    /// Same format both ways: bytes relayed.
+    Passthrough,
+    /// A Chat Completions client served from another format.
+    Chat {
+        from: ModelKind,
+        /// The model name the client asked for (echoed in every chunk).
+        client_model: String,
+        include_usage: bool,
+    },
+}
+
+/// Everything the dispatch needs: what to send where, and how to answer.
+#[derive(Debug)]
+pub(super) struct Plan<'a> {
+    pub model: &'a Model,
+    pub prepared: Prepared,
+    pub url: String,
+    /// The upstream wire format.
+    pub format: WireFormat,
+    pub shape: Shape,
+    /// The upstream body, encoded once (sent again unchanged on a replay).
+    pub body: Bytes,
+}
+
+fn include_usage(body: &Value) -> bool {
+    body.pointer("/stream_options/include_usage")
+        .and_then(Value::as_bool)
+        .unwrap_or(false)
+}
+
+fn with_query(base: &str, query: Option<&str>) -> String {
+    match query {
+        Some(q) if !q.is_empty() => format!("{base}?{q}"),
+        _ => base.to_string(),
+    }
+}
+
+fn wrong_type(model: &Model, route: Route, expected: &str) -> ApiError {
+    ApiError::bad_request(format!(
+        "model {} is of type {}; {} serves {expected} models only",
+        model.id,
+        model.kind.as_str(),
+        route.label()
+    ))
+    .with_param("model")
+    .with_code("invalid_model_type")
+}
+
+/// Plans one request: `value` is the parsed body, `requested` its `model`.
+pub(super) fn plan<'a>(
+    settings: &'a Settings,
+    route: Route,
+    headers: &HeaderMap,
+    query: Option<&str>,
+    value: Value,
+    requested: &str,
+) -> Result<Plan<'a>, ApiError> {
+    let model = settings.find_model(requested).ok_or_else(|| {
+        ApiError::new(
+            StatusCode::NOT_FOUND,
+            format!("model {requested} not found; GET /v1/models lists the models"),
+        )
+        .with_param("model")
+        .with_code("model_not_found")
+    })?;
+    let ctx = Context {
+        system_prompt: &settings.system_prompt,
+        budgets: settings.reasoning_budgets,
+    };
+    let client_beta = headers.get("anthropic-beta").and_then(|v| v.to_str().ok());
+    let chat = |from: ModelKind, value: &Value| Shape::Chat {
+        from,
+        client_model: requested.to_string(),
+        include_usage: include_usage(value),
+    };
+    let (prepared, url, format, shape) = match route {
+        Route::Messages | Route::CountTokens => {
+            if model.kind != ModelKind::Anthropic {
+                return Err(wrong_type(model, route, "anthropic"));
+            }
+            let count = route == Route::CountTokens;
+            let p =
+                translate::passthrough::prepare_messages(value, model, &ctx, client_beta, count)?;
+            let base = if count {
+                &settings.endpoints.count_tokens
+            } else {
+                &settings.endpoints.anthropic
+            };
+            (
+                p,
+                with_query(base, query),
+                WireFormat::Anthropic,
+                Shape::Passthrough,
+            )
+        }
+        Route::Responses => {
+            if model.kind != ModelKind::OpenAi {
+                return Err(wrong_type(model, route, "openai"));
+            }
+            let p = translate::passthrough::prepare_responses(value, model, &ctx)?;
+            (
+                p,
+                with_query(&settings.endpoints.openai, query),
+                WireFormat::Responses,
+                Shape::Passthrough,
+            )
+        }
+        Route::ChatCompletions => match model.kind {
+            ModelKind::Common => {
+                let p = translate::passthrough::prepare_common_chat(value, model, &ctx)?;
+                (
+                    p,
+                    settings.endpoints.common.clone(),
+                    WireFormat::Chat,
+                    Shape::Passthrough,
+                )
+            }
+            ModelKind::Anthropic => {
+                let shape = chat(ModelKind::Anthropic, &value);
+                let p =
+                    translate::anthropic_chat::chat_to_anthropic(value, model, &ctx, client_beta)?;
+                (
+                    p,
+                    settings.endpoints.anthropic.clone(),
+                    WireFormat::Anthropic,
+                    shape,
+                )
+            }
+            ModelKind::OpenAi => {
+                let shape = chat(ModelKind::OpenAi, &value);
+                let p = translate::responses_chat::chat_to_responses(value, model, &ctx)?;
+                (
+                    p,
+                    settings.endpoints.openai.clone(),
+                    WireFormat::Responses,
+                    shape,
+                )
+            }
+        },
+    };
+    let body = Bytes::from(serde_json::to_vec(&prepared.body).map_err(|e| {
+        ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("could not encode the upstream request: {e}"),
+        )
+    })?);
+    Ok(Plan {
+        model,
+        prepared,
+        url,
+        format,
+        shape,
+        body,
+    })
+}
