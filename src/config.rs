@@ -324,8 +324,8 @@ impl Endpoints {
     }
 }
 
-/// Egress proxy configuration.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
+/// Egress proxy configuration. `Debug` masks the userinfo of every URL.
+#[derive(Clone, PartialEq, Eq, Default)]
 pub struct ProxySettings {
     /// Config `proxies[]`: used in rotation for every upstream call.
     pub rotation: Vec<String>,
@@ -335,6 +335,18 @@ pub struct ProxySettings {
     pub http_proxy: Option<String>,
     /// `NO_PROXY`.
     pub no_proxy: Option<String>,
+}
+
+impl fmt::Debug for ProxySettings {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let m = |u: &String| crate::secret::mask_userinfo(u);
+        f.debug_struct("ProxySettings")
+            .field("rotation", &self.rotation.iter().map(m).collect::<Vec<_>>())
+            .field("https_proxy", &self.https_proxy.as_ref().map(m))
+            .field("http_proxy", &self.http_proxy.as_ref().map(m))
+            .field("no_proxy", &self.no_proxy)
+            .finish()
+    }
 }
 
 /// Names of `key_pool` fields pinned by an environment variable (the admin API answers 409).
@@ -390,7 +402,8 @@ pub struct Settings {
     pub sync_interval_minutes: u64,
     pub batch_size: u32,
     pub data_retention_days: u32,
-    pub redis_url: Option<String>,
+    /// Holds a password when one is configured: wrapped so it prints masked.
+    pub redis_url: Option<Secret>,
     /// The user's home folder, for `~/.factory/auth.json`.
     pub home_dir: Option<PathBuf>,
     /// Non-fatal findings (unknown fields, ignored settings), logged at start-up.
@@ -579,6 +592,7 @@ impl Settings {
                 }
             })
         });
+        let redis_url = redis_url.map(Secret::new);
 
         let cors_origins = match env.get("CORS_ORIGINS") {
             Some(list) => exposure::origins(
@@ -839,10 +853,26 @@ impl fmt::Display for Redacted<'_> {
         writeln!(f, "API_ACCESS_KEY:      {}", opt(&s.api_access_key))?;
         writeln!(f, "FACTORY_API_KEY:     {}", opt(&s.factory_api_key))?;
         writeln!(f, "DROID_REFRESH_KEY:   {}", opt(&s.droid_refresh_key))?;
-        writeln!(f, "anthropic endpoint:  {}", s.endpoints.anthropic)?;
-        writeln!(f, "openai endpoint:     {}", s.endpoints.openai)?;
-        writeln!(f, "common endpoint:     {}", s.endpoints.common)?;
-        writeln!(f, "workos:              {}", s.workos_base_url)?;
+        writeln!(
+            f,
+            "anthropic endpoint:  {}",
+            crate::secret::mask_userinfo(&s.endpoints.anthropic)
+        )?;
+        writeln!(
+            f,
+            "openai endpoint:     {}",
+            crate::secret::mask_userinfo(&s.endpoints.openai)
+        )?;
+        writeln!(
+            f,
+            "common endpoint:     {}",
+            crate::secret::mask_userinfo(&s.endpoints.common)
+        )?;
+        writeln!(
+            f,
+            "workos:              {}",
+            crate::secret::mask_userinfo(&s.workos_base_url)
+        )?;
         writeln!(f, "user agent:          {}", s.user_agent)?;
         writeln!(f, "system prompt:       {:?}", s.system_prompt)?;
         writeln!(

@@ -25,7 +25,8 @@ use serde::Deserialize;
 use crate::config::{ProxySettings, Settings};
 use crate::secret::Secret;
 
-pub use client::{FailureKind, UpstreamResponse, mask_userinfo};
+pub use crate::secret::mask_userinfo;
+pub use client::{FailureKind, UpstreamResponse};
 use client::{Lanes, MakeClient, error_chain};
 
 /// The fixed WorkOS client id of Factory's CLI.

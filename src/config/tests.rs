@@ -446,3 +446,16 @@ fn check_config_shows_the_exposure_settings() {
     );
     assert!(shown.contains("trust proxy:         no"), "{shown}");
 }
+
+#[test]
+fn debug_output_masks_proxy_and_redis_credentials() {
+    let env = Env::from_pairs([
+        ("HTTPS_PROXY", "http://bob:hunter2secret@proxy.local:8080"),
+        ("REDIS_URL", "redis://:redispassword123@127.0.0.1:6379/2"),
+    ]);
+    let s = Settings::from_sources(&env, None).unwrap();
+    let shown = format!("{s:?}");
+    assert!(!shown.contains("hunter2secret"), "{shown}");
+    assert!(!shown.contains("redispassword123"), "{shown}");
+    assert!(shown.contains("***@proxy.local:8080"), "{shown}");
+}

@@ -376,37 +376,13 @@ pub(super) fn error_chain(e: &dyn StdError) -> String {
         s.push_str(&c.to_string());
         cur = c.source();
     }
-    mask_userinfo(&s)
-}
-
-/// Masks the userinfo of every URL in `text` (`http://user:pass@host` → `http://***@host`), so
-/// proxy credentials never reach a log line or a message.
-pub fn mask_userinfo(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    let mut rest = text;
-    while let Some(i) = rest.find("://") {
-        let (head, tail) = rest.split_at(i + 3);
-        out.push_str(head);
-        let end = tail
-            .find(|c: char| c == '/' || c == '?' || c == '#' || c.is_whitespace() || c == '"')
-            .unwrap_or(tail.len());
-        let authority = &tail[..end];
-        match authority.rfind('@') {
-            Some(at) => {
-                out.push_str("***");
-                out.push_str(&authority[at..]);
-            }
-            None => out.push_str(authority),
-        }
-        rest = &tail[end..];
-    }
-    out.push_str(rest);
-    out
+    crate::secret::mask_userinfo(&s)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::secret::mask_userinfo;
 
     #[test]
     fn userinfo_is_masked() {
