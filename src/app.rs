@@ -106,12 +106,13 @@ impl App {
             settings.user_agent.clone(),
             settings.batch_size as usize,
         );
+        let tasks = TaskTracker::new();
         let credentials = Arc::new(Credentials::load(
             &settings,
             Arc::clone(&upstream),
             Arc::clone(&pool),
+            &tasks,
         )?);
-        let tasks = TaskTracker::new();
         let recorder = Recorder::start(store.clone(), settings.time_zone(), &tasks);
         let app = App {
             settings,

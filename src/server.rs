@@ -474,6 +474,7 @@ impl Running {
         };
         // The last request is done: the usage queue can drain and stop.
         self.app.recorder.stop();
+        self.app.credentials.settle_refresh().await; // a rotated WorkOS token must reach disk
         let _ = tokio::time::timeout(Duration::from_secs(5), self.app.tasks.wait()).await;
         self.app.close_store().await;
         tracing::info!("shutdown complete");
