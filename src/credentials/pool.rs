@@ -623,7 +623,8 @@ impl KeyPool {
     }
 
     /// Publishes the keys-by-state gauges (from counts kept in step with every change: no scan
-    /// of the keys).
+    /// of the keys). A key whose cooldown just ended counts as cooling until a pick (or this
+    /// call, a bounded number per tier) wakes it.
     pub fn publish_gauges(&self) {
         let now = self.now();
         let (counts, cooling) = {

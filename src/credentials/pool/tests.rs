@@ -448,6 +448,44 @@ async fn cooling_keys_leave_the_index_and_return_on_expiry() {
 }
 
 #[tokio::test]
+async fn many_cooldowns_ending_at_once_are_woken_a_bounded_number_per_pick() {
+    let (p, clock, _) = pool_with(KeyPoolSettings::default());
+    let ids = add_keys(&p, 300, "wake", None).await;
+    for id in &ids {
+        p.report(id, &rate_limited(10), EventSource::Traffic);
+    }
+    assert_eq!(indexed(&p), 0);
+    clock.advance_s(11);
+    let first = pick_id(&p, &[]);
+    assert_eq!(
+        indexed(&p),
+        tiers::WAKE_BUDGET,
+        "one pick wakes a bounded number"
+    );
+    check(&p);
+    // Later picks wake more: a request that already tried every awake key gets a new one.
+    let awake = |p: &KeyPool| -> Vec<String> {
+        let inner = p.lock();
+        ids.iter()
+            .filter(|id| matches!(inner.slot(id).unwrap().placed, Placement::Ready { .. }))
+            .cloned()
+            .collect()
+    };
+    let tried = awake(&p);
+    assert!(tried.contains(&first));
+    assert!(!tried.contains(&pick_id(&p, &tried)));
+    assert_eq!(indexed(&p), 2 * tiers::WAKE_BUDGET);
+    // A request that tried every key but the last one due: the pick wakes the whole tier
+    // rather than answer 429.
+    let last = ids.last().unwrap();
+    assert!(!awake(&p).contains(last));
+    let all_but_last = &ids[..ids.len() - 1];
+    assert_eq!(&pick_id(&p, all_but_last), last);
+    assert_eq!(indexed(&p), 300);
+    check(&p);
+}
+
+#[tokio::test]
 async fn a_probing_key_waits_for_its_answer() {
     let (p, clock, _) = pool_with(KeyPoolSettings::default());
     let ids = add_keys(&p, 2, "probe", None).await;

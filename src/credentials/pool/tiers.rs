@@ -6,7 +6,8 @@
 //! between tiers, and out of them when it stops being active) one at a time in O(log n), through
 //! [`Inner::place`], which every change of a key's state calls. Time passing is the one change
 //! nobody reports: a pick first wakes the keys whose time has come from the head of each queue
-//! (amortised O(log n): each key is queued once per cooldown and woken once). So:
+//! (amortised O(log n): each key is queued once per cooldown and woken once; at most
+//! [`WAKE_BUDGET`] per tier and pick unless nothing awake may serve). So:
 //!
 //! - a pick never walks past keys that cannot serve, however many cool;
 //! - when nothing may serve, the soonest `Retry-After` is the head of a queue: O(1) per tier;
@@ -19,6 +20,11 @@ use super::{Algorithm, Inner, PoolPick, Slot, priority_of};
 use crate::store::records::{KeyStatus, Millis};
 
 const HOUR_MS: Millis = 3_600_000;
+
+/// The most keys a pick wakes per tier: when many cooldowns end at once, the work spreads over
+/// the next picks instead of one long hold of the lock. A pick that finds nothing to serve
+/// among the awake keys wakes all the due ones of its tier.
+pub(super) const WAKE_BUDGET: usize = 64;
 
 /// Where a key sits.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -188,24 +194,38 @@ impl Inner {
         }
     }
 
-    /// Wakes every waiting key whose time has come (amortised O(log n) per key).
-    pub(super) fn sweep(&mut self, now: Millis) {
-        let mut t = 0;
-        while t < self.tiers.len() {
-            match self.tiers[t].waiting.first().copied() {
-                Some((until, i)) if until <= now => {
-                    self.place(i, now);
-                    // `place` moved the key out of this queue; should the table ever disagree
-                    // with the queue, drop the stale entry rather than loop on it.
-                    if let Some(tier) = self.tiers.get_mut(t)
-                        && tier.waiting.first() == Some(&(until, i))
-                    {
-                        debug_assert!(false, "slot {i} stayed queued after waking");
-                        tier.waiting.remove(&(until, i));
-                    }
-                }
-                _ => t += 1,
+    /// Wakes up to `budget` keys of tier `priority` whose time has come; returns how many.
+    fn wake(&mut self, priority: i64, now: Millis, budget: usize) -> usize {
+        let mut woken = 0;
+        while woken < budget {
+            let Ok(t) = self.tier_position(priority) else {
+                break;
+            };
+            let Some((until, i)) = self.tiers[t].waiting.first().copied() else {
+                break;
+            };
+            if until > now {
+                break;
             }
+            self.place(i, now);
+            woken += 1;
+            // `place` moved the key out of this queue; should the table ever disagree with the
+            // queue, drop the stale entry rather than loop on it.
+            if let Ok(t) = self.tier_position(priority)
+                && self.tiers[t].waiting.first() == Some(&(until, i))
+            {
+                debug_assert!(false, "slot {i} stayed queued after waking");
+                self.tiers[t].waiting.remove(&(until, i));
+            }
+        }
+        woken
+    }
+
+    /// Wakes, in every tier, up to [`WAKE_BUDGET`] keys whose time has come.
+    pub(super) fn sweep(&mut self, now: Millis) {
+        let priorities: Vec<i64> = self.tiers.iter().map(|t| t.priority).collect();
+        for p in priorities {
+            self.wake(p, now, WAKE_BUDGET);
         }
     }
 
@@ -283,19 +303,60 @@ impl Inner {
         if self.alg == Algorithm::LeastUsed && now / HOUR_MS != self.index_hour {
             self.rebuild(now);
         }
-        self.sweep(now);
-        let auto_fallback = self.settings.auto_fallback;
-        let Inner {
-            tiers,
-            slots,
-            rng,
-            by_id,
-            ..
-        } = self;
         let excluded: Vec<usize> = exclude
             .iter()
-            .filter_map(|id| by_id.get(id).copied())
+            .filter_map(|id| self.by_id.get(id).copied())
             .collect();
+        let mut strict_tier = None;
+        let mut t = 0;
+        while t < self.tiers.len() {
+            let priority = self.tiers[t].priority;
+            self.wake(priority, now, WAKE_BUDGET);
+            let mut chosen = self.pick_in(priority, &excluded, now);
+            if chosen.is_none()
+                && self
+                    .tier_position(priority)
+                    .is_ok_and(|t| self.tiers[t].waiting.first().is_some_and(|w| w.0 <= now))
+            {
+                // More keys are due than one pick wakes, and none of the awake ones may serve.
+                self.wake(priority, now, usize::MAX);
+                chosen = self.pick_in(priority, &excluded, now);
+            }
+            if let Some(i) = chosen {
+                return self.picked(i, now);
+            }
+            let Ok(here) = self.tier_position(priority) else {
+                break;
+            };
+            if !self.settings.auto_fallback {
+                // Strict tiers: only the highest-priority tier holding an active key serves.
+                strict_tier = Some(here);
+                break;
+            }
+            t = here + 1;
+        }
+        if self.tiers.is_empty() {
+            return PoolPick::NoActiveKey;
+        }
+        // Nothing may serve: 429 with the soonest time a key of the serving tier(s) may.
+        let soonest = match strict_tier {
+            Some(t) => self.tiers[t].waiting.first().map(|w| w.0),
+            None => self
+                .tiers
+                .iter()
+                .filter_map(|t| t.waiting.first().map(|w| w.0))
+                .min(),
+        };
+        let retry_after_s = soonest.map_or(1, |t| ((t - now + 999) / 1000).max(1) as u64);
+        PoolPick::AllCooling { retry_after_s }
+    }
+
+    /// A key of tier `priority` that may serve and is not `excluded`.
+    fn pick_in(&mut self, priority: i64, excluded: &[usize], now: Millis) -> Option<usize> {
+        let t = self.tier_position(priority).ok()?;
+        let Inner {
+            tiers, slots, rng, ..
+        } = self;
         // Every indexed key may serve but for the ones this request tried; the full check
         // stays as a safety net.
         let mut eligible = |slot: usize| {
@@ -304,48 +365,26 @@ impl Inner {
                     .as_ref()
                     .is_some_and(|s| s.health.eligible(&s.rec, now))
         };
-        let mut chosen = None;
-        let mut strict_tier = None;
-        for (t, tier) in tiers.iter_mut().enumerate() {
-            if let Some(slot) = tier.index.pick(&mut eligible, rng) {
-                chosen = Some(slot);
-                break;
-            }
-            if !auto_fallback {
-                // Strict tiers: only the highest-priority tier holding an active key serves.
-                strict_tier = Some(t);
-                break;
-            }
-        }
-        if let Some(i) = chosen
-            && let Some(s) = slots[i].as_mut()
-        {
-            s.health.on_pick(now);
-            s.count_request(now);
-            s.rec.last_used_at = Some(now);
-            let pick = PoolPick::Key {
-                id: s.rec.id.clone(),
-                secret: s.rec.secret.clone(),
-            };
-            if s.health.half_open {
-                // This pick is the key's probe: it waits for the answer.
-                self.place(i, now);
-            }
-            return pick;
-        }
-        if tiers.is_empty() {
+        tiers[t].index.pick(&mut eligible, rng)
+    }
+
+    /// Records the pick of key `i` and hands it out.
+    fn picked(&mut self, i: usize, now: Millis) -> PoolPick {
+        let Some(s) = self.slots[i].as_mut() else {
             return PoolPick::NoActiveKey;
-        }
-        // Nothing may serve: 429 with the soonest time a key of the serving tier(s) may.
-        let soonest = match strict_tier {
-            Some(t) => tiers[t].waiting.first().map(|w| w.0),
-            None => tiers
-                .iter()
-                .filter_map(|t| t.waiting.first().map(|w| w.0))
-                .min(),
         };
-        let retry_after_s = soonest.map_or(1, |t| ((t - now + 999) / 1000).max(1) as u64);
-        PoolPick::AllCooling { retry_after_s }
+        s.health.on_pick(now);
+        s.count_request(now);
+        s.rec.last_used_at = Some(now);
+        let pick = PoolPick::Key {
+            id: s.rec.id.clone(),
+            secret: s.rec.secret.clone(),
+        };
+        if s.health.half_open {
+            // This pick is the key's probe: it waits for the answer.
+            self.place(i, now);
+        }
+        pick
     }
 
     /// Checks that the tiers, the queues, the placements and the counts agree (tests).
