@@ -5,8 +5,9 @@
 //!
 //! Besides criterion's means, the run starts with a latency distribution per case: 200,000
 //! single picks timed one by one with `Instant` (the timer's own cost, ~20–30 ns, is included),
-//! sorted, and printed as p50 / p99 / p99.9 / max. Under `cargo test` (no `--bench` argument)
-//! that report runs a few picks only, as a smoke test.
+//! sorted, and printed as p50 / p99 / p99.9 / max; then the mass wake-up case: 9,000 cooldowns
+//! ending at the same moment, the first pick after and the slowest of the next 200. Under
+//! `cargo test` (no `--bench` argument) these reports run a few picks only, as a smoke test.
 
 // Benchmark setup panics on purpose: a broken setup is a broken benchmark; the latency report
 // is printed.
@@ -14,6 +15,7 @@
 
 use std::hint::black_box;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::Instant;
 
 use criterion::{Criterion, criterion_group};
@@ -37,6 +39,15 @@ impl Clock for Fixed {
 /// both tiers).
 fn cools(i: usize, percent: usize) -> bool {
     (i * 37 + 11) % 100 < percent
+}
+
+/// A clock the mass wake-up case moves.
+#[derive(Debug)]
+struct Moving(AtomicI64);
+impl Clock for Moving {
+    fn now_ms(&self) -> Millis {
+        self.0.load(Ordering::Relaxed)
+    }
 }
 
 fn keys(n: usize, cooling_percent: usize) -> Vec<KeyRecord> {
@@ -69,6 +80,10 @@ fn keys(n: usize, cooling_percent: usize) -> Vec<KeyRecord> {
 }
 
 fn pool(alg: &str, cooling_percent: usize) -> KeyPool {
+    pool_with_clock(alg, cooling_percent, Arc::new(Fixed))
+}
+
+fn pool_with_clock(alg: &str, cooling_percent: usize, clock: Arc<dyn Clock>) -> KeyPool {
     let groups = vec![PoolGroup {
         id: "free".into(),
         name: "Free".into(),
@@ -80,13 +95,7 @@ fn pool(alg: &str, cooling_percent: usize) -> KeyPool {
         algorithm: alg.to_string(),
         ..KeyPoolSettings::default()
     };
-    KeyPool::new(
-        keys(KEYS, cooling_percent),
-        groups,
-        settings,
-        None,
-        Arc::new(Fixed),
-    )
+    KeyPool::new(keys(KEYS, cooling_percent), groups, settings, None, clock)
 }
 
 fn pick(pool: &KeyPool) -> String {
@@ -149,10 +158,44 @@ fn latency_report() {
     }
 }
 
+/// 9,000 cooldowns end at the same moment: the first pick after, and the slowest of the next
+/// 200 (the worst over 20 rounds). Each pick wakes a bounded number of keys per tier, so no
+/// single pick re-inserts all 9,000 under the lock.
+fn mass_wake_up_report() {
+    let full = std::env::args().any(|a| a == "--bench");
+    let rounds = if full { 20 } else { 1 };
+    println!("pool_select mass wake-up: 9,000 of {KEYS} cooldowns end at once (ns)");
+    println!(
+        "{:<18} {:>10} {:>16}",
+        "algorithm", "first pick", "max of 200 picks"
+    );
+    for alg in ALGORITHMS {
+        let (mut first, mut worst) = (0u64, 0u64);
+        for _ in 0..rounds {
+            let clock = Arc::new(Moving(AtomicI64::new(NOW)));
+            let pool = pool_with_clock(alg, 90, clock.clone());
+            for _ in 0..1_000 {
+                black_box(pick(&pool));
+            }
+            clock.0.store(NOW + 3_600_001, Ordering::Relaxed);
+            let mut times = Vec::with_capacity(200);
+            for _ in 0..200 {
+                let t = Instant::now();
+                black_box(pick(&pool));
+                times.push(t.elapsed().as_nanos() as u64);
+            }
+            first = first.max(times[0]);
+            worst = worst.max(times.iter().copied().max().unwrap_or(0));
+        }
+        println!("{alg:<18} {first:>10} {worst:>16}");
+    }
+}
+
 criterion_group!(benches, select);
 
 fn main() {
     latency_report();
+    mass_wake_up_report();
     benches();
     Criterion::default().configure_from_args().final_summary();
 }

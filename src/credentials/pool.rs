@@ -254,8 +254,10 @@ struct Inner {
     /// Keys waiting in a wake queue because they cool (not for a probe).
     cooling_waiting: u64,
     rng: fastrand::Rng,
-    /// The hour the least-used index was built in (rebuilt when the hour changes).
+    /// The hour the ranks of the least-used index are counted for.
     index_hour: i64,
+    /// Least-used: the ready keys still to re-rank for `index_hour` (a few per pick).
+    rerank: Vec<usize>,
     /// How many times the tiers were rebuilt from scratch (tests check key changes do not).
     rebuilds: u64,
 }
@@ -430,6 +432,7 @@ impl KeyPool {
             cooling_waiting: 0,
             rng: fastrand::Rng::new(),
             index_hour: 0,
+            rerank: Vec::new(),
             rebuilds: 0,
         };
         inner

@@ -276,6 +276,11 @@ impl TierIndex {
         self.members.is_empty()
     }
 
+    /// The slots in the index, in no particular order.
+    pub fn members(&self) -> &[usize] {
+        &self.members
+    }
+
     pub fn contains(&self, slot: usize) -> bool {
         self.position.get(slot).is_some_and(|p| *p != NO_POSITION)
     }

@@ -486,6 +486,33 @@ async fn many_cooldowns_ending_at_once_are_woken_a_bounded_number_per_pick() {
 }
 
 #[tokio::test]
+async fn least_used_re_ranks_a_few_keys_per_pick_when_an_hour_ends() {
+    let (p, clock, _) = pool_with(KeyPoolSettings {
+        algorithm: "least-used".into(),
+        ..KeyPoolSettings::default()
+    });
+    let busy = add_keys(&p, 20, "busy", None).await;
+    for _ in 0..400 {
+        pick_id(&p, &[]);
+    }
+    let idle = add_keys(&p, 20, "idle", None).await;
+    let built = rebuilds(&p);
+    // A day later every count is zero again; the index learns it a few keys per pick.
+    clock.advance_s(25 * 3600);
+    for _ in 0..5 {
+        pick_id(&p, &[]);
+    }
+    assert!(p.lock().rerank.is_empty(), "40 keys re-ranked by 5 picks");
+    let served: HashSet<String> = (0..80).map(|_| pick_id(&p, &[])).collect();
+    assert!(
+        busy.iter().chain(&idle).all(|id| served.contains(id)),
+        "old counts no longer hold the busy keys back"
+    );
+    assert_eq!(rebuilds(&p), built, "no rebuild when the hour changed");
+    check(&p);
+}
+
+#[tokio::test]
 async fn a_probing_key_waits_for_its_answer() {
     let (p, clock, _) = pool_with(KeyPoolSettings::default());
     let ids = add_keys(&p, 2, "probe", None).await;

@@ -24,7 +24,10 @@ const HOUR_MS: Millis = 3_600_000;
 /// The most keys a pick wakes per tier: when many cooldowns end at once, the work spreads over
 /// the next picks instead of one long hold of the lock. A pick that finds nothing to serve
 /// among the awake keys wakes all the due ones of its tier.
-pub(super) const WAKE_BUDGET: usize = 64;
+pub(super) const WAKE_BUDGET: usize = 32;
+
+/// How many least-used keys a pick re-ranks after an hour ended ([`Inner::rerank_some`]).
+const RERANK_BUDGET: usize = 8;
 
 /// Where a key sits.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -243,8 +246,8 @@ impl Inner {
         }
     }
 
-    /// Rebuilds the tiers from scratch: after a change of the algorithm or of the groups, and
-    /// hourly for least-used (whose 24-hour counts move with the clock). O(n log n).
+    /// Rebuilds the tiers from scratch, after a change of the algorithm or of the groups.
+    /// O(n log n).
     pub(super) fn rebuild(&mut self, now: Millis) {
         #[derive(Default)]
         struct Build {
@@ -295,13 +298,14 @@ impl Inner {
         self.status_counts = counts;
         self.cooling_waiting = cooling;
         self.index_hour = now / HOUR_MS;
+        self.rerank.clear();
         self.rebuilds += 1;
     }
 
     /// Chooses a key not in `exclude` (contract §5 and §7 tier rules).
     pub(super) fn pick(&mut self, exclude: &[String], now: Millis) -> PoolPick {
-        if self.alg == Algorithm::LeastUsed && now / HOUR_MS != self.index_hour {
-            self.rebuild(now);
+        if self.alg == Algorithm::LeastUsed {
+            self.rerank_some(now);
         }
         let excluded: Vec<usize> = exclude
             .iter()
@@ -349,6 +353,27 @@ impl Inner {
         };
         let retry_after_s = soonest.map_or(1, |t| ((t - now + 999) / 1000).max(1) as u64);
         PoolPick::AllCooling { retry_after_s }
+    }
+
+    /// Least-used ranks by requests over the last 24 hours, which change for every key when an
+    /// hour ends. Rather than rebuild the index then (one long hold of the lock), the ready keys
+    /// are re-ranked [`RERANK_BUDGET`] per pick through the next picks; a key that serves is
+    /// re-ranked on its own report anyway.
+    fn rerank_some(&mut self, now: Millis) {
+        let hour = now / HOUR_MS;
+        if hour != self.index_hour {
+            self.index_hour = hour;
+            self.rerank.clear();
+            for t in &self.tiers {
+                self.rerank.extend_from_slice(t.index.members());
+            }
+        }
+        for _ in 0..RERANK_BUDGET {
+            let Some(i) = self.rerank.pop() else {
+                break;
+            };
+            self.update_rank(i, now);
+        }
     }
 
     /// A key of tier `priority` that may serve and is not `excluded`.
