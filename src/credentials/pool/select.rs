@@ -1,13 +1,14 @@
-//! Selection indexes: one per tier, one kind per algorithm (contract §7). Each pick is O(1) or
-//! O(log n) in the number of keys, so selection stays well under a microsecond at 10,000 keys
-//! (`benches/pool_select.rs`).
+//! Selection indexes: one per tier, one kind per algorithm (contract §7). An index holds only
+//! the tier's keys that may serve now (cooling keys wait outside it, `tiers.rs`); keys enter and
+//! leave in O(log n). Each pick is O(1) or O(log n) in the number of keys, so selection stays
+//! well under a microsecond at 10,000 keys however many cool (`benches/pool_select.rs`).
 //!
-//! - `round-robin`: a cursor over the tier's keys, skipping ineligible ones.
-//! - `random`: uniform; a few random probes, then a scan of the eligible keys.
+//! - `round-robin`: a cursor over the tier's keys, skipping the ones the request already tried.
+//! - `random`: uniform; a few random probes, then a scan of the untried keys.
 //! - `least-used`: an ordered set by requests in the last 24 h, ties broken by a random number
 //!   drawn again at each pick, so equal keys share the load.
 //! - `weighted-score`: roulette over a Fenwick tree of weights ((successes+1)/(requests+2))² over
-//!   each key's last 100 requests.
+//!   each key's last 100 requests (integer weights: no drift over any number of updates).
 //! - `least-token-used` / `max-remaining`: an ordered set by token buckets 1 % wide (keys within
 //!   1 % of each other share a bucket) with the same re-drawn random tie-break, so near-ties are
 //!   spread at random instead of sending all traffic to one key.
