@@ -423,18 +423,18 @@ impl KeyPool {
     }
 
     /// Applies an action to many keys under one lock, with one store commit; returns (count
-    /// done, errors per id). When the store refuses the commit, nothing counts as done and every
-    /// key the action applied to reports the store's error.
+    /// done, errors per id). When the store refuses the commit, the whole call fails like a
+    /// single-key change would (the changes stay applied in memory).
     pub async fn bulk(
         &self,
         ids: &[String],
         action: BulkAction,
         group: Option<&str>,
-    ) -> (u64, Vec<(String, String)>) {
-        let mut errors = Vec::new();
-        let mut done = Vec::new();
-        let committed = self
+    ) -> Result<(u64, Vec<(String, String)>), PoolError> {
+        let done = self
             .commit(|inner, now, ops| {
+                let mut count = 0;
+                let mut errors = Vec::new();
                 for id in ids {
                     let r = match action {
                         BulkAction::Enable => inner.toggle_key(id, KeyStatus::Active, now, ops),
@@ -449,22 +449,15 @@ impl KeyPool {
                         },
                     };
                     match r {
-                        Ok(_) => done.push(id.clone()),
+                        Ok(_) => count += 1,
                         Err(e) => errors.push((id.clone(), e.to_string())),
                     }
                 }
-                Ok(())
+                Ok((count, errors))
             })
             .await;
-        let count = match committed {
-            Ok(()) => done.len() as u64,
-            Err(e) => {
-                errors.extend(done.into_iter().map(|id| (id, e.to_string())));
-                0
-            }
-        };
         self.publish_gauges();
-        (count, errors)
+        done
     }
 
     /// Records a key test and applies its outcome (source `test`).

@@ -642,8 +642,12 @@ async fn bans_disables_and_admin_changes_move_keys_without_a_rebuild() {
     };
     p.record_test(&ids[0], &Outcome::Success, t).await.unwrap();
     assert!(matches!(placement(&p, &ids[0]), Placement::Ready { .. }));
-    p.bulk(&ids[7..12], BulkAction::Disable, None).await;
-    p.bulk(&ids[12..14], BulkAction::Move, Some("other")).await;
+    p.bulk(&ids[7..12], BulkAction::Disable, None)
+        .await
+        .unwrap();
+    p.bulk(&ids[12..14], BulkAction::Move, Some("other"))
+        .await
+        .unwrap();
     clock.advance_s(1);
     check(&p);
     assert_eq!(rebuilds(&p), built, "no key change rebuilt the tiers");
@@ -691,7 +695,7 @@ async fn bulk_operations_take_one_commit() {
         (BulkAction::Disable, None, 60),
     ] {
         let (b, o) = (batches(), ops());
-        let (done, errors) = p.bulk(&with_unknown, action, group).await;
+        let (done, errors) = p.bulk(&with_unknown, action, group).await.unwrap();
         assert_eq!(done, count, "{action:?}");
         assert_eq!(errors.len(), 1, "{action:?}: {errors:?}");
         assert_eq!(errors[0].0, "key_missing");
@@ -714,10 +718,45 @@ async fn bulk_operations_take_one_commit() {
     let b = batches();
     assert_eq!(p.delete_status(KeyStatus::Banned).await.unwrap(), 0);
     assert_eq!(batches(), b, "nothing to delete, nothing to commit");
-    let (done, _) = p.bulk(&ids[60..], BulkAction::Delete, None).await;
+    let (done, _) = p.bulk(&ids[60..], BulkAction::Delete, None).await.unwrap();
     assert_eq!(done, 40);
     assert!(!p.is_configured());
     assert_eq!(rebuilds(&p), built);
+    check(&p);
+}
+
+/// A store that refuses every acknowledged write.
+#[derive(Debug, Default)]
+struct Refusing;
+impl Persist for Refusing {
+    fn enqueue(&self, _: Vec<StoreOp>) {}
+    fn enqueue_acked(&self, _: Vec<StoreOp>) -> oneshot::Receiver<Result<(), SqliteError>> {
+        let (tx, rx) = oneshot::channel();
+        let _ = tx.send(Err(SqliteError::Closed));
+        rx
+    }
+}
+
+#[tokio::test]
+async fn a_bulk_action_the_store_refuses_fails_as_a_whole() {
+    let p = KeyPool::new(
+        Vec::new(),
+        Vec::new(),
+        KeyPoolSettings::default(),
+        Some(Arc::new(Refusing) as Arc<dyn Persist>),
+        Arc::new(TestClock(AtomicI64::new(1_800_000_000_000))),
+    );
+    assert!(matches!(
+        p.add_batch(&["fk-refused-key-01".into()], None).await,
+        Err(PoolError::Persist(_))
+    ));
+    let ids = p.ids(&KeyFilter::default());
+    assert!(matches!(
+        p.bulk(&ids, BulkAction::Disable, None).await,
+        Err(PoolError::Persist(_))
+    ));
+    // Memory keeps the change (as for a single key), and stays consistent.
+    assert_eq!(p.get(&ids[0]).unwrap().rec.status, KeyStatus::Disabled);
     check(&p);
 }
 
