@@ -109,13 +109,14 @@ impl App {
             settings.user_agent.clone(),
             settings.batch_size as usize,
         );
+        let tasks = TaskTracker::new();
         let credentials = Arc::new(Credentials::load(
             &settings,
             Arc::clone(&upstream),
             Arc::clone(&pool),
+            &tasks,
         )?);
         balance_sync.use_scrubber(Arc::clone(credentials.scrubber()));
-        let tasks = TaskTracker::new();
         let recorder = Recorder::new(store.clone(), settings.time_zone());
         let inbound = Arc::new(crate::inbound::Inbound::new(&settings));
         let app = App {

@@ -20,12 +20,14 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
+use tokio_util::task::TaskTracker;
+
 use crate::config::Settings;
 use crate::secret::Secret;
 use crate::upstream::{RefreshError, Upstream};
 
 pub use pool::{KeyPool, PoolPick};
-pub use refresh::{RefreshManager, RefreshSeed, RefreshSource};
+pub use refresh::{RefreshManager, RefreshSeed, RefreshSource, UnauthorizedRefreshError};
 pub use scrub::Scrubber;
 
 /// Which level served a request; recorded in logs and usage (never the secret itself).
@@ -100,10 +102,12 @@ pub struct Credentials {
 
 impl Credentials {
     /// Resolves levels 1, 3 and 4 from settings and files (contract §5's restart rule included).
+    /// WorkOS exchanges run on `tasks` (the app's tracker, which shutdown waits for).
     pub fn load(
         settings: &Settings,
         upstream: Arc<Upstream>,
         pool: Arc<KeyPool>,
+        tasks: &TaskTracker,
     ) -> Result<Self, CredentialsError> {
         let data_auth_path = settings.data_path("auth.json");
         let data_auth = authfile::read(&data_auth_path)?;
@@ -186,8 +190,9 @@ impl Credentials {
             None
         };
 
-        let refresh =
-            seed.map(|s| RefreshManager::new(upstream, s, data_auth_path.clone(), interval));
+        let refresh = seed.map(|s| {
+            RefreshManager::new(upstream, s, data_auth_path.clone(), interval, tasks.clone())
+        });
         let fixed = settings
             .factory_api_key
             .iter()
@@ -218,6 +223,13 @@ impl Credentials {
 
     pub fn refresh_manager(&self) -> Option<&Arc<RefreshManager>> {
         self.refresh.as_ref()
+    }
+
+    /// Waits for a WorkOS exchange in flight to finish and save its rotated token (shutdown).
+    pub async fn settle_refresh(&self) {
+        if let Some(r) = &self.refresh {
+            r.settle().await;
+        }
     }
 
     pub fn pool(&self) -> &Arc<KeyPool> {

@@ -352,6 +352,7 @@ impl Running {
                 false
             }
         };
+        self.app.credentials.settle_refresh().await; // a rotated WorkOS token must reach disk
         let _ = tokio::time::timeout(Duration::from_secs(5), self.app.tasks.wait()).await;
         self.app.inbound.rejected.flush(&self.app.store);
         self.app.close_store().await;

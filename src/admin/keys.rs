@@ -357,7 +357,7 @@ pub(super) async fn bulk(State(st): State<AdminState>, body: Body) -> Reply {
         .app
         .pool
         .bulk(&ids, action, group.as_deref().map(str::trim))
-        .await;
+        .await?;
     tracing::info!(count, errors = errors.len(), "admin: bulk action");
     ok(json!({
         "count": count,

@@ -2,13 +2,22 @@
 //! health, and the admin operations over them.
 //!
 //! All state lives in memory behind one `std::sync::Mutex`, taken for sub-microsecond critical
-//! sections and never across an await. Every change is handed to the store (write-behind) while
-//! the lock is held, so the database sees changes in the order memory did; admin changes then wait
-//! for the store's acknowledgement (outside the lock) before their 2xx reply. Per-request counters
-//! accumulate here and are written in batches by [`KeyPool::flush_counters`].
+//! sections and never across an await; nothing is logged while it is held (what to log is
+//! collected, the lock released, then it is logged). Every change is handed to the store
+//! (write-behind) while the lock is held, so the database sees changes in the order memory did;
+//! admin changes then wait for the store's acknowledgement (outside the lock) before their 2xx
+//! reply. Per-request counters accumulate here and are written in batches by
+//! [`KeyPool::flush_counters`].
+//!
+//! Picks stay O(log n) however many keys cool: a key that cannot serve for a while (cooling, or
+//! a probe in flight) leaves its tier's selection index for the tier's wake queue and returns
+//! when its time comes (`tiers.rs`); admin changes move keys one by one, and bulk operations
+//! take the lock once and commit once (`admin.rs`).
 
+mod admin;
 pub mod health;
 pub mod select;
+mod tiers;
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
@@ -18,8 +27,8 @@ use tokio::sync::oneshot;
 use crate::config::KeyPoolSettings;
 use crate::secret::Secret;
 use crate::store::records::{
-    CounterDelta, DEFAULT_GROUP, DEFAULT_GROUP_PRIORITY, DisabledBy, EventSource, KeyEvent,
-    KeyRecord, KeyStatus, LastTest, Millis, PoolGroup, StoreOp,
+    CounterDelta, DEFAULT_GROUP, DEFAULT_GROUP_PRIORITY, EventSource, KeyEvent, KeyRecord,
+    KeyStatus, Millis, PoolGroup, StoreOp,
 };
 use crate::store::sqlite::{SqliteError, Store};
 use crate::telemetry::metrics as m;
@@ -102,6 +111,12 @@ pub struct Balance {
 struct Slot {
     rec: KeyRecord,
     health: Health,
+    /// The priority of the key's group (its tier), kept in step with the groups.
+    priority: i64,
+    /// Where the key sits in the tiers (kept in step by `Inner::place`).
+    placed: tiers::Placement,
+    /// The status the pool's counts hold for this key.
+    counted: Option<KeyStatus>,
     /// Requests per hour, ring of 24 (hour number, count).
     hours: [(i64, u32); 24],
     /// Outcomes of the last 100 requests (bit = success), newest in bit 0.
@@ -113,10 +128,13 @@ struct Slot {
 }
 
 impl Slot {
-    fn new(rec: KeyRecord) -> Self {
+    fn new(rec: KeyRecord, priority: i64) -> Self {
         Slot {
             rec,
             health: Health::default(),
+            priority,
+            placed: tiers::Placement::Out,
+            counted: None,
             hours: [(i64::MIN, 0); 24],
             recent: 0,
             recent_len: 0,
@@ -230,11 +248,21 @@ struct Inner {
     /// secrets in plain form).
     by_secret: HashMap<[u8; 32], usize>,
     groups: BTreeMap<String, PoolGroup>,
-    /// Tiers by priority (lowest number first); each holds the active keys of its groups.
-    tiers: Vec<(i64, select::TierIndex)>,
+    /// Tiers by priority (lowest number first); each holds the active keys of its groups: those
+    /// that may serve in its selection index, the others in its wake queue. A tier without an
+    /// active key does not exist.
+    tiers: Vec<tiers::Tier>,
+    /// Keys by stored status (kept in step by `place`).
+    status_counts: tiers::StatusCounts,
+    /// Keys waiting in a wake queue because they cool (not for a probe).
+    cooling_waiting: u64,
     rng: fastrand::Rng,
-    /// The hour the least-used index was built in (rebuilt when the hour changes).
+    /// The hour the ranks of the least-used index are counted for.
     index_hour: i64,
+    /// Least-used: the ready keys still to re-rank for `index_hour` (a few per pick).
+    rerank: Vec<usize>,
+    /// How many times the tiers were rebuilt from scratch (tests check key changes do not).
+    rebuilds: u64,
     /// Bumped whenever a secret enters, leaves or changes (the scrubber rebuilds on it).
     secrets_generation: u64,
 }
@@ -284,10 +312,6 @@ fn fingerprint(secret: &str) -> [u8; 32] {
     Sha256::digest(secret.as_bytes()).into()
 }
 
-fn new_key_id() -> String {
-    format!("key_{}", uuid::Uuid::now_v7().simple())
-}
-
 fn transition_label(e: &KeyEvent) -> &'static str {
     match (e.to.as_str(), e.source) {
         (_, EventSource::Admin) => "admin",
@@ -301,60 +325,17 @@ fn transition_label(e: &KeyEvent) -> &'static str {
     }
 }
 
+/// The priority of a group (unknown groups rank as `default`).
+fn priority_of(groups: &BTreeMap<String, PoolGroup>, group: &str) -> i64 {
+    groups
+        .get(group)
+        .or_else(|| groups.get(DEFAULT_GROUP))
+        .map_or(DEFAULT_GROUP_PRIORITY, |g| g.priority)
+}
+
 impl Inner {
     fn slot(&self, id: &str) -> Option<&Slot> {
         self.by_id.get(id).and_then(|i| self.slots[*i].as_ref())
-    }
-
-    fn slot_mut(&mut self, id: &str) -> Option<&mut Slot> {
-        match self.by_id.get(id) {
-            Some(i) => self.slots[*i].as_mut(),
-            None => None,
-        }
-    }
-
-    fn group_priority(&self, group: &str) -> i64 {
-        self.groups
-            .get(group)
-            .or_else(|| self.groups.get(DEFAULT_GROUP))
-            .map_or(DEFAULT_GROUP_PRIORITY, |g| g.priority)
-    }
-
-    /// Rebuilds the tier indexes (after admin changes, algorithm changes, and hourly).
-    fn rebuild(&mut self, now: Millis) {
-        let mut by_priority: BTreeMap<i64, Vec<(usize, Rank)>> = BTreeMap::new();
-        for (i, s) in self.slots.iter().enumerate() {
-            if let Some(s) = s
-                && s.rec.status == KeyStatus::Active
-            {
-                by_priority
-                    .entry(self.group_priority(&s.rec.pool_group))
-                    .or_default()
-                    .push((i, s.rank(now)));
-            }
-        }
-        let alg = self.alg;
-        let rng = &mut self.rng;
-        self.tiers = by_priority
-            .into_iter()
-            .map(|(p, members)| (p, select::TierIndex::new(alg, &members, rng)))
-            .collect();
-        self.index_hour = now / 3_600_000;
-    }
-
-    fn update_rank(&mut self, slot: usize, now: Millis) {
-        let Some(s) = self.slots[slot].as_ref() else {
-            return;
-        };
-        if s.rec.status != KeyStatus::Active {
-            return;
-        }
-        let rank = s.rank(now);
-        let priority = self.group_priority(&s.rec.pool_group);
-        let rng = &mut self.rng;
-        if let Some((_, idx)) = self.tiers.iter_mut().find(|(p, _)| *p == priority) {
-            idx.update(slot, &rank, rng);
-        }
     }
 
     fn counts_where(&self, now: Millis, f: impl Fn(&KeyRecord) -> bool) -> Counts {
@@ -375,10 +356,11 @@ impl Inner {
         c
     }
 
-    fn insert(&mut self, rec: KeyRecord) -> usize {
+    /// Adds a key to the table and places it in its tier.
+    fn insert(&mut self, rec: KeyRecord, now: Millis) -> usize {
         let id = rec.id.clone();
         let secret = fingerprint(rec.secret.expose());
-        let slot = Slot::new(rec);
+        let slot = Slot::new(rec, 0);
         let i = match self.free.pop() {
             Some(i) => {
                 self.slots[i] = Some(slot);
@@ -392,16 +374,29 @@ impl Inner {
         self.by_id.insert(id, i);
         self.by_secret.insert(secret, i);
         self.secrets_generation += 1;
+        self.regroup(i, now);
         i
     }
 
+    /// Removes a key from its tier and the table.
     fn remove(&mut self, id: &str) -> Option<KeyRecord> {
-        let i = self.by_id.remove(id)?;
+        let i = *self.by_id.get(id)?;
+        self.unplace(i);
+        self.by_id.remove(id);
         let s = self.slots[i].take()?;
         self.by_secret.remove(&fingerprint(s.rec.secret.expose()));
         self.secrets_generation += 1;
         self.free.push(i);
         Some(s.rec)
+    }
+
+    /// The key's group (or that group's priority) changed: re-read its priority, then place it.
+    fn regroup(&mut self, i: usize, now: Millis) {
+        let Inner { slots, groups, .. } = self;
+        if let Some(s) = slots[i].as_mut() {
+            s.priority = priority_of(groups, &s.rec.pool_group);
+        }
+        self.place(i, now);
     }
 
     fn matches(&self, s: &Slot, f: &KeyFilter, now: Millis) -> bool {
@@ -440,8 +435,12 @@ impl KeyPool {
             by_secret: HashMap::with_capacity(keys.len()),
             groups: groups.into_iter().map(|g| (g.id.clone(), g)).collect(),
             tiers: Vec::new(),
+            status_counts: tiers::StatusCounts::default(),
+            cooling_waiting: 0,
             rng: fastrand::Rng::new(),
             index_hour: 0,
+            rerank: Vec::new(),
+            rebuilds: 0,
             secrets_generation: 0,
         };
         inner
@@ -454,8 +453,15 @@ impl KeyPool {
                 description: String::new(),
                 created_at: now,
             });
-        for k in keys {
-            inner.insert(k);
+        // Loaded keys go into the table first and into the tiers in one build.
+        for rec in keys {
+            let id = rec.id.clone();
+            let secret = fingerprint(rec.secret.expose());
+            inner.slots.push(Some(Slot::new(rec, 0)));
+            let i = inner.slots.len() - 1;
+            inner.by_id.insert(id, i);
+            inner.by_secret.insert(secret, i);
+            inner.secrets_generation += 1;
         }
         inner.rebuild(now);
         let pool = KeyPool {
@@ -518,136 +524,69 @@ impl KeyPool {
     /// Chooses an eligible key not in `exclude` (contract §5 and §7 tier rules).
     pub fn pick(&self, exclude: &[String]) -> PoolPick {
         let now = self.now();
-        let mut inner = self.lock();
-        if inner.alg == Algorithm::LeastUsed && now / 3_600_000 != inner.index_hour {
-            inner.rebuild(now);
-        }
-        let auto_fallback = inner.settings.auto_fallback;
-        let Inner {
-            tiers,
-            slots,
-            rng,
-            by_id,
-            ..
-        } = &mut *inner;
-        let excluded: Vec<usize> = exclude
-            .iter()
-            .filter_map(|id| by_id.get(id).copied())
-            .collect();
-        let mut eligible = |slot: usize| {
-            !excluded.contains(&slot)
-                && slots[slot]
-                    .as_ref()
-                    .is_some_and(|s| s.health.eligible(&s.rec, now))
-        };
-        let mut chosen = None;
-        let mut serving_tier = None;
-        for (t, (_, idx)) in tiers.iter_mut().enumerate() {
-            if idx.is_empty() {
-                continue;
+        let pick = self.lock().pick(exclude, now);
+        match &pick {
+            PoolPick::Key { .. } => {}
+            PoolPick::AllCooling { .. } => {
+                metrics::counter!(m::POOL_EXHAUSTED, "reason" => "cooling").increment(1)
             }
-            if let Some(slot) = idx.pick(&mut eligible, rng) {
-                chosen = Some(slot);
-                break;
-            }
-            if !auto_fallback {
-                // Strict tiers: only the highest-priority tier holding an active key serves.
-                serving_tier = Some(t);
-                break;
+            PoolPick::NoActiveKey => {
+                metrics::counter!(m::POOL_EXHAUSTED, "reason" => "no_active_key").increment(1)
             }
         }
-        if let Some(slot) = chosen
-            && let Some(s) = slots[slot].as_mut()
-        {
-            s.health.on_pick(now);
-            s.count_request(now);
-            s.rec.last_used_at = Some(now);
-            return PoolPick::Key {
-                id: s.rec.id.clone(),
-                secret: s.rec.secret.clone(),
-            };
-        }
-        // Nothing eligible: 429 with the soonest cooldown among the active keys that could serve.
-        let candidates: Vec<usize> = match serving_tier {
-            Some(t) => tiers[t].1.members().to_vec(),
-            None => tiers
-                .iter()
-                .flat_map(|(_, i)| i.members().iter().copied())
-                .collect(),
-        };
-        if candidates.is_empty() {
-            metrics::counter!(m::POOL_EXHAUSTED, "reason" => "no_active_key").increment(1);
-            return PoolPick::NoActiveKey;
-        }
-        let soonest = candidates
-            .iter()
-            .filter_map(|s| slots[*s].as_ref())
-            .filter_map(|s| {
-                let cool = s.rec.cooldown_until.filter(|t| *t > now);
-                let probe = s
-                    .health
-                    .probe_since
-                    .filter(|_| s.health.half_open)
-                    .map(|p| p + health::PROBE_TIMEOUT_MS)
-                    .filter(|t| *t > now);
-                cool.into_iter().chain(probe).min()
-            })
-            .min();
-        let retry_after_s = soonest.map_or(1, |t| ((t - now + 999) / 1000).max(1) as u64);
-        metrics::counter!(m::POOL_EXHAUSTED, "reason" => "cooling").increment(1);
-        PoolPick::AllCooling { retry_after_s }
+        pick
     }
 
     /// Reports the upstream answer of a request served by `key_id`.
     pub fn report(&self, key_id: &str, outcome: &Outcome, source: EventSource) -> Option<KeyEvent> {
         let now = self.now();
-        let mut inner = self.lock();
-        let settings = inner.settings.clone();
-        let slot_index = *inner.by_id.get(key_id)?;
-        let s = inner.slots[slot_index].as_mut()?;
-        let before = s.rec.status;
-        let event = health::apply(&mut s.rec, &mut s.health, outcome, source, now, &settings);
-        if source == EventSource::Traffic && *outcome != Outcome::Cancelled {
-            let success = *outcome == Outcome::Success;
-            if success || outcome.key_failure() {
-                s.record_outcome(success);
+        let event = {
+            let mut inner = self.lock();
+            let slot_index = *inner.by_id.get(key_id)?;
+            let Inner {
+                slots, settings, ..
+            } = &mut *inner;
+            let s = slots[slot_index].as_mut()?;
+            let event = health::apply(&mut s.rec, &mut s.health, outcome, source, now, settings);
+            if source == EventSource::Traffic && *outcome != Outcome::Cancelled {
+                let success = *outcome == Outcome::Success;
+                if success || outcome.key_failure() {
+                    s.record_outcome(success);
+                }
+                let mut pending = self.pending.lock().unwrap_or_else(|e| e.into_inner());
+                let d = pending
+                    .entry(key_id.to_string())
+                    .or_insert_with(|| CounterDelta {
+                        key_id: key_id.to_string(),
+                        ..CounterDelta::default()
+                    });
+                d.requests = d.requests.saturating_add(1);
+                s.rec.requests = s.rec.requests.saturating_add(1);
+                if success {
+                    d.successes = d.successes.saturating_add(1);
+                    s.rec.successes = s.rec.successes.saturating_add(1);
+                } else if outcome.key_failure() {
+                    d.failures = d.failures.saturating_add(1);
+                    s.rec.failures = s.rec.failures.saturating_add(1);
+                }
+                d.last_used_at = Some(now);
             }
-            let mut pending = self.pending.lock().unwrap_or_else(|e| e.into_inner());
-            let d = pending
-                .entry(key_id.to_string())
-                .or_insert_with(|| CounterDelta {
-                    key_id: key_id.to_string(),
-                    ..CounterDelta::default()
-                });
-            d.requests = d.requests.saturating_add(1);
-            s.rec.requests = s.rec.requests.saturating_add(1);
-            if success {
-                d.successes = d.successes.saturating_add(1);
-                s.rec.successes = s.rec.successes.saturating_add(1);
-            } else if outcome.key_failure() {
-                d.failures = d.failures.saturating_add(1);
-                s.rec.failures = s.rec.failures.saturating_add(1);
-            }
-            d.last_used_at = Some(now);
-        }
-        let rec = s.rec.clone();
-        if let Some(e) = &event {
-            metrics::counter!(m::POOL_TRANSITIONS, "reason" => transition_label(e)).increment(1);
-            tracing::info!(key = %rec.id, from = e.from.as_deref().unwrap_or("-"), to = %e.to, reason = %e.reason, "key state changed");
-            if let Some(p) = &self.persist {
+            if let Some(e) = &event
+                && let Some(p) = &self.persist
+            {
                 p.enqueue(vec![
-                    StoreOp::PutKeyState(rec.clone()),
+                    StoreOp::PutKeyState(s.rec.clone()),
                     StoreOp::AddEvents(vec![e.clone()]),
                 ]);
             }
-        }
-        if before != rec.status {
-            inner.rebuild(now);
-        } else {
+            inner.place(slot_index, now);
             inner.update_rank(slot_index, now);
-        }
-        drop(inner);
-        if event.is_some() {
+            event
+        };
+        // The lock is released: now count and log.
+        if let Some(e) = &event {
+            metrics::counter!(m::POOL_TRANSITIONS, "reason" => transition_label(e)).increment(1);
+            tracing::info!(key = %e.key_id, from = e.from.as_deref().unwrap_or("-"), to = %e.to, reason = %e.reason, "key state changed");
             self.publish_gauges();
         }
         event
@@ -713,15 +652,21 @@ impl KeyPool {
         }
     }
 
-    /// Publishes the keys-by-state gauges.
+    /// Publishes the keys-by-state gauges (from counts kept in step with every change: no scan
+    /// of the keys). A key whose cooldown just ended counts as cooling until a pick (or this
+    /// call, a bounded number per tier) wakes it.
     pub fn publish_gauges(&self) {
         let now = self.now();
-        let c = self.lock().counts_where(now, |_| true);
+        let (counts, cooling) = {
+            let mut inner = self.lock();
+            inner.sweep(now);
+            (inner.status_counts, inner.cooling_waiting)
+        };
         for (state, n) in [
-            ("active", c.active - c.cooling),
-            ("cooling", c.cooling),
-            ("disabled", c.disabled),
-            ("banned", c.banned),
+            ("active", counts.active.saturating_sub(cooling)),
+            ("cooling", cooling),
+            ("disabled", counts.disabled),
+            ("banned", counts.banned),
         ] {
             metrics::gauge!(m::POOL_KEYS, "state" => state).set(n as f64);
         }
@@ -792,555 +737,6 @@ impl KeyPool {
         let mut g: Vec<PoolGroup> = self.lock().groups.values().cloned().collect();
         g.sort_by(|a, b| (a.priority, &a.id).cmp(&(b.priority, &b.id)));
         g
-    }
-
-    // ----- admin writes: applied in memory and queued under the lock, acknowledged after -----
-
-    async fn acked(
-        &self,
-        rx: Option<oneshot::Receiver<Result<(), SqliteError>>>,
-    ) -> Result<(), PoolError> {
-        match rx {
-            None => Ok(()),
-            Some(rx) => match rx.await {
-                Ok(Ok(())) => Ok(()),
-                Ok(Err(e)) if e.is_unavailable() => Err(PoolError::Unavailable(e.to_string())),
-                Ok(Err(e)) => Err(PoolError::Persist(e.to_string())),
-                Err(_) => Err(PoolError::Persist("the store stopped".into())),
-            },
-        }
-    }
-
-    fn queue(&self, ops: Vec<StoreOp>) -> Option<oneshot::Receiver<Result<(), SqliteError>>> {
-        self.persist.as_ref().map(|p| p.enqueue_acked(ops))
-    }
-
-    fn admin_event(
-        rec: &KeyRecord,
-        now: Millis,
-        from: Option<&str>,
-        to: &str,
-        reason: &str,
-    ) -> KeyEvent {
-        KeyEvent {
-            key_id: rec.id.clone(),
-            at: now,
-            from: from.map(str::to_string),
-            to: to.to_string(),
-            reason: reason.to_string(),
-            source: EventSource::Admin,
-        }
-    }
-
-    /// Adds one key; usable at once.
-    pub async fn add_key(
-        &self,
-        key: &str,
-        notes: Option<&str>,
-        group: Option<&str>,
-    ) -> Result<KeyRecord, PoolError> {
-        let key = key.trim();
-        if !valid_key(key) {
-            return Err(PoolError::BadRequest(
-                "key: expected 8 to 512 printable ASCII characters without spaces".into(),
-            ));
-        }
-        let now = self.now();
-        let (rec, rx) = {
-            let mut inner = self.lock();
-            if inner.by_secret.contains_key(&fingerprint(key)) {
-                return Err(PoolError::Conflict(
-                    "this key is already in the pool".into(),
-                ));
-            }
-            let group = group
-                .map(str::trim)
-                .filter(|g| !g.is_empty())
-                .unwrap_or(DEFAULT_GROUP);
-            if !inner.groups.contains_key(group) {
-                return Err(PoolError::NotFound(format!(
-                    "pool group {group} does not exist"
-                )));
-            }
-            let rec = new_record(key, notes.unwrap_or(""), group, now);
-            inner.insert(rec.clone());
-            inner.rebuild(now);
-            let ev = Self::admin_event(&rec, now, None, "active", "added");
-            let rx = self.queue(vec![
-                StoreOp::PutKey(rec.clone()),
-                StoreOp::AddEvents(vec![ev]),
-            ]);
-            (rec, rx)
-        };
-        self.acked(rx).await?;
-        self.publish_gauges();
-        Ok(rec)
-    }
-
-    /// Adds many keys (one per entry); blank or invalid entries and duplicates are reported.
-    pub async fn add_batch(
-        &self,
-        entries: &[String],
-        group: Option<&str>,
-    ) -> Result<BatchResult, PoolError> {
-        let now = self.now();
-        let mut result = BatchResult::default();
-        let rx = {
-            let mut inner = self.lock();
-            let group = group
-                .map(str::trim)
-                .filter(|g| !g.is_empty())
-                .unwrap_or(DEFAULT_GROUP);
-            if !inner.groups.contains_key(group) {
-                return Err(PoolError::NotFound(format!(
-                    "pool group {group} does not exist"
-                )));
-            }
-            let mut ops = Vec::new();
-            let mut events = Vec::new();
-            for (i, raw) in entries.iter().enumerate() {
-                let k = raw.trim();
-                if k.is_empty() {
-                    result.invalid += 1;
-                    result.errors.push((i + 1, "blank line".into()));
-                } else if !valid_key(k) {
-                    result.invalid += 1;
-                    result
-                        .errors
-                        .push((i + 1, "not a valid key: expected 8 to 512 printable ASCII characters without spaces".into()));
-                } else if inner.by_secret.contains_key(&fingerprint(k)) {
-                    result.duplicate += 1;
-                    result
-                        .errors
-                        .push((i + 1, "duplicate: already in the pool".into()));
-                } else {
-                    let rec = new_record(k, "", group, now);
-                    inner.insert(rec.clone());
-                    events.push(Self::admin_event(
-                        &rec,
-                        now,
-                        None,
-                        "active",
-                        "added (batch)",
-                    ));
-                    result.ids.push(rec.id.clone());
-                    result.added += 1;
-                    ops.push(StoreOp::PutKey(rec));
-                }
-            }
-            if ops.is_empty() {
-                None
-            } else {
-                inner.rebuild(now);
-                ops.push(StoreOp::AddEvents(events));
-                self.queue(ops)
-            }
-        };
-        self.acked(rx).await?;
-        self.publish_gauges();
-        Ok(result)
-    }
-
-    /// Changes a key's secret and/or notes.
-    pub async fn update(
-        &self,
-        id: &str,
-        key: Option<&str>,
-        notes: Option<&str>,
-    ) -> Result<KeyRecord, PoolError> {
-        let now = self.now();
-        let (rec, rx) = {
-            let mut inner = self.lock();
-            let Some(&slot) = inner.by_id.get(id) else {
-                return Err(PoolError::NotFound(format!("key {id} not found")));
-            };
-            if let Some(k) = key {
-                let k = k.trim();
-                if !valid_key(k) {
-                    return Err(PoolError::BadRequest(
-                        "key: expected 8 to 512 printable ASCII characters without spaces".into(),
-                    ));
-                }
-                if inner
-                    .by_secret
-                    .get(&fingerprint(k))
-                    .is_some_and(|s| *s != slot)
-                {
-                    return Err(PoolError::Conflict(
-                        "another key in the pool has this value".into(),
-                    ));
-                }
-                let old = inner.slots[slot]
-                    .as_ref()
-                    .map(|s| fingerprint(s.rec.secret.expose()));
-                if let Some(old) = old {
-                    inner.by_secret.remove(&old);
-                }
-                inner.by_secret.insert(fingerprint(k), slot);
-                inner.secrets_generation += 1;
-                if let Some(s) = inner.slots[slot].as_mut() {
-                    s.rec.secret = Secret::new(k);
-                    s.health = Health::default();
-                }
-            }
-            let Some(s) = inner.slots[slot].as_mut() else {
-                return Err(PoolError::NotFound(format!("key {id} not found")));
-            };
-            if let Some(n) = notes {
-                s.rec.notes = n.to_string();
-            }
-            let rec = s.rec.clone();
-            let mut ops = vec![StoreOp::PutKey(rec.clone())];
-            if key.is_some() {
-                let state = health::state_name(&rec, now);
-                ops.push(StoreOp::AddEvents(vec![Self::admin_event(
-                    &rec,
-                    now,
-                    Some(state),
-                    state,
-                    "key value replaced",
-                )]));
-            }
-            (rec, self.queue(ops))
-        };
-        self.acked(rx).await?;
-        Ok(rec)
-    }
-
-    /// Sets a key active or disabled (by an admin). Activating clears a ban and a cooldown.
-    pub async fn toggle(&self, id: &str, status: KeyStatus) -> Result<KeyRecord, PoolError> {
-        if status == KeyStatus::Banned {
-            return Err(PoolError::BadRequest(
-                "status: expected active or disabled".into(),
-            ));
-        }
-        let now = self.now();
-        let (rec, rx) = {
-            let mut inner = self.lock();
-            let Some(s) = inner.slot_mut(id) else {
-                return Err(PoolError::NotFound(format!("key {id} not found")));
-            };
-            let from = health::state_name(&s.rec, now).to_string();
-            s.rec.status = status;
-            s.rec.status_changed_at = Some(now);
-            s.rec.cooldown_until = None;
-            s.health = Health::default();
-            let reason = if status == KeyStatus::Active {
-                s.rec.disabled_by = None;
-                "enabled by an admin"
-            } else {
-                s.rec.disabled_by = Some(DisabledBy::Admin);
-                "disabled by an admin"
-            };
-            s.rec.status_reason = Some(reason.into());
-            let rec = s.rec.clone();
-            inner.rebuild(now);
-            let ev = Self::admin_event(&rec, now, Some(&from), status.as_str(), reason);
-            (
-                rec.clone(),
-                self.queue(vec![StoreOp::PutKey(rec), StoreOp::AddEvents(vec![ev])]),
-            )
-        };
-        self.acked(rx).await?;
-        self.publish_gauges();
-        Ok(rec)
-    }
-
-    /// Moves a key to another group.
-    pub async fn move_key(&self, id: &str, group: &str) -> Result<KeyRecord, PoolError> {
-        let now = self.now();
-        let (rec, rx) = {
-            let mut inner = self.lock();
-            if !inner.groups.contains_key(group) {
-                return Err(PoolError::NotFound(format!(
-                    "pool group {group} does not exist"
-                )));
-            }
-            let Some(s) = inner.slot_mut(id) else {
-                return Err(PoolError::NotFound(format!("key {id} not found")));
-            };
-            s.rec.pool_group = group.to_string();
-            let rec = s.rec.clone();
-            inner.rebuild(now);
-            (rec.clone(), self.queue(vec![StoreOp::PutKey(rec)]))
-        };
-        self.acked(rx).await?;
-        Ok(rec)
-    }
-
-    /// Clears a key's cooldown and failure counts.
-    pub async fn reset(&self, id: &str) -> Result<KeyRecord, PoolError> {
-        let now = self.now();
-        let (rec, rx) = {
-            let mut inner = self.lock();
-            let Some(s) = inner.slot_mut(id) else {
-                return Err(PoolError::NotFound(format!("key {id} not found")));
-            };
-            let was = health::state_name(&s.rec, now).to_string();
-            s.rec.cooldown_until = None;
-            s.health = Health::default();
-            let rec = s.rec.clone();
-            let mut ops = vec![StoreOp::PutKeyState(rec.clone())];
-            if was == "cooling" {
-                ops.push(StoreOp::AddEvents(vec![Self::admin_event(
-                    &rec,
-                    now,
-                    Some("cooling"),
-                    "active",
-                    "cooldown reset by an admin",
-                )]));
-            }
-            (rec, self.queue(ops))
-        };
-        self.acked(rx).await?;
-        self.publish_gauges();
-        Ok(rec)
-    }
-
-    /// Deletes one key.
-    pub async fn delete(&self, id: &str) -> Result<KeyRecord, PoolError> {
-        let now = self.now();
-        let (rec, rx) = {
-            let mut inner = self.lock();
-            let Some(rec) = inner.remove(id) else {
-                return Err(PoolError::NotFound(format!("key {id} not found")));
-            };
-            inner.rebuild(now);
-            let from = health::state_name(&rec, now);
-            let ev = Self::admin_event(&rec, now, Some(from), "deleted", "deleted by an admin");
-            (
-                rec.clone(),
-                self.queue(vec![
-                    StoreOp::DeleteKey(rec.id.clone()),
-                    StoreOp::AddEvents(vec![ev]),
-                ]),
-            )
-        };
-        self.acked(rx).await?;
-        self.publish_gauges();
-        Ok(rec)
-    }
-
-    /// Deletes every key with a status; returns how many.
-    pub async fn delete_status(&self, status: KeyStatus) -> Result<u64, PoolError> {
-        let ids = self.ids(&KeyFilter {
-            status: Some(status.as_str().into()),
-            pool: None,
-        });
-        let mut n = 0;
-        for id in ids {
-            if self.delete(&id).await.is_ok() {
-                n += 1;
-            }
-        }
-        Ok(n)
-    }
-
-    /// Applies an action to many keys; returns (count done, errors per id).
-    pub async fn bulk(
-        &self,
-        ids: &[String],
-        action: BulkAction,
-        group: Option<&str>,
-    ) -> (u64, Vec<(String, String)>) {
-        let mut count = 0;
-        let mut errors = Vec::new();
-        for id in ids {
-            let r = match action {
-                BulkAction::Enable => self.toggle(id, KeyStatus::Active).await.map(|_| ()),
-                BulkAction::Disable => self.toggle(id, KeyStatus::Disabled).await.map(|_| ()),
-                BulkAction::Delete => self.delete(id).await.map(|_| ()),
-                BulkAction::Reset => self.reset(id).await.map(|_| ()),
-                BulkAction::Move => match group {
-                    Some(g) => self.move_key(id, g).await.map(|_| ()),
-                    None => Err(PoolError::BadRequest(
-                        "poolGroup is required for move".into(),
-                    )),
-                },
-            };
-            match r {
-                Ok(()) => count += 1,
-                Err(e) => errors.push((id.clone(), e.to_string())),
-            }
-        }
-        (count, errors)
-    }
-
-    /// Records a key test and applies its outcome (source `test`).
-    pub async fn record_test(
-        &self,
-        id: &str,
-        outcome: &Outcome,
-        test: LastTest,
-    ) -> Result<KeyRecord, PoolError> {
-        let now = self.now();
-        let (rec, rx) = {
-            let mut inner = self.lock();
-            let settings = inner.settings.clone();
-            let Some(s) = inner.slot_mut(id) else {
-                return Err(PoolError::NotFound(format!("key {id} not found")));
-            };
-            let before = s.rec.status;
-            let event = health::apply(
-                &mut s.rec,
-                &mut s.health,
-                outcome,
-                EventSource::Test,
-                now,
-                &settings,
-            );
-            s.rec.last_test = Some(test);
-            let rec = s.rec.clone();
-            if before != rec.status {
-                inner.rebuild(now);
-            }
-            let mut ops = vec![StoreOp::PutKeyState(rec.clone())];
-            if let Some(e) = event {
-                metrics::counter!(m::POOL_TRANSITIONS, "reason" => transition_label(&e))
-                    .increment(1);
-                ops.push(StoreOp::AddEvents(vec![e]));
-            }
-            (rec, self.queue(ops))
-        };
-        self.acked(rx).await?;
-        self.publish_gauges();
-        Ok(rec)
-    }
-
-    /// Creates a group.
-    pub async fn create_group(
-        &self,
-        id: &str,
-        name: &str,
-        priority: i64,
-        description: &str,
-    ) -> Result<PoolGroup, PoolError> {
-        if !valid_group_id(id) {
-            return Err(PoolError::BadRequest(
-                "id: expected 1 to 32 characters of a-z, 0-9, _ or -".into(),
-            ));
-        }
-        if name.trim().is_empty() {
-            return Err(PoolError::BadRequest("name: must not be empty".into()));
-        }
-        let now = self.now();
-        let (g, rx) = {
-            let mut inner = self.lock();
-            if inner.groups.contains_key(id) {
-                return Err(PoolError::Conflict(format!(
-                    "pool group {id} already exists"
-                )));
-            }
-            let g = PoolGroup {
-                id: id.into(),
-                name: name.trim().into(),
-                priority,
-                description: description.into(),
-                created_at: now,
-            };
-            inner.groups.insert(id.into(), g.clone());
-            inner.rebuild(now);
-            (g.clone(), self.queue(vec![StoreOp::PutGroup(g)]))
-        };
-        self.acked(rx).await?;
-        Ok(g)
-    }
-
-    /// Changes a group's name, priority or description.
-    pub async fn update_group(
-        &self,
-        id: &str,
-        name: Option<&str>,
-        priority: Option<i64>,
-        description: Option<&str>,
-    ) -> Result<PoolGroup, PoolError> {
-        let now = self.now();
-        let (g, rx) = {
-            let mut inner = self.lock();
-            let Some(g) = inner.groups.get_mut(id) else {
-                return Err(PoolError::NotFound(format!(
-                    "pool group {id} does not exist"
-                )));
-            };
-            if let Some(n) = name {
-                if n.trim().is_empty() {
-                    return Err(PoolError::BadRequest("name: must not be empty".into()));
-                }
-                g.name = n.trim().into();
-            }
-            if let Some(p) = priority {
-                g.priority = p;
-            }
-            if let Some(d) = description {
-                g.description = d.into();
-            }
-            let g = g.clone();
-            inner.rebuild(now);
-            (g.clone(), self.queue(vec![StoreOp::PutGroup(g)]))
-        };
-        self.acked(rx).await?;
-        Ok(g)
-    }
-
-    /// Deletes a group; its keys move to `default`, which itself cannot be deleted.
-    pub async fn delete_group(&self, id: &str) -> Result<(PoolGroup, u64), PoolError> {
-        if id == DEFAULT_GROUP {
-            return Err(PoolError::BadRequest(
-                "the default pool group cannot be deleted".into(),
-            ));
-        }
-        let now = self.now();
-        let (g, moved, rx) = {
-            let mut inner = self.lock();
-            let Some(g) = inner.groups.remove(id) else {
-                return Err(PoolError::NotFound(format!(
-                    "pool group {id} does not exist"
-                )));
-            };
-            let mut moved = 0;
-            for s in inner.slots.iter_mut().flatten() {
-                if s.rec.pool_group == id {
-                    s.rec.pool_group = DEFAULT_GROUP.into();
-                    moved += 1;
-                }
-            }
-            inner.rebuild(now);
-            let rx = self.queue(vec![StoreOp::DeleteGroup {
-                id: id.into(),
-                move_keys_to: DEFAULT_GROUP.into(),
-            }]);
-            (g, moved, rx)
-        };
-        self.acked(rx).await?;
-        Ok((g, moved))
-    }
-
-    /// Waits until everything queued so far is durable (admin settings changes use this).
-    pub async fn persist_ops(&self, ops: Vec<StoreOp>) -> Result<(), PoolError> {
-        let rx = self.queue(ops);
-        self.acked(rx).await
-    }
-}
-
-fn new_record(key: &str, notes: &str, group: &str, now: Millis) -> KeyRecord {
-    KeyRecord {
-        id: new_key_id(),
-        secret: Secret::new(key),
-        status: KeyStatus::Active,
-        status_reason: None,
-        status_changed_at: Some(now),
-        disabled_by: None,
-        pool_group: group.to_string(),
-        notes: notes.to_string(),
-        created_at: now,
-        last_used_at: None,
-        cooldown_until: None,
-        requests: 0,
-        successes: 0,
-        failures: 0,
-        input_tokens: 0,
-        output_tokens: 0,
-        last_test: None,
     }
 }
 

@@ -97,6 +97,17 @@ impl Health {
             && !(self.half_open && self.probe_since.is_some_and(|p| now - p < PROBE_TIMEOUT_MS))
     }
 
+    /// Until when a probe in flight keeps the key from serving (`None`: it does not). Agrees
+    /// with [`Health::eligible`]: the key is blocked exactly while `now` is before this time.
+    pub fn probe_blocked_until(&self, now: Millis) -> Option<Millis> {
+        if !self.half_open {
+            return None;
+        }
+        self.probe_since
+            .map(|p| p.saturating_add(PROBE_TIMEOUT_MS))
+            .filter(|t| *t > now)
+    }
+
     /// Called when the key is picked: a half-open key's pick is its probe.
     pub fn on_pick(&mut self, now: Millis) {
         if self.half_open {

@@ -1,13 +1,14 @@
-//! Selection indexes: one per tier, one kind per algorithm (contract §7). Each pick is O(1) or
-//! O(log n) in the number of keys, so selection stays well under a microsecond at 10,000 keys
-//! (`benches/pool_select.rs`).
+//! Selection indexes: one per tier, one kind per algorithm (contract §7). An index holds only
+//! the tier's keys that may serve now (cooling keys wait outside it, `tiers.rs`); keys enter and
+//! leave in O(log n). Each pick is O(1) or O(log n) in the number of keys, so selection stays
+//! well under a microsecond at 10,000 keys however many cool (`benches/pool_select.rs`).
 //!
-//! - `round-robin`: a cursor over the tier's keys, skipping ineligible ones.
-//! - `random`: uniform; a few random probes, then a scan of the eligible keys.
+//! - `round-robin`: a cursor over the tier's keys, skipping the ones the request already tried.
+//! - `random`: uniform; a few random probes, then a scan of the untried keys.
 //! - `least-used`: an ordered set by requests in the last 24 h, ties broken by a random number
 //!   drawn again at each pick, so equal keys share the load.
 //! - `weighted-score`: roulette over a Fenwick tree of weights ((successes+1)/(requests+2))² over
-//!   each key's last 100 requests.
+//!   each key's last 100 requests (integer weights: no drift over any number of updates).
 //! - `least-token-used` / `max-remaining`: an ordered set by token buckets 1 % wide (keys within
 //!   1 % of each other share a bucket) with the same re-drawn random tie-break, so near-ties are
 //!   spread at random instead of sending all traffic to one key.
@@ -87,64 +88,124 @@ fn order_key(alg: Algorithm, r: &Rank) -> u64 {
     }
 }
 
-/// A Fenwick (binary indexed) tree of non-negative weights.
+/// A Fenwick (binary indexed) tree of integer weights over positions `0..len`, with room to
+/// grow (doubling, rebuilt in linear time) and an exact running total: integer weights never
+/// drift however many updates they take.
 #[derive(Debug, Clone, Default)]
 struct Fenwick {
-    tree: Vec<f64>,
-    values: Vec<f64>,
+    /// 1-based tree over `capacity` positions (`tree.len() == capacity + 1`).
+    tree: Vec<u64>,
+    /// The weight at each live position.
+    values: Vec<u64>,
+    total: u64,
+}
+
+/// A roulette weight in (0, 1] as an integer (2^32 = 1.0); 0 for a weight that is not a positive
+/// number. The smallest real weight, (1/102)², is about 412,000: far from rounding to nothing.
+fn scale(w: f64) -> u64 {
+    if w.is_finite() && w > 0.0 {
+        ((w * 4_294_967_296.0) as u64).max(1)
+    } else {
+        0
+    }
 }
 
 impl Fenwick {
-    fn new(values: Vec<f64>) -> Self {
+    fn new(values: Vec<u64>) -> Self {
         let mut f = Fenwick {
-            tree: vec![0.0; values.len() + 1],
-            values: vec![0.0; values.len()],
+            tree: Vec::new(),
+            values,
+            total: 0,
         };
-        for (i, v) in values.into_iter().enumerate() {
-            f.set(i, v);
-        }
+        f.rebuild(f.values.len().max(16));
         f
     }
 
-    fn set(&mut self, i: usize, v: f64) {
-        let v = if v.is_finite() && v > 0.0 { v } else { 0.0 };
-        let delta = v - self.values[i];
-        self.values[i] = v;
+    fn capacity(&self) -> usize {
+        self.tree.len().saturating_sub(1)
+    }
+
+    /// Rebuilds the tree over `capacity` positions from `values` in linear time.
+    fn rebuild(&mut self, capacity: usize) {
+        self.tree = vec![0; capacity + 1];
+        for (i, v) in self.values.iter().enumerate() {
+            self.tree[i + 1] = *v;
+        }
+        for i in 1..=capacity {
+            let j = i + (i & i.wrapping_neg());
+            if j <= capacity {
+                self.tree[j] = self.tree[j].wrapping_add(self.tree[i]);
+            }
+        }
+        self.total = self.values.iter().fold(0u64, |a, v| a.wrapping_add(*v));
+    }
+
+    fn add(&mut self, i: usize, old: u64, new: u64) {
         let mut j = i + 1;
         while j < self.tree.len() {
-            self.tree[j] += delta;
+            self.tree[j] = self.tree[j].wrapping_sub(old).wrapping_add(new);
             j += j & j.wrapping_neg();
         }
+        self.total = self.total.wrapping_sub(old).wrapping_add(new);
     }
 
-    fn total(&self) -> f64 {
-        let mut s = 0.0;
-        let mut j = self.values.len();
-        while j > 0 {
-            s += self.tree[j];
-            j -= j & j.wrapping_neg();
+    fn set(&mut self, i: usize, v: u64) {
+        let old = self.values[i];
+        self.values[i] = v;
+        self.add(i, old, v);
+    }
+
+    fn push(&mut self, v: u64) {
+        if self.values.len() == self.capacity() {
+            self.values.push(v);
+            self.rebuild((self.capacity() * 2).max(16));
+        } else {
+            self.values.push(0);
+            let i = self.values.len() - 1;
+            self.set(i, v);
         }
-        s
     }
 
-    /// The position whose cumulative range contains `target` (0 ≤ target < total).
-    fn find(&self, mut target: f64) -> usize {
-        let n = self.values.len();
+    /// Moves the last position's weight into `i` and drops the last position.
+    fn swap_remove(&mut self, i: usize) {
+        let last = self.values.len() - 1;
+        if i != last {
+            let v = self.values[last];
+            self.set(i, v);
+        }
+        self.set(last, 0);
+        self.values.pop();
+    }
+
+    fn total(&self) -> u64 {
+        self.total
+    }
+
+    /// The position whose cumulative range holds `target` (0 ≤ target < total).
+    fn find(&self, mut target: u64) -> usize {
+        let cap = self.capacity();
         let mut pos = 0;
-        let mut step = n.next_power_of_two();
+        let mut step = if cap == 0 {
+            0
+        } else {
+            1 << (usize::BITS - 1 - cap.leading_zeros())
+        };
         while step > 0 {
             let next = pos + step;
-            if next <= n && self.tree[next] <= target {
+            if next <= cap && self.tree[next] <= target {
                 target -= self.tree[next];
                 pos = next;
             }
             step >>= 1;
         }
-        pos.min(n.saturating_sub(1))
+        pos.min(self.values.len().saturating_sub(1))
     }
 }
 
-/// The selection index of one tier. `members` are slot numbers of the pool's key table.
+/// The selection index of one tier: the tier's keys that may serve now. `members` are slot
+/// numbers of the pool's key table. Keys enter and leave one at a time in O(log n) (a key that
+/// starts cooling leaves; it comes back when its cooldown is over), so a pick never walks past
+/// keys that cannot serve: the only keys it skips are the few a request already tried.
 #[derive(Debug, Clone)]
 pub struct TierIndex {
     alg: Algorithm,
@@ -156,8 +217,9 @@ pub struct TierIndex {
     ordered: BTreeSet<(u64, u64, usize)>,
     /// Sequence numbers for re-inserted entries (initial ones are random).
     seq: u64,
-    /// position → the entry currently in `ordered`.
+    /// position → the entry currently in `ordered` (ordered-set algorithms).
     entries: Vec<(u64, u64)>,
+    /// position → roulette weight (weighted-score).
     weights: Fenwick,
 }
 
@@ -194,7 +256,7 @@ impl TierIndex {
                     .collect();
             }
             Algorithm::WeightedScore => {
-                idx.weights = Fenwick::new(members.iter().map(|(_, r)| r.weight).collect());
+                idx.weights = Fenwick::new(members.iter().map(|(_, r)| scale(r.weight)).collect());
             }
             Algorithm::RoundRobin | Algorithm::Random => {
                 idx.cursor = if members.is_empty() {
@@ -215,11 +277,67 @@ impl TierIndex {
         self.members.is_empty()
     }
 
+    /// The slots in the index, in no particular order.
     pub fn members(&self) -> &[usize] {
         &self.members
     }
 
-    /// Picks an eligible slot, or `None` when no member is eligible.
+    pub fn contains(&self, slot: usize) -> bool {
+        self.position.get(slot).is_some_and(|p| *p != NO_POSITION)
+    }
+
+    /// Adds a key (a rank update when it is already in).
+    pub fn insert(&mut self, slot: usize, rank: &Rank, rng: &mut fastrand::Rng) {
+        if self.contains(slot) {
+            self.update(slot, rank, rng);
+            return;
+        }
+        if self.position.len() <= slot {
+            self.position.resize(slot + 1, NO_POSITION);
+        }
+        self.position[slot] = self.members.len();
+        self.members.push(slot);
+        match self.alg {
+            Algorithm::LeastUsed | Algorithm::LeastTokenUsed | Algorithm::MaxRemaining => {
+                let entry = (order_key(self.alg, rank), rng.u64(..1 << 63));
+                self.entries.push(entry);
+                self.ordered.insert((entry.0, entry.1, slot));
+            }
+            Algorithm::WeightedScore => self.weights.push(scale(rank.weight)),
+            Algorithm::RoundRobin | Algorithm::Random => {}
+        }
+    }
+
+    /// Removes a key (nothing when it is not in).
+    pub fn remove(&mut self, slot: usize) {
+        let Some(&p) = self.position.get(slot) else {
+            return;
+        };
+        if p == NO_POSITION {
+            return;
+        }
+        match self.alg {
+            Algorithm::LeastUsed | Algorithm::LeastTokenUsed | Algorithm::MaxRemaining => {
+                let (key, tie) = self.entries[p];
+                self.ordered.remove(&(key, tie, slot));
+                self.entries.swap_remove(p);
+            }
+            Algorithm::WeightedScore => self.weights.swap_remove(p),
+            Algorithm::RoundRobin | Algorithm::Random => {}
+        }
+        self.members.swap_remove(p);
+        self.position[slot] = NO_POSITION;
+        if let Some(&moved) = self.members.get(p) {
+            self.position[moved] = p;
+        }
+        if self.cursor >= self.members.len() {
+            self.cursor = 0;
+        }
+    }
+
+    /// Picks a slot `eligible` accepts, or `None` when it accepts no member. Every member is
+    /// expected to be eligible but for the few keys a request already tried, so the fast paths
+    /// nearly always serve.
     pub fn pick(
         &mut self,
         eligible: &mut impl FnMut(usize) -> bool,
@@ -289,25 +407,29 @@ impl TierIndex {
             }
             Algorithm::WeightedScore => {
                 let total = self.weights.total();
-                if total > 0.0 {
+                if total > 0 {
                     for _ in 0..8 {
-                        let p = self.weights.find(rng.f64() * total);
+                        let p = self.weights.find(rng.u64(..total));
                         let slot = self.members[p];
                         if eligible(slot) {
                             return Some(slot);
                         }
                     }
                 }
-                // Slow path: roulette over the eligible members only.
-                let ok: Vec<(usize, f64)> = self
+                // Slow path (the tried keys hold most of the weight): roulette over the
+                // eligible members only.
+                let ok: Vec<(usize, u64)> = self
                     .members
                     .iter()
                     .enumerate()
                     .filter(|(_, s)| eligible(**s))
-                    .map(|(p, s)| (*s, self.weights.values[p].max(f64::MIN_POSITIVE)))
+                    .map(|(p, s)| (*s, self.weights.values[p].max(1)))
                     .collect();
-                let sum: f64 = ok.iter().map(|(_, w)| w).sum();
-                let mut r = rng.f64() * sum;
+                let sum = ok.iter().fold(0u64, |a, (_, w)| a.saturating_add(*w));
+                if sum == 0 {
+                    return None;
+                }
+                let mut r = rng.u64(..sum);
                 for (slot, w) in &ok {
                     if r < *w {
                         return Some(*slot);
@@ -338,7 +460,7 @@ impl TierIndex {
                     self.ordered.insert((key, tie, slot));
                 }
             }
-            Algorithm::WeightedScore => self.weights.set(p, rank.weight),
+            Algorithm::WeightedScore => self.weights.set(p, scale(rank.weight)),
             Algorithm::RoundRobin | Algorithm::Random => {}
         }
     }
@@ -516,12 +638,112 @@ mod tests {
 
     #[test]
     fn fenwick_find() {
-        let f = Fenwick::new(vec![1.0, 0.0, 3.0, 2.0]);
-        assert_eq!(f.total(), 6.0);
-        assert_eq!(f.find(0.5), 0);
-        assert_eq!(f.find(1.0), 2);
-        assert_eq!(f.find(3.99), 2);
-        assert_eq!(f.find(4.0), 3);
-        assert_eq!(f.find(5.99), 3);
+        let f = Fenwick::new(vec![10, 0, 30, 20]);
+        assert_eq!(f.total(), 60);
+        assert_eq!(f.find(5), 0);
+        assert_eq!(f.find(10), 2);
+        assert_eq!(f.find(39), 2);
+        assert_eq!(f.find(40), 3);
+        assert_eq!(f.find(59), 3);
+    }
+
+    #[test]
+    fn fenwick_grows_and_shrinks_exactly() {
+        let mut rng = fastrand::Rng::with_seed(3);
+        let mut f = Fenwick::default();
+        let mut naive: Vec<u64> = Vec::new();
+        for step in 0..5_000 {
+            match rng.u8(..3) {
+                0 | 1 => {
+                    let v = rng.u64(..1 << 32);
+                    f.push(v);
+                    naive.push(v);
+                }
+                _ if !naive.is_empty() => {
+                    let i = rng.usize(..naive.len());
+                    f.swap_remove(i);
+                    naive.swap_remove(i);
+                }
+                _ => {}
+            }
+            if !naive.is_empty() && step % 7 == 0 {
+                let i = rng.usize(..naive.len());
+                let v = rng.u64(..1 << 32);
+                f.set(i, v);
+                naive[i] = v;
+            }
+            assert_eq!(f.total(), naive.iter().sum::<u64>(), "step {step}");
+        }
+        // `find` agrees with a linear scan everywhere it is asked.
+        let total = f.total();
+        for _ in 0..2_000 {
+            let t = rng.u64(..total);
+            let mut acc = 0;
+            let expected = naive
+                .iter()
+                .position(|w| {
+                    acc += w;
+                    acc > t
+                })
+                .unwrap();
+            assert_eq!(f.find(t), expected);
+        }
+    }
+
+    /// Every algorithm: a removed key is never picked, a re-inserted one serves again, and the
+    /// index stays consistent through a long series of random removals and insertions.
+    #[test]
+    fn keys_leave_and_return_for_every_algorithm() {
+        for alg in [
+            Algorithm::RoundRobin,
+            Algorithm::Random,
+            Algorithm::LeastUsed,
+            Algorithm::WeightedScore,
+            Algorithm::LeastTokenUsed,
+            Algorithm::MaxRemaining,
+        ] {
+            let mut rng = fastrand::Rng::with_seed(11);
+            let members: Vec<(usize, Rank)> =
+                (0..50).map(|s| (s, rank(0, 1.0, 1_000_000))).collect();
+            let mut idx = TierIndex::new(alg, &members, &mut rng);
+            let mut inside: Vec<bool> = vec![true; 50];
+            for round in 0..2_000 {
+                let s = rng.usize(..50);
+                if inside[s] {
+                    idx.remove(s);
+                } else {
+                    idx.insert(s, &rank(0, 1.0, 1_000_000), &mut rng);
+                }
+                inside[s] = !inside[s];
+                assert_eq!(idx.len(), inside.iter().filter(|x| **x).count());
+                assert_eq!(idx.contains(s), inside[s]);
+                match idx.pick(&mut |_| true, &mut rng) {
+                    Some(p) => assert!(inside[p], "{alg:?} round {round}: picked removed {p}"),
+                    None => assert!(idx.is_empty(), "{alg:?}: nothing picked from a full index"),
+                }
+            }
+            // Only keys 0..10 inside: each of them serves, nothing else does.
+            for (s, inside) in inside.iter_mut().enumerate() {
+                if *inside && s >= 10 {
+                    idx.remove(s);
+                } else if !*inside && s < 10 {
+                    idx.insert(s, &rank(0, 1.0, 1_000_000), &mut rng);
+                }
+                *inside = s < 10;
+            }
+            let mut seen = [0u32; 50];
+            for _ in 0..1_000 {
+                seen[idx.pick(&mut |_| true, &mut rng).unwrap()] += 1;
+            }
+            assert!(seen[..10].iter().all(|c| *c > 0), "{alg:?}: {seen:?}");
+            assert!(seen[10..].iter().all(|c| *c == 0), "{alg:?}: {seen:?}");
+            // Removing the rest empties it.
+            for s in 0..10 {
+                idx.remove(s);
+                idx.remove(s);
+            }
+            assert!(idx.is_empty());
+            assert_eq!(idx.pick(&mut |_| true, &mut rng), None);
+        }
     }
 }
