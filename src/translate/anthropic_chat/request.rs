@@ -604,15 +604,20 @@ fn path_index(path: &str) -> &str {
 
 /// §1.4 step 7: every tool_use is answered in the next turn, every tool_result answers the
 /// previous turn, no id twice.
+///
+/// Linear in the number of blocks: ids are looked up in hash sets, and each user turn is read
+/// once as "the turn after" an assistant turn and once on its own.
 fn validate_pairing(turns: &[Turn]) -> Result<(), TranslateError> {
-    let mut previous_calls: Vec<(&str, &str)> = Vec::new();
+    // The tool_use ids of the assistant turn right before the current turn.
+    let mut previous_calls: HashSet<&str> = HashSet::new();
     for (k, turn) in turns.iter().enumerate() {
         match turn.role {
             Role::Assistant => {
+                let mut ids: HashSet<&str> = HashSet::new();
                 let mut calls: Vec<(&str, &str)> = Vec::new();
                 for b in &turn.blocks {
                     if let Kind::ToolUse { id, origin } = &b.kind {
-                        if calls.iter().any(|(c, _)| c == id) {
+                        if !ids.insert(id) {
                             return Err(err(
                                 format!("{origin}.id"),
                                 format!("duplicate tool call id `{id}`"),
@@ -649,13 +654,13 @@ fn validate_pairing(turns: &[Turn]) -> Result<(), TranslateError> {
                         ));
                     }
                 }
-                previous_calls = calls;
+                previous_calls = ids;
             }
             Role::User => {
                 let mut seen: HashSet<&str> = HashSet::new();
                 for b in &turn.blocks {
                     if let Kind::ToolResult { id, origin } = &b.kind {
-                        if !previous_calls.iter().any(|(c, _)| c == id) {
+                        if !previous_calls.contains(id.as_str()) {
                             return Err(err(
                                 origin.clone(),
                                 format!(
