@@ -22,21 +22,74 @@
 //! - `deep_schemas`: tools whose parameter schemas nest as deep as serde_json allows (its
 //!   recursion limit of 128 bounds every body).
 //!
+//! `scaling/<translator>_<case>/<MiB>`: the `tool_calls` and `messages` cases of
+//! `chat_to_anthropic` and `chat_to_responses` at 4, 8, 16 and 32 MiB: linear work shows as a
+//! constant throughput.
+//!
 //! `parse_only/<case>` is step 1 alone (and the drop), the floor every route pays before any
 //! translation.
+//!
+//! Time is the benchmark thread's **CPU time** (`CLOCK_THREAD_CPUTIME_ID`), the contract's
+//! "gateway CPU": on a shared machine, wall time also counts the time other processes hold the
+//! core.
 //!
 //! `cargo test --all-targets` runs each benchmark once in criterion's test mode on 1 MiB
 //! bodies (a smoke test that also checks every translation succeeds with the expected shape);
 //! `cargo bench --bench translate_worst` measures on 32 MiB bodies. See BENCHMARKS.md.
 
 use std::hint::black_box;
+use std::time::Duration;
 
-use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+use criterion::measurement::{Measurement, ValueFormatter, WallTime};
+use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use droid2api::config::{MAX_BODY_BYTES, Model, ModelKind, ReasoningBudgets, ReasoningLevel};
 use droid2api::translate::{
     Context, Prepared, TranslateError, anthropic_chat, passthrough, responses_chat,
 };
 use serde_json::Value;
+
+/// Criterion measurement: CPU time of the calling thread.
+struct ThreadCpu;
+
+fn thread_cpu_now() -> Duration {
+    let t = rustix::time::clock_gettime(rustix::time::ClockId::ThreadCPUTime);
+    Duration::new(
+        u64::try_from(t.tv_sec).expect("CPU time is positive"),
+        u32::try_from(t.tv_nsec).expect("nanoseconds fit"),
+    )
+}
+
+/// Durations print the same way as criterion's wall time.
+static DURATIONS: WallTime = WallTime;
+
+impl Measurement for ThreadCpu {
+    type Intermediate = Duration;
+    type Value = Duration;
+
+    fn start(&self) -> Duration {
+        thread_cpu_now()
+    }
+
+    fn end(&self, start: Duration) -> Duration {
+        thread_cpu_now().saturating_sub(start)
+    }
+
+    fn add(&self, a: &Duration, b: &Duration) -> Duration {
+        *a + *b
+    }
+
+    fn zero(&self) -> Duration {
+        Duration::ZERO
+    }
+
+    fn to_f64(&self, value: &Duration) -> f64 {
+        value.as_nanos() as f64
+    }
+
+    fn formatter(&self) -> &dyn ValueFormatter {
+        DURATIONS.formatter()
+    }
+}
 
 /// A system prompt as operators configure one, so injection is part of the work.
 const PROMPT: &str = "You are Droid, an AI software engineering agent built by Factory.\n\n";
@@ -383,7 +436,7 @@ const RESPONSES_CASES: [(&str, Builder); 4] = [
     ("deep_schemas", responses_deep_schemas),
 ];
 
-fn bench_route(c: &mut Criterion, route: Route, cases: &[(&str, Builder)], size: usize) {
+fn bench_route(c: &mut Criterion<ThreadCpu>, route: Route, cases: &[(&str, Builder)], size: usize) {
     let model = route.model();
     let mut group = c.benchmark_group(route.name());
     group.sample_size(10);
@@ -398,7 +451,7 @@ fn bench_route(c: &mut Criterion, route: Route, cases: &[(&str, Builder)], size:
     group.finish();
 }
 
-fn bench_parse(c: &mut Criterion, size: usize) {
+fn bench_parse(c: &mut Criterion<ThreadCpu>, size: usize) {
     let mut group = c.benchmark_group("parse_only");
     group.sample_size(10);
     let cases = CHAT_CASES
@@ -422,8 +475,29 @@ fn bench_parse(c: &mut Criterion, size: usize) {
     group.finish();
 }
 
-fn worst_cases(c: &mut Criterion) {
+fn bench_scaling(c: &mut Criterion<ThreadCpu>, size: usize) {
+    let mut group = c.benchmark_group("scaling");
+    group.sample_size(10);
+    for route in [Route::ChatToAnthropic, Route::ChatToResponses] {
+        let model = route.model();
+        for (case, build) in &CHAT_CASES[..2] {
+            for parts in [8, 4, 2, 1] {
+                let (body, _) = build(size / parts);
+                let mib = (body.len() + (1 << 19)) >> 20;
+                group.throughput(Throughput::Bytes(body.len() as u64));
+                let id = BenchmarkId::new(format!("{}_{case}", route.name()), format!("{mib}MiB"));
+                group.bench_function(id, |b| {
+                    b.iter(|| black_box(full(route, &model, black_box(&body))));
+                });
+            }
+        }
+    }
+    group.finish();
+}
+
+fn worst_cases(c: &mut Criterion<ThreadCpu>) {
     let size = target_size();
+    bench_scaling(c, size);
     bench_parse(c, size);
     for route in [
         Route::ChatToAnthropic,
@@ -436,5 +510,9 @@ fn worst_cases(c: &mut Criterion) {
     bench_route(c, Route::ResponsesPassthrough, &RESPONSES_CASES, size);
 }
 
-criterion_group!(benches, worst_cases);
+criterion_group! {
+    name = benches;
+    config = Criterion::default().with_measurement(ThreadCpu);
+    targets = worst_cases
+}
 criterion_main!(benches);
