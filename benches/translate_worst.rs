@@ -483,9 +483,10 @@ fn bench_scaling(c: &mut Criterion<ThreadCpu>, size: usize) {
         for (case, build) in &CHAT_CASES[..2] {
             for parts in [8, 4, 2, 1] {
                 let (body, _) = build(size / parts);
-                let mib = (body.len() + (1 << 19)) >> 20;
+                let mib = body.len() as f64 / f64::from(1 << 20);
                 group.throughput(Throughput::Bytes(body.len() as u64));
-                let id = BenchmarkId::new(format!("{}_{case}", route.name()), format!("{mib}MiB"));
+                let id =
+                    BenchmarkId::new(format!("{}_{case}", route.name()), format!("{mib:.1}MiB"));
                 group.bench_function(id, |b| {
                     b.iter(|| black_box(full(route, &model, black_box(&body))));
                 });
