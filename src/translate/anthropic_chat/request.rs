@@ -24,6 +24,11 @@ use crate::translate::passthrough::inject_anthropic_system;
 use crate::translate::reasoning::{self, INTERLEAVED_THINKING_BETA, MIN_THINKING_BUDGET};
 use crate::translate::{Context, Prepared, TranslateError};
 
+mod params;
+use params::{
+    json_schema, response_format_system, sampling, stop_sequences, tool_choice, tools, user_id,
+};
+
 /// The system text added for `response_format: {"type": "json_object"}`.
 pub const JSON_OBJECT_INSTRUCTION: &str = "Respond with exactly one valid JSON object and nothing else: no text before or after it and no Markdown code fences.";
 
@@ -604,15 +609,20 @@ fn path_index(path: &str) -> &str {
 
 /// §1.4 step 7: every tool_use is answered in the next turn, every tool_result answers the
 /// previous turn, no id twice.
+///
+/// Linear in the number of blocks: ids are looked up in hash sets, and each user turn is read
+/// once as "the turn after" an assistant turn and once on its own.
 fn validate_pairing(turns: &[Turn]) -> Result<(), TranslateError> {
-    let mut previous_calls: Vec<(&str, &str)> = Vec::new();
+    // The tool_use ids of the assistant turn right before the current turn.
+    let mut previous_calls: HashSet<&str> = HashSet::new();
     for (k, turn) in turns.iter().enumerate() {
         match turn.role {
             Role::Assistant => {
+                let mut ids: HashSet<&str> = HashSet::new();
                 let mut calls: Vec<(&str, &str)> = Vec::new();
                 for b in &turn.blocks {
                     if let Kind::ToolUse { id, origin } = &b.kind {
-                        if calls.iter().any(|(c, _)| c == id) {
+                        if !ids.insert(id) {
                             return Err(err(
                                 format!("{origin}.id"),
                                 format!("duplicate tool call id `{id}`"),
@@ -649,13 +659,13 @@ fn validate_pairing(turns: &[Turn]) -> Result<(), TranslateError> {
                         ));
                     }
                 }
-                previous_calls = calls;
+                previous_calls = ids;
             }
             Role::User => {
                 let mut seen: HashSet<&str> = HashSet::new();
                 for b in &turn.blocks {
                     if let Kind::ToolResult { id, origin } = &b.kind {
-                        if !previous_calls.iter().any(|(c, _)| c == id) {
+                        if !previous_calls.contains(id.as_str()) {
                             return Err(err(
                                 origin.clone(),
                                 format!(
@@ -959,253 +969,6 @@ fn data_url(url: &str) -> Option<(String, &str)> {
         return None;
     }
     Some((mime, data.trim()))
-}
-
-// ---------------------------------------------------------------------------------------------
-// Top-level parameters
-// ---------------------------------------------------------------------------------------------
-
-/// `tools` (or legacy `functions`) → Anthropic tools; `None` when there are none.
-fn tools(req: &Map<String, Value>) -> Result<Option<Vec<Value>>, TranslateError> {
-    let (key, list) = match (present(req, "tools"), present(req, "functions")) {
-        (Some(t), _) => ("tools", t),
-        (None, Some(f)) => ("functions", f),
-        (None, None) => return Ok(None),
-    };
-    let Some(list) = list.as_array() else {
-        return Err(err(key, "expected an array"));
-    };
-    let mut out = Vec::with_capacity(list.len());
-    for (k, t) in list.iter().enumerate() {
-        let path = format!("{key}[{k}]");
-        let Some(t) = t.as_object() else {
-            return Err(err(path, "expected a tool object"));
-        };
-        // Already Anthropic-native: passed through.
-        if t.contains_key("input_schema") {
-            out.push(Value::Object(t.clone()));
-            continue;
-        }
-        let (function, fpath) = if key == "functions" {
-            (t, path.clone())
-        } else {
-            if let Some(ty) = t.get("type").filter(|v| !v.is_null())
-                && ty != "function"
-            {
-                return Err(err(
-                    format!("{path}.type"),
-                    "only function tools are supported",
-                ));
-            }
-            match t.get("function").and_then(Value::as_object) {
-                Some(f) => (f, format!("{path}.function")),
-                None => return Err(err(format!("{path}.function"), "expected an object")),
-            }
-        };
-        let name = function_name(function.get("name"), &format!("{fpath}.name"))?;
-        let mut tool = Map::new();
-        tool.insert("name".into(), json!(name));
-        if let Some(d) = function.get("description").and_then(Value::as_str) {
-            tool.insert("description".into(), json!(d));
-        }
-        let schema = match function.get("parameters") {
-            None | Some(Value::Null) => json!({"type": "object", "properties": {}}),
-            Some(p @ Value::Object(_)) => p.clone(),
-            Some(_) => {
-                return Err(err(
-                    format!("{fpath}.parameters"),
-                    "expected a JSON Schema object",
-                ));
-            }
-        };
-        tool.insert("input_schema".into(), schema);
-        if let Some(cc) = t.get("cache_control").filter(|c| !c.is_null()) {
-            tool.insert("cache_control".into(), cc.clone());
-        }
-        out.push(Value::Object(tool));
-    }
-    Ok((!out.is_empty()).then_some(out))
-}
-
-/// `tool_choice` (or legacy `function_call`) and `parallel_tool_calls` (§1.6); only called
-/// when tools are present.
-fn tool_choice(req: &Map<String, Value>) -> Result<Option<Value>, TranslateError> {
-    let (key, given) = match (present(req, "tool_choice"), present(req, "function_call")) {
-        (Some(c), _) => ("tool_choice", Some(c)),
-        (None, Some(f)) => ("function_call", Some(f)),
-        (None, None) => ("tool_choice", None),
-    };
-    let mut choice = match given {
-        None => None,
-        Some(Value::String(s)) => Some(match s.as_str() {
-            "auto" => json!({"type": "auto"}),
-            "none" => json!({"type": "none"}),
-            "required" if key == "tool_choice" => json!({"type": "any"}),
-            _ => {
-                return Err(err(
-                    key,
-                    format!("unsupported value `{s}`; expected auto, none, required or a function"),
-                ));
-            }
-        }),
-        Some(Value::Object(o)) => {
-            let name = if key == "tool_choice" {
-                if o.get("type").and_then(Value::as_str) != Some("function") {
-                    return Err(err(format!("{key}.type"), "expected \"function\""));
-                }
-                o.get("function").and_then(|f| f.get("name"))
-            } else {
-                o.get("name")
-            };
-            let param = if key == "tool_choice" {
-                "tool_choice.function.name"
-            } else {
-                "function_call.name"
-            };
-            let name = function_name(name, param)?;
-            Some(json!({"type": "tool", "name": name}))
-        }
-        Some(_) => return Err(err(key, "expected a string or an object")),
-    };
-    match present(req, "parallel_tool_calls") {
-        None | Some(Value::Bool(true)) => {}
-        Some(Value::Bool(false)) => {
-            let c = choice.get_or_insert_with(|| json!({"type": "auto"}));
-            if c.get("type").and_then(Value::as_str) != Some("none") {
-                c["disable_parallel_tool_use"] = Value::Bool(true);
-            }
-        }
-        Some(_) => return Err(err("parallel_tool_calls", "expected a boolean")),
-    }
-    Ok(choice)
-}
-
-/// `stop` → `stop_sequences`: a string is wrapped, whitespace-only entries dropped.
-fn stop_sequences(req: &Map<String, Value>) -> Result<Option<Value>, TranslateError> {
-    let list: Vec<Value> = match present(req, "stop") {
-        None => return Ok(None),
-        Some(Value::String(s)) => vec![json!(s)],
-        Some(Value::Array(items)) => {
-            let mut v = Vec::with_capacity(items.len());
-            for (k, s) in items.iter().enumerate() {
-                match s {
-                    Value::String(_) => v.push(s.clone()),
-                    _ => return Err(err(format!("stop[{k}]"), "expected a string")),
-                }
-            }
-            v
-        }
-        Some(_) => return Err(err("stop", "expected a string or an array of strings")),
-    };
-    let list: Vec<Value> = list
-        .into_iter()
-        .filter(|s| s.as_str().is_some_and(|s| !s.trim().is_empty()))
-        .collect();
-    Ok((!list.is_empty()).then_some(Value::Array(list)))
-}
-
-/// `temperature` (clamped to [0, 1]), `top_p` (only without temperature), `top_k`.
-fn sampling(req: &Map<String, Value>, out: &mut Map<String, Value>) -> Result<(), TranslateError> {
-    let number = |key: &str| -> Result<Option<f64>, TranslateError> {
-        match present(req, key) {
-            None => Ok(None),
-            Some(v) => v
-                .as_f64()
-                .filter(|f| f.is_finite())
-                .map(Some)
-                .ok_or_else(|| err(key, "expected a number")),
-        }
-    };
-    let temperature = number("temperature")?;
-    let top_p = number("top_p")?;
-    if let Some(t) = temperature {
-        out.insert("temperature".into(), json!(t.clamp(0.0, 1.0)));
-    } else if let Some(p) = top_p {
-        out.insert("top_p".into(), json!(p.clamp(0.0, 1.0)));
-    }
-    if let Some(k) = present(req, "top_k") {
-        match k.as_u64() {
-            Some(k) => {
-                out.insert("top_k".into(), json!(k));
-            }
-            None => return Err(err("top_k", "expected a non-negative integer")),
-        }
-    }
-    Ok(())
-}
-
-/// `user` → `metadata.user_id`, unless it looks like an email address or a phone number
-/// (Anthropic forbids personal data there).
-fn user_id(req: &Map<String, Value>) -> Result<Option<String>, TranslateError> {
-    match present(req, "user") {
-        None => Ok(None),
-        Some(Value::String(u)) => {
-            let u = u.trim();
-            Ok(
-                (!u.is_empty() && !looks_like_email(u) && !looks_like_phone(u))
-                    .then(|| u.to_string()),
-            )
-        }
-        Some(_) => Err(err("user", "expected a string")),
-    }
-}
-
-/// `local@domain.tld`.
-fn looks_like_email(s: &str) -> bool {
-    let Some((local, domain)) = s.rsplit_once('@') else {
-        return false;
-    };
-    let Some((host, tld)) = domain.rsplit_once('.') else {
-        return false;
-    };
-    !local.is_empty() && !host.is_empty() && !tld.is_empty() && !s.chars().any(char::is_whitespace)
-}
-
-/// Seven or more digits with only `+`, spaces, dashes, dots and parentheses around them.
-fn looks_like_phone(s: &str) -> bool {
-    let digits = s.chars().filter(char::is_ascii_digit).count();
-    digits >= 7
-        && s.chars()
-            .all(|c| c.is_ascii_digit() || matches!(c, '+' | ' ' | '-' | '.' | '(' | ')'))
-}
-
-/// `response_format` type, validated.
-fn response_format_type(req: &Map<String, Value>) -> Result<Option<&str>, TranslateError> {
-    match present(req, "response_format") {
-        None => Ok(None),
-        Some(f) => match f.get("type").and_then(Value::as_str) {
-            Some(t @ ("text" | "json_object" | "json_schema")) => Ok(Some(t)),
-            Some(t) => Err(err(
-                "response_format.type",
-                format!("unsupported value `{t}`; expected text, json_object or json_schema"),
-            )),
-            None => Err(err("response_format.type", "expected a string")),
-        },
-    }
-}
-
-/// `json_object` → an extra system text block (§1.7).
-fn response_format_system(req: &Map<String, Value>) -> Result<Option<Value>, TranslateError> {
-    Ok((response_format_type(req)? == Some("json_object"))
-        .then(|| json!({"type": "text", "text": JSON_OBJECT_INSTRUCTION})))
-}
-
-/// `json_schema` → the schema for `output_config.format` (§1.7).
-fn json_schema(req: &Map<String, Value>) -> Result<Option<Value>, TranslateError> {
-    if response_format_type(req)? != Some("json_schema") {
-        return Ok(None);
-    }
-    let schema = req
-        .get("response_format")
-        .and_then(|f| f.get("json_schema"))
-        .and_then(|j| j.get("schema"));
-    match schema {
-        Some(s @ Value::Object(_)) => Ok(Some(s.clone())),
-        _ => Err(err(
-            "response_format.json_schema.schema",
-            "expected a JSON Schema object",
-        )),
-    }
 }
 
 #[cfg(test)]

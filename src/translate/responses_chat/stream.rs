@@ -15,6 +15,8 @@
 //! | end of upstream without one of the above | error chunk `stream_truncated`; failure 502 |
 //! | anything else | nothing |
 
+use std::collections::HashMap;
+
 use serde_json::{Value, json};
 
 use super::UpstreamError;
@@ -33,8 +35,6 @@ const TRUNCATED_MESSAGE: &str = "the upstream stream ended before the response w
 /// One function call of the stream.
 #[derive(Debug, Clone)]
 struct Call {
-    output_index: Option<u64>,
-    item_id: Option<String>,
     /// The client's tool-call index (0-based, in order of appearance).
     index: usize,
     /// Some argument text has been sent to the client.
@@ -54,6 +54,10 @@ pub struct ResponsesToChat {
     closed: bool,
     failure: Option<StreamFailure>,
     calls: Vec<Call>,
+    /// The first call registered with each `output_index` (position in `calls`).
+    by_output_index: HashMap<u64, usize>,
+    /// The first call registered with each item id (position in `calls`).
+    by_item_id: HashMap<String, usize>,
     /// The reasoning part the last reasoning delta belonged to: (item_id, kind, index).
     last_reasoning: Option<(String, &'static str, u64)>,
 }
@@ -69,6 +73,8 @@ impl ResponsesToChat {
             closed: false,
             failure: None,
             calls: Vec::new(),
+            by_output_index: HashMap::new(),
+            by_item_id: HashMap::new(),
             last_reasoning: None,
         }
     }
@@ -218,29 +224,30 @@ impl ResponsesToChat {
         self.emit(json!({ "reasoning_content": text }), out);
     }
 
-    /// The call an argument event or `output_item.done` belongs to: by `output_index`, else by
-    /// item id.
+    /// The call an argument event or `output_item.done` belongs to: the first one registered
+    /// with that `output_index`, else the first one with that item id. Hash lookups, so a
+    /// stream of many calls costs linear time.
     fn find_call(&self, output_index: Option<u64>, item_id: Option<&str>) -> Option<usize> {
         output_index
-            .and_then(|oi| self.calls.iter().position(|c| c.output_index == Some(oi)))
-            .or_else(|| {
-                item_id.and_then(|id| {
-                    self.calls
-                        .iter()
-                        .position(|c| c.item_id.as_deref() == Some(id))
-                })
-            })
+            .and_then(|oi| self.by_output_index.get(&oi).copied())
+            .or_else(|| item_id.and_then(|id| self.by_item_id.get(id).copied()))
     }
 
     /// Registers a function call and returns its client index.
     fn add_call(&mut self, output_index: Option<u64>, item: &Value) -> usize {
         let index = self.calls.len();
         self.calls.push(Call {
-            output_index,
-            item_id: item.get("id").and_then(Value::as_str).map(str::to_string),
             index,
             args_sent: false,
         });
+        if let Some(oi) = output_index {
+            self.by_output_index.entry(oi).or_insert(index);
+        }
+        if let Some(id) = item.get("id").and_then(Value::as_str)
+            && !self.by_item_id.contains_key(id)
+        {
+            self.by_item_id.insert(id.to_string(), index);
+        }
         index
     }
 
@@ -832,5 +839,45 @@ mod tests {
             ),
             "{out}"
         );
+    }
+
+    /// 50,000 function calls, then their argument deltas in reverse order, addressed by item id
+    /// only. Calls are found by hash lookups; a scan of the calls per event (the old quadratic
+    /// lookup) would add over 10^9 comparisons.
+    #[test]
+    fn fifty_thousand_calls_are_routed_in_linear_time() {
+        const N: usize = 50_000;
+        let mut t = ResponsesToChat::new(chunks(false));
+        let mut out = String::new();
+        t.on_event(&ev(created()), &mut out);
+        for i in 0..N {
+            t.on_event(
+                &ev(fc_added(
+                    i as u64,
+                    &format!("fc_{i}"),
+                    &format!("call_{i}"),
+                    "f",
+                )),
+                &mut out,
+            );
+        }
+        out.clear();
+        for i in (0..N).rev() {
+            let delta = json!({"type": "response.function_call_arguments.delta",
+                "item_id": format!("fc_{i}"), "delta": format!("{{\"n\":{i}}}")});
+            t.on_event(&ev(delta), &mut out);
+        }
+        t.on_event(&ev(completed(Value::Null)), &mut out);
+        let d = deltas(&out);
+        assert_eq!(d.len(), N + 2);
+        for (k, delta) in d[..N].iter().enumerate() {
+            let i = N - 1 - k;
+            assert_eq!(
+                delta,
+                &json!({"tool_calls": [{"index": i, "function": {"arguments": format!("{{\"n\":{i}}}")}}]})
+            );
+        }
+        assert_eq!(d[N], json!({"finish": "tool_calls"}));
+        assert!(t.is_closed() && t.failure().is_none());
     }
 }

@@ -1130,3 +1130,61 @@ fn body_key_order() {
         ]
     );
 }
+
+/// A large adversarial conversation: 100,000 parallel tool calls in one assistant message and
+/// their 100,000 results, in reverse order. Pairing is checked with hash sets; were it
+/// quadratic (10^10 id comparisons), this test would take more than five minutes instead of
+/// seconds (measured with the old pairing code).
+#[test]
+fn a_hundred_thousand_tool_calls_pair_up_in_linear_time() {
+    const N: usize = 100_000;
+    let calls: Vec<Value> = (0..N)
+        .map(|i| call(&format!("call.{i}"), "f", ""))
+        .collect();
+    let mut messages = vec![
+        user("go"),
+        json!({"role": "assistant", "tool_calls": calls}),
+    ];
+    messages.extend((0..N).rev().map(|i| {
+        json!({"role": "tool", "tool_call_id": format!("call.{i}"), "content": format!("r{i}")})
+    }));
+    let out = translate(json!({"messages": messages.clone()}));
+    let turns = out["messages"].as_array().unwrap();
+    assert_eq!(turns.len(), 3);
+    let uses = turns[1]["content"].as_array().unwrap();
+    let results = turns[2]["content"].as_array().unwrap();
+    assert_eq!((uses.len(), results.len()), (N, N));
+    assert_eq!(
+        uses[N - 1],
+        json!({"type": "tool_use", "id": format!("call_{}", N - 1), "name": "f", "input": {}})
+    );
+    assert_eq!(
+        results[0],
+        json!({"type": "tool_result", "tool_use_id": format!("call_{}", N - 1), "content": format!("r{}", N - 1)})
+    );
+    assert_eq!(
+        results[N - 1],
+        json!({"type": "tool_result", "tool_use_id": "call_0", "content": "r0"})
+    );
+
+    // The same size with one duplicate result at the very end is still found and named.
+    let mut dup = messages.clone();
+    dup.push(json!({"role": "tool", "tool_call_id": "call.7", "content": "again"}));
+    assert_eq!(
+        fail(json!({"messages": dup})),
+        TranslateError::new(
+            format!("messages[{}].tool_call_id", N + 2),
+            "tool call `call_7` has more than one tool result"
+        )
+    );
+    // And a duplicate call id at the very end of the calls.
+    let mut calls: Vec<Value> = (0..N).map(|i| call(&format!("c{i}"), "f", "{}")).collect();
+    calls.push(call("c0", "f", "{}"));
+    assert_eq!(
+        fail(json!({"messages": [user("go"), {"role": "assistant", "tool_calls": calls}]})),
+        TranslateError::new(
+            format!("messages[1].tool_calls[{N}].id"),
+            "duplicate tool call id `c0`"
+        )
+    );
+}
