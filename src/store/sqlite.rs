@@ -71,7 +71,7 @@ use super::StoreError;
 use super::import::{ImportError, parse_node_pool};
 use super::records::{BalanceRecord, KeyEvent, KeyRecord, Millis, PoolGroup, StoreOp, UsageRecord};
 use crate::telemetry::metrics as m;
-pub use queue::{ADMIN_CAPACITY, QueueStats, TRAFFIC_CAPACITY};
+pub use queue::{ADMIN_CAPACITY, QueueStats, TRAFFIC_CAPACITY, TRAFFIC_LINGER};
 pub use repair::repair_version;
 use schema::sql;
 pub use usage::{Tokens, UsageTotals};
@@ -152,6 +152,8 @@ impl SqliteError {
 pub struct StoreOptions {
     /// Usage records, key events and other droppable traffic items waiting at most.
     pub traffic_capacity: usize,
+    /// How long traffic (usage, counters, key states) waits for more before it is written.
+    pub traffic_linger: Duration,
     /// How long an acknowledged write waits for the writer.
     pub ack_timeout: Duration,
     /// How long a whole usage pruning may take before its caller stops waiting.
@@ -165,6 +167,7 @@ impl Default for StoreOptions {
     fn default() -> Self {
         StoreOptions {
             traffic_capacity: TRAFFIC_CAPACITY,
+            traffic_linger: TRAFFIC_LINGER,
             ack_timeout: ACK_TIMEOUT,
             prune_timeout: PRUNE_TIMEOUT,
             busy_timeout: BUSY_TIMEOUT,
@@ -317,7 +320,7 @@ impl Store {
         make_private(&shm, false)?;
 
         let reader = open_connection(&path, true, busy).map_err(|e| db_err(&path, e))?;
-        let queue = Arc::new(Queue::new(options.traffic_capacity));
+        let queue = Arc::new(Queue::new(options.traffic_capacity, options.traffic_linger));
         let writer_queue = Arc::clone(&queue);
         let writer = std::thread::Builder::new()
             .name("droid2api-store".into())

@@ -16,6 +16,12 @@
 //! being written while another waits: traffic memory is bounded by twice the capacity plus one
 //! entry per key.
 //!
+//! Traffic *lingers*: the writer takes it once its oldest item has waited the linger time
+//! ([`TRAFFIC_LINGER`] by default), or the lane is half full, or an admin message or `close`
+//! comes — whichever is first. So at any request rate the writer commits a few large traffic
+//! transactions a second instead of one small (fsync'd) one per request, and usage lags by at
+//! most the linger plus one commit.
+//!
 //! Ordering: producers call in while holding the pool lock, so pushes arrive in memory order.
 //! An admin op about a key drops that key's coalesced traffic state (the admin op carries a newer
 //! copy of the whole record), and traffic ops only ever update rows that exist, so a traffic
@@ -24,6 +30,7 @@
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Condvar, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
 
 use tokio::sync::oneshot;
 
@@ -36,6 +43,8 @@ use crate::store::records::{
 pub const TRAFFIC_CAPACITY: usize = 10_000;
 /// Admin-lane messages waiting for the writer, at most.
 pub const ADMIN_CAPACITY: usize = 1_024;
+/// How long traffic waits for more traffic before the writer takes it.
+pub const TRAFFIC_LINGER: Duration = Duration::from_millis(250);
 
 pub(super) type Ack = oneshot::Sender<Result<(), SqliteError>>;
 pub(super) type CountAck = oneshot::Sender<Result<u64, SqliteError>>;
@@ -132,8 +141,23 @@ pub struct QueueStats {
 struct State {
     admin: VecDeque<AdminMsg>,
     traffic: Traffic,
+    /// When the oldest traffic waiting arrived (`None` while the lane is empty).
+    traffic_since: Option<Instant>,
     closed: bool,
     peak: usize,
+}
+
+impl State {
+    /// Notes that traffic arrived; true when the writer should be woken (the lane's first item,
+    /// which starts the linger clock, or the lane reaching half its capacity).
+    fn traffic_arrived(&mut self, was_empty: bool, len_before: usize, capacity: usize) -> bool {
+        if was_empty && !self.traffic.is_empty() {
+            self.traffic_since = Some(Instant::now());
+            return true;
+        }
+        let half = (capacity / 2).max(1);
+        len_before < half && self.traffic.len >= half
+    }
 }
 
 /// The two lanes.
@@ -142,20 +166,23 @@ pub(super) struct Queue {
     wake: Condvar,
     capacity: AtomicUsize,
     dropped: AtomicU64,
+    linger: Duration,
 }
 
 impl Queue {
-    pub fn new(capacity: usize) -> Queue {
+    pub fn new(capacity: usize, linger: Duration) -> Queue {
         Queue {
             state: Mutex::new(State {
                 admin: VecDeque::new(),
                 traffic: Traffic::default(),
+                traffic_since: None,
                 closed: false,
                 peak: 0,
             }),
             wake: Condvar::new(),
             capacity: AtomicUsize::new(capacity.max(1)),
             dropped: AtomicU64::new(0),
+            linger,
         }
     }
 
@@ -213,6 +240,8 @@ impl Queue {
             self.dropped.fetch_add(drops.total(), Ordering::Relaxed);
             return drops;
         }
+        let was_empty = st.traffic.is_empty();
+        let len_before = st.traffic.len;
         let t = &mut st.traffic;
         for op in ops {
             match op {
@@ -266,7 +295,9 @@ impl Queue {
             }
         }
         st.peak = st.peak.max(st.traffic.len);
+        let mut wake = st.traffic_arrived(was_empty, len_before, capacity);
         if !admin_ops.is_empty() {
+            wake = true;
             if st.admin.len() < ADMIN_CAPACITY {
                 for op in &admin_ops {
                     if let StoreOp::DeleteKey(id) = op {
@@ -283,7 +314,9 @@ impl Queue {
             }
         }
         drop(st);
-        self.wake.notify_one();
+        if wake {
+            self.wake.notify_one();
+        }
         if drops.total() > 0 {
             self.dropped.fetch_add(drops.total(), Ordering::Relaxed);
         }
@@ -299,25 +332,55 @@ impl Queue {
             self.dropped.fetch_add(1, Ordering::Relaxed);
             return false;
         }
+        let was_empty = st.traffic.is_empty();
+        let len_before = st.traffic.len;
         st.traffic.usage.push(record);
         st.traffic.len += 1;
         st.peak = st.peak.max(st.traffic.len);
-        let first = st.traffic.len == 1;
+        let wake = st.traffic_arrived(was_empty, len_before, capacity);
         drop(st);
-        // The writer is woken by the first item; it takes whatever else came meanwhile.
-        if first {
+        // The writer is woken by the first item (it then lingers) and at half capacity.
+        if wake {
             self.wake.notify_one();
         }
         true
     }
 
-    /// Takes everything queued. With `block`, waits until there is something or the store
-    /// closes.
+    /// Takes what is due: every admin message, and the traffic lane once it is due (it has
+    /// lingered long enough, is half full, or comes along with admin messages, a flush or the
+    /// close). With `block`, waits until something is due or the store closes; without, takes
+    /// what is due now (possibly nothing).
     pub fn take(&self, block: bool) -> Taken {
         let mut st = self.lock();
-        while block && !st.closed && st.admin.is_empty() && st.traffic.is_empty() {
-            st = self.wake.wait(st).unwrap_or_else(|p| p.into_inner());
+        loop {
+            if st.closed || !st.admin.is_empty() {
+                break;
+            }
+            let half = (self.capacity.load(Ordering::Relaxed) / 2).max(1);
+            let due = st.traffic_since.map(|since| since + self.linger);
+            let now = Instant::now();
+            match due {
+                Some(due) if now >= due || st.traffic.len >= half => break,
+                _ if !block => {
+                    return Taken {
+                        admin: Vec::new(),
+                        traffic: Traffic::default(),
+                        closed: false,
+                    };
+                }
+                Some(due) => {
+                    st = self
+                        .wake
+                        .wait_timeout(st, due - now)
+                        .map(|(g, _)| g)
+                        .unwrap_or_else(|p| p.into_inner().0);
+                }
+                None => {
+                    st = self.wake.wait(st).unwrap_or_else(|p| p.into_inner());
+                }
+            }
         }
+        st.traffic_since = None;
         Taken {
             admin: st.admin.drain(..).collect(),
             traffic: std::mem::take(&mut st.traffic),

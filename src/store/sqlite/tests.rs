@@ -7,6 +7,7 @@ use crate::store::records::{
     KeyStatus, LastTest, TestResult, UsageRecord,
 };
 
+mod linger;
 mod saturation;
 mod write_behind;
 

@@ -10,6 +10,7 @@ use super::*;
 fn quick() -> StoreOptions {
     StoreOptions {
         traffic_capacity: 50,
+        traffic_linger: TRAFFIC_LINGER,
         ack_timeout: Duration::from_millis(300),
         prune_timeout: Duration::from_secs(30),
         busy_timeout: Duration::from_millis(50),
