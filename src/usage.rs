@@ -233,6 +233,13 @@ fn chars(v: Option<&Value>) -> u64 {
         .map_or(0, |s| u64::try_from(s.chars().count()).unwrap_or(u64::MAX))
 }
 
+/// An event's data parsed as JSON, when it is a JSON object (anything else is `None`).
+pub fn parse_object(data: &str) -> Option<Value> {
+    serde_json::from_str::<Value>(data)
+        .ok()
+        .filter(Value::is_object)
+}
+
 /// Watches the decoded SSE events of one upstream stream (pass-through or translated) and keeps
 /// the usage seen so far. See the module docs for the per-format rules.
 #[derive(Debug, Clone)]
@@ -265,15 +272,24 @@ impl UsageSniffer {
     /// Look at the next event of the stream.
     pub fn on_event(&mut self, ev: &Event) {
         if ev.is_done() {
+            self.on_parsed(ev, None);
+            return;
+        }
+        let json = parse_object(&ev.data);
+        self.on_parsed(ev, json.as_ref());
+    }
+
+    /// Look at the next event of the stream, already parsed by the caller ([`parse_object`]:
+    /// `None` when its data is not a JSON object), so that a translator and the sniffer share
+    /// one parse per event.
+    pub fn on_parsed(&mut self, ev: &Event, json: Option<&Value>) {
+        if ev.is_done() {
             // Chat's terminal sentinel; the other formats never send it.
             if self.format == WireFormat::Chat {
                 self.completed = true;
             }
             return;
         }
-        let json = serde_json::from_str::<Value>(&ev.data)
-            .ok()
-            .filter(Value::is_object);
         let Some(json) = json else {
             // Unparseable data: ignored, except that an SSE event named `error` still is one.
             if ev.name() == "error" {
@@ -286,9 +302,9 @@ impl UsageSniffer {
             .and_then(Value::as_str)
             .unwrap_or_else(|| ev.name());
         match self.format {
-            WireFormat::Anthropic => self.on_anthropic(kind, &json),
-            WireFormat::Responses => self.on_responses(kind, &json),
-            WireFormat::Chat => self.on_chat(ev.name(), &json),
+            WireFormat::Anthropic => self.on_anthropic(kind, json),
+            WireFormat::Responses => self.on_responses(kind, json),
+            WireFormat::Chat => self.on_chat(ev.name(), json),
         }
     }
 

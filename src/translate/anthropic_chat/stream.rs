@@ -81,13 +81,16 @@ impl AnthropicToChat {
     /// to `out`. Every event goes to the usage sniffer; after the stream is closed
     /// ([`AnthropicToChat::is_closed`]) nothing more is written.
     pub fn on_event(&mut self, ev: &Event, out: &mut String) {
-        self.sniffer.on_event(ev);
+        // One parse, shared with the usage sniffer.
+        let json = if ev.is_done() {
+            None
+        } else {
+            crate::usage::parse_object(&ev.data)
+        };
+        self.sniffer.on_parsed(ev, json.as_ref());
         if self.closed {
             return;
         }
-        let json = serde_json::from_str::<Value>(&ev.data)
-            .ok()
-            .filter(Value::is_object);
         let Some(json) = json else {
             if ev.name() == "error" {
                 // Not JSON, but still an error: the text is the message.

@@ -82,13 +82,16 @@ impl ResponsesToChat {
     /// Translates one upstream event, appending the encoded client frames (maybe none) to `out`.
     /// Every event goes to the usage sniffer; after the stream is closed nothing more is written.
     pub fn on_event(&mut self, ev: &Event, out: &mut String) {
-        self.sniffer.on_event(ev);
+        // One parse, shared with the usage sniffer.
+        let json = if ev.is_done() {
+            None
+        } else {
+            crate::usage::parse_object(&ev.data)
+        };
+        self.sniffer.on_parsed(ev, json.as_ref());
         if self.closed {
             return;
         }
-        let json = serde_json::from_str::<Value>(&ev.data)
-            .ok()
-            .filter(Value::is_object);
         let Some(json) = json else {
             // Not a JSON object: ignored, unless the SSE event itself is named `error`.
             if ev.name() == "error" {
