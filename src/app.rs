@@ -43,6 +43,8 @@ pub struct App {
     pub tasks: TaskTracker,
     /// Inbound protection: body budget, failed-key throttles, rejected counts (contract §9).
     pub inbound: Arc<crate::inbound::Inbound>,
+    /// The `GET /v1/models` body, encoded once (the model list is fixed at start).
+    pub models_list: Arc<std::sync::OnceLock<bytes::Bytes>>,
 }
 
 /// Failures while building the app.
@@ -133,6 +135,7 @@ impl App {
             shutdown: CancellationToken::new(),
             tasks,
             inbound,
+            models_list: Arc::default(),
         };
         if let Some(r) = app.credentials.refresh_manager()
             && app.credentials.refresh_may_serve()

@@ -132,13 +132,23 @@ fn model_json(app: &App, m: &crate::config::Model) -> serde_json::Value {
 }
 
 async fn list_models(State(app): State<App>) -> Response {
-    let data: Vec<_> = app
-        .settings
-        .models
-        .iter()
-        .map(|m| model_json(&app, m))
-        .collect();
-    axum::Json(json!({"object": "list", "data": data})).into_response()
+    let body = app.models_list.get_or_init(|| {
+        let data: Vec<_> = app
+            .settings
+            .models
+            .iter()
+            .map(|m| model_json(&app, m))
+            .collect();
+        bytes::Bytes::from(json!({"object": "list", "data": data}).to_string())
+    });
+    (
+        [(
+            header::CONTENT_TYPE,
+            axum::http::HeaderValue::from_static("application/json"),
+        )],
+        body.clone(),
+    )
+        .into_response()
 }
 
 async fn get_model(State(app): State<App>, Path(id): Path<String>, req: Request) -> Response {

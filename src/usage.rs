@@ -136,6 +136,47 @@ pub fn from_json(format: WireFormat, body: &Value) -> Option<Usage> {
     })
 }
 
+/// The usage of a whole reply given as bytes: only the top-level `usage` member is built, the
+/// rest of the reply is skipped without building it (a relayed reply is parsed for nothing
+/// else). Same result as [`from_json`] on the parsed reply.
+pub fn from_reply_bytes(format: WireFormat, body: &[u8]) -> Option<Usage> {
+    /// The last `usage` member wins, as in a parsed object.
+    struct Reply(Option<Value>);
+    impl<'de> serde::Deserialize<'de> for Reply {
+        fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+            struct V;
+            impl<'de> serde::de::Visitor<'de> for V {
+                type Value = Reply;
+                fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                    f.write_str("a JSON object")
+                }
+                fn visit_map<A: serde::de::MapAccess<'de>>(
+                    self,
+                    mut map: A,
+                ) -> Result<Reply, A::Error> {
+                    let mut usage = None;
+                    while let Some(key) = map.next_key::<std::borrow::Cow<'de, str>>()? {
+                        if key == "usage" {
+                            usage = Some(map.next_value::<Value>()?);
+                        } else {
+                            map.next_value::<serde::de::IgnoredAny>()?;
+                        }
+                    }
+                    Ok(Reply(usage))
+                }
+            }
+            d.deserialize_map(V)
+        }
+    }
+    let Reply(usage) = serde_json::from_slice::<Reply>(body).ok()?;
+    let usage = usage.filter(Value::is_object)?;
+    Some(match format {
+        WireFormat::Anthropic => anthropic_usage(&usage),
+        WireFormat::Responses => responses_usage(&usage),
+        WireFormat::Chat => chat_usage(&usage),
+    })
+}
+
 /// `v` if it is a JSON object.
 fn object(v: Option<&Value>) -> Option<&Value> {
     v.filter(|v| v.is_object())

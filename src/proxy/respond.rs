@@ -123,8 +123,7 @@ pub(super) async fn respond(
 
     let body = resp.bytes().await?;
     if route != Route::CountTokens
-        && let Ok(v) = serde_json::from_slice::<Value>(&body)
-        && let Some(u) = usage::from_json(plan.format, &v)
+        && let Some(u) = usage::from_reply_bytes(plan.format, &body)
     {
         stream::count_tokens_metric(&model.id, &u);
         log.usage = Some(u);

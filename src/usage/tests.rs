@@ -700,3 +700,38 @@ fn snapshot_responses_transcript() {
 fn snapshot_chat_transcript() {
     snapshot("usage_chat_transcript", WireFormat::Chat, CHAT_STREAM);
 }
+
+#[test]
+fn usage_from_reply_bytes_matches_the_parsed_reply() {
+    let bodies = [
+        r#"{"id":"m","content":[{"type":"text","text":"hi \"there\""}],"usage":{"input_tokens":33,"cache_read_input_tokens":4,"cache_creation_input_tokens":2,"output_tokens":12}}"#,
+        r#"{"usage":{"input_tokens":1,"output_tokens":2},"x":[1,2,{"usage":{"input_tokens":99}}]}"#,
+        // The last member of a name wins, as in a parsed object; escaped names are names.
+        r#"{"usage":{"input_tokens":1},"us\u0061ge":{"input_tokens":7,"output_tokens":3}}"#,
+        r#"{"usage":{"prompt_tokens":5,"completion_tokens":6,"total_tokens":11}}"#,
+        r#"{"usage":{"input_tokens":5,"output_tokens":6,"input_tokens_details":{"cached_tokens":2},"output_tokens_details":{"reasoning_tokens":1}}}"#,
+        r#"{"usage":null}"#,
+        r#"{"usage":[1]}"#,
+        r#"{"no":"usage"}"#,
+        r#"[{"usage":{"input_tokens":1}}]"#,
+        r#"{"usage":{"input_tokens":1}} trailing"#,
+        r#"not json"#,
+        "",
+    ];
+    for body in bodies {
+        for format in [
+            WireFormat::Anthropic,
+            WireFormat::Responses,
+            WireFormat::Chat,
+        ] {
+            let parsed = serde_json::from_str::<serde_json::Value>(body)
+                .ok()
+                .and_then(|v| from_json(format, &v));
+            assert_eq!(
+                from_reply_bytes(format, body.as_bytes()),
+                parsed,
+                "{format:?} {body}"
+            );
+        }
+    }
+}
