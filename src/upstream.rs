@@ -133,6 +133,8 @@ pub struct Upstream {
     routes: Vec<Lanes>,
     next: AtomicUsize,
     workos_url: String,
+    /// Factory's LLM endpoints, parsed once (a request clones one instead of parsing its URL).
+    parsed: Vec<(String, reqwest::Url)>,
 }
 
 impl Upstream {
@@ -144,11 +146,35 @@ impl Upstream {
         let routes = build_routes(&settings.proxies, move || {
             client::base_builder(connect, idle, prior_knowledge)
         })?;
+        let e = &settings.endpoints;
+        let parsed = [&e.anthropic, &e.count_tokens, &e.openai, &e.common]
+            .into_iter()
+            .filter_map(|u| reqwest::Url::parse(u).ok().map(|p| (u.clone(), p)))
+            .collect();
         Ok(Upstream {
             routes,
             next: AtomicUsize::new(0),
             workos_url: format!("{}/user_management/authenticate", settings.workos_base_url),
+            parsed,
         })
+    }
+
+    /// `url` as a parsed URL: a clone of a pre-parsed endpoint (its query set) when it is one,
+    /// else parsed now.
+    fn url(&self, url: &str) -> Result<reqwest::Url, UpstreamError> {
+        let (base, query) = match url.split_once('?') {
+            Some((b, q)) => (b, Some(q)),
+            None => (url, None),
+        };
+        if let Some((_, p)) = self.parsed.iter().find(|(s, _)| s == base) {
+            let mut u = p.clone();
+            if query.is_some() {
+                u.set_query(query);
+            }
+            return Ok(u);
+        }
+        reqwest::Url::parse(url)
+            .map_err(|e| UpstreamError::Setup(format!("invalid upstream URL: {e}")))
     }
 
     /// The next egress route in rotation (one per configured proxy; a single one otherwise).
@@ -175,12 +201,13 @@ impl Upstream {
     /// starts here, after the lane place was taken (which never waits).
     pub async fn send(&self, req: UpstreamRequest) -> Result<UpstreamResponse, UpstreamError> {
         let routes = self.routes.len().max(1);
+        let url = self.url(&req.url)?;
         let mut last = None;
         for _ in 0..routes {
             let place = self.route().acquire()?;
             let result = place
                 .client()
-                .post(&req.url)
+                .post(url.clone())
                 .headers(req.headers.clone())
                 .body(req.body.clone())
                 .send()
@@ -310,4 +337,37 @@ fn build_routes(
         .into_iter()
         .map(|m| Lanes::new(m).map_err(setup))
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Env;
+
+    #[test]
+    fn endpoint_urls_are_cloned_with_their_query_and_others_parsed() {
+        let env = Env::from_pairs([("FACTORY_BASE_URL", "http://127.0.0.1:9/base/")]);
+        let settings = Settings::from_sources(&env, None).unwrap();
+        let up = Upstream::new(&settings).unwrap();
+        let messages = &settings.endpoints.anthropic;
+        assert_eq!(up.url(messages).unwrap().as_str(), messages.as_str());
+        assert_eq!(
+            up.url(&format!("{messages}?beta=true")).unwrap().as_str(),
+            format!("{messages}?beta=true")
+        );
+        // Exactly what parsing the whole string gives, escapes included.
+        for q in ["a=1&b=two%20words", "x=%E4%BD%A0", "weird=a b"] {
+            let whole = format!("{messages}?{q}");
+            assert_eq!(
+                up.url(&whole).unwrap(),
+                reqwest::Url::parse(&whole).unwrap(),
+                "{q}"
+            );
+        }
+        assert_eq!(
+            up.url("http://example.test/other?x=1").unwrap().as_str(),
+            "http://example.test/other?x=1"
+        );
+        assert!(matches!(up.url("not a url"), Err(UpstreamError::Setup(_))));
+    }
 }
