@@ -1,24 +1,50 @@
 //! Factory's request headers (contract §4, `upstream-factory.md` §1.2). No other client header
 //! is forwarded: in particular the client's `authorization`/`x-api-key` never go upstream.
 
-use axum::http::{HeaderMap, HeaderName, HeaderValue};
+use axum::http::{HeaderMap, HeaderName, HeaderValue, header};
 
 use crate::config::{Model, ModelKind};
 use crate::secret::Secret;
 
+/// A header name known at compile time.
+const fn name(n: &'static str) -> HeaderName {
+    HeaderName::from_static(n)
+}
+
+/// A header value known at compile time.
+const fn value(v: &'static str) -> HeaderValue {
+    HeaderValue::from_static(v)
+}
+
 /// `x-stainless-*` defaults; a client value wins.
-const STAINLESS_DEFAULTS: [(&str, &str); 7] = [
-    ("x-stainless-arch", "x64"),
-    ("x-stainless-lang", "js"),
-    ("x-stainless-os", "MacOS"),
-    ("x-stainless-runtime", "node"),
-    ("x-stainless-retry-count", "0"),
-    ("x-stainless-package-version", "5.23.2"),
-    ("x-stainless-runtime-version", "v24.3.0"),
+const STAINLESS_DEFAULTS: [(HeaderName, HeaderValue); 7] = [
+    (name("x-stainless-arch"), value("x64")),
+    (name("x-stainless-lang"), value("js")),
+    (name("x-stainless-os"), value("MacOS")),
+    (name("x-stainless-runtime"), value("node")),
+    (name("x-stainless-retry-count"), value("0")),
+    (name("x-stainless-package-version"), value("5.23.2")),
+    (name("x-stainless-runtime-version"), value("v24.3.0")),
 ];
 
 /// The Anthropic SDK version Factory's CLI reports.
-const ANTHROPIC_PACKAGE_VERSION: &str = "0.57.0";
+const ANTHROPIC_PACKAGE_VERSION: HeaderValue = value("0.57.0");
+const APPLICATION_JSON: HeaderValue = value("application/json");
+const SESSION_ID: HeaderName = name("x-session-id");
+const MESSAGE_ID: HeaderName = name("x-assistant-message-id");
+const ANTHROPIC_VERSION: HeaderName = name("anthropic-version");
+const STAINLESS_TIMEOUT: HeaderName = name("x-stainless-timeout");
+const H_X_FACTORY_CLIENT: HeaderName = name("x-factory-client");
+const V_CLI: HeaderValue = value("cli");
+const V_KEEP_ALIVE: HeaderValue = value("keep-alive");
+const H_X_API_PROVIDER: HeaderName = name("x-api-provider");
+const V_2023_06_01: HeaderValue = value("2023-06-01");
+const H_X_API_KEY: HeaderName = name("x-api-key");
+const V_PLACEHOLDER: HeaderValue = value("placeholder");
+const V_600: HeaderValue = value("600");
+const H_X_STAINLESS_HELPER_METHOD: HeaderName = name("x-stainless-helper-method");
+const V_STREAM: HeaderValue = value("stream");
+const H_ANTHROPIC_BETA: HeaderName = name("anthropic-beta");
 
 /// What the headers depend on.
 #[derive(Debug, Clone, Copy)]
@@ -33,75 +59,73 @@ pub struct HeaderInput<'a> {
     pub user_agent: &'a str,
 }
 
-fn client_value<'a>(client: &'a HeaderMap, name: &str) -> Option<&'a HeaderValue> {
+fn client_value<'a>(client: &'a HeaderMap, name: &HeaderName) -> Option<&'a HeaderValue> {
     client.get(name).filter(|v| !v.as_bytes().is_empty())
 }
 
-fn put(h: &mut HeaderMap, name: &'static str, value: &str) {
+/// Sets a header from text that may not be a valid header value (then it is left out).
+fn put(h: &mut HeaderMap, name: HeaderName, value: &str) {
     if let Ok(v) = HeaderValue::from_str(value) {
-        h.insert(HeaderName::from_static(name), v);
+        h.insert(name, v);
     }
+}
+
+/// The client's value of `name` when it sent one, else `default`.
+fn client_or(h: &mut HeaderMap, c: &HeaderMap, name: &HeaderName, default: HeaderValue) {
+    let v = client_value(c, name).cloned().unwrap_or(default);
+    h.insert(name.clone(), v);
+}
+
+/// A fresh random UUID as a header value.
+fn random_id() -> HeaderValue {
+    let mut buf = [0u8; uuid::fmt::Hyphenated::LENGTH];
+    let text = uuid::Uuid::new_v4().hyphenated().encode_lower(&mut buf);
+    // Always valid: hex digits and hyphens.
+    HeaderValue::from_str(text).unwrap_or(HeaderValue::from_static("0"))
 }
 
 /// Builds the header set of one LLM call.
 pub fn build(input: HeaderInput<'_>) -> HeaderMap {
     let mut h = HeaderMap::with_capacity(24);
     let c = input.client;
-    put(&mut h, "content-type", "application/json");
+    h.insert(header::CONTENT_TYPE, APPLICATION_JSON);
     if let Ok(mut v) = HeaderValue::from_str(&format!("Bearer {}", input.credential.expose())) {
         v.set_sensitive(true);
-        h.insert(HeaderName::from_static("authorization"), v);
+        h.insert(header::AUTHORIZATION, v);
     }
-    put(&mut h, "x-factory-client", "cli");
-    for name in ["x-session-id", "x-assistant-message-id"] {
-        match client_value(c, name) {
-            Some(v) => {
-                h.insert(HeaderName::from_static(name), v.clone());
-            }
-            None => put(&mut h, name, &uuid::Uuid::new_v4().to_string()),
-        }
+    h.insert(H_X_FACTORY_CLIENT, V_CLI);
+    for id in [SESSION_ID, MESSAGE_ID] {
+        let v = client_value(c, &id).cloned().unwrap_or_else(random_id);
+        h.insert(id, v);
     }
-    put(&mut h, "user-agent", input.user_agent);
-    put(&mut h, "connection", "keep-alive");
-    for (name, default) in STAINLESS_DEFAULTS {
-        let default = if name == "x-stainless-package-version" && input.kind == ModelKind::Anthropic
-        {
-            ANTHROPIC_PACKAGE_VERSION
-        } else {
-            default
-        };
-        match client_value(c, name) {
-            Some(v) => {
-                h.insert(HeaderName::from_static(name), v.clone());
-            }
-            None => put(&mut h, name, default),
-        }
+    put(&mut h, header::USER_AGENT, input.user_agent);
+    h.insert(header::CONNECTION, V_KEEP_ALIVE);
+    for (stainless, default) in STAINLESS_DEFAULTS {
+        let default =
+            if stainless == "x-stainless-package-version" && input.kind == ModelKind::Anthropic {
+                ANTHROPIC_PACKAGE_VERSION
+            } else {
+                default
+            };
+        client_or(&mut h, c, &stainless, default);
     }
-    put(&mut h, "x-api-provider", input.model.provider());
+    put(&mut h, H_X_API_PROVIDER, input.model.provider());
     match input.kind {
         ModelKind::Anthropic => {
-            put(&mut h, "accept", "application/json");
-            match client_value(c, "anthropic-version") {
-                Some(v) => {
-                    h.insert(HeaderName::from_static("anthropic-version"), v.clone());
-                }
-                None => put(&mut h, "anthropic-version", "2023-06-01"),
-            }
-            put(&mut h, "x-api-key", "placeholder");
-            match client_value(c, "x-stainless-timeout") {
-                Some(v) => {
-                    h.insert(HeaderName::from_static("x-stainless-timeout"), v.clone());
-                }
-                None => put(&mut h, "x-stainless-timeout", "600"),
-            }
+            h.insert(header::ACCEPT, APPLICATION_JSON);
+            client_or(&mut h, c, &ANTHROPIC_VERSION, V_2023_06_01);
+            h.insert(H_X_API_KEY, V_PLACEHOLDER);
+            client_or(&mut h, c, &STAINLESS_TIMEOUT, V_600);
             if input.stream {
-                put(&mut h, "x-stainless-helper-method", "stream");
+                h.insert(H_X_STAINLESS_HELPER_METHOD, V_STREAM);
             }
             if let Some(beta) = input.anthropic_beta {
-                put(&mut h, "anthropic-beta", beta);
+                put(&mut h, H_ANTHROPIC_BETA, beta);
             }
         }
-        ModelKind::Common => put(&mut h, "accept", "application/json"),
+        ModelKind::Common => {
+            h.insert(header::ACCEPT, APPLICATION_JSON);
+        }
         ModelKind::OpenAi => {}
     }
     h
