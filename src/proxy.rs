@@ -214,7 +214,7 @@ async fn run(
     log: &mut RequestLog,
 ) -> Result<Response, ApiError> {
     let bytes = body::read_body(body, headers).await?;
-    let (value, requested) = body::parse_body(&bytes)?;
+    let (value, requested) = body::parse_body(&bytes, app.settings.limits.max_json_values)?;
     drop(bytes);
     let settings = &app.settings;
     if let Some(m) = settings.find_model(&requested) {

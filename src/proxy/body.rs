@@ -1,5 +1,6 @@
-//! Reading and parsing a client's request body: the 32 MiB cap, UTF-8 and JSON checks, and the
-//! `model` field.
+//! Reading and parsing a client's request body: the 32 MiB cap, UTF-8 and JSON checks, the
+//! structural cap (`limits.max_json_values`, checked by a pre-scan before any DOM is built) and
+//! the `model` field.
 //!
 //! The server reads the body before the pipeline (`inbound::body::read_limited`: size cap, body
 //! deadline, in-flight budget) and hands it over as one chunk whose buffer owns the in-flight
@@ -13,8 +14,9 @@ use bytes::Bytes;
 use futures_util::StreamExt;
 use serde_json::Value;
 
-use crate::config::MAX_BODY_BYTES;
+use crate::config::{ESCAPES_PER_VALUE, MAX_BODY_BYTES};
 use crate::error::ApiError;
+use crate::json_scan::{TooManyValues, count_values};
 
 /// Reads the body under the 32 MiB limit (a single chunk is returned as it is).
 pub(super) async fn read_body(body: Body, headers: &HeaderMap) -> Result<Bytes, ApiError> {
@@ -69,22 +71,34 @@ pub(super) async fn read_body(body: Body, headers: &HeaderMap) -> Result<Bytes, 
     })
 }
 
-/// Parses a JSON object body and its `model`.
-pub(super) fn parse_body(bytes: &[u8]) -> Result<(Value, String), ApiError> {
+/// Parses a JSON object body and its `model`. A body with more than `max_values` JSON values
+/// (escape sequences weighing one per [`ESCAPES_PER_VALUE`]) is refused before it is parsed.
+pub(super) fn parse_body(bytes: &[u8], max_values: u64) -> Result<(Value, String), ApiError> {
     if bytes.iter().all(u8::is_ascii_whitespace) {
         return Err(
             ApiError::bad_request("request body is empty; expected a JSON object")
                 .with_code("invalid_json"),
         );
     }
-    if let Err(e) = std::str::from_utf8(bytes) {
+    let text = match simdutf8::compat::from_utf8(bytes) {
+        Ok(text) => text,
+        Err(e) => {
+            return Err(ApiError::bad_request(format!(
+                "request body is not valid UTF-8 (invalid byte at offset {})",
+                e.valid_up_to()
+            ))
+            .with_code("invalid_utf8"));
+        }
+    };
+    if let Err(TooManyValues { cap }) = count_values(bytes, max_values, ESCAPES_PER_VALUE) {
         return Err(ApiError::bad_request(format!(
-            "request body is not valid UTF-8 (invalid byte at offset {})",
-            e.valid_up_to()
+            "request body has more than {cap} JSON values (limits.max_json_values; every \
+             {ESCAPES_PER_VALUE} escape sequences in strings count as one value)"
         ))
-        .with_code("invalid_utf8"));
+        .with_code("too_many_values"));
     }
-    let value: Value = serde_json::from_slice(bytes).map_err(|e| {
+    // From the validated text: serde_json does not check each string's UTF-8 again.
+    let value: Value = serde_json::from_str(text).map_err(|e| {
         ApiError::bad_request(format!("request body is not valid JSON: {e}"))
             .with_code("invalid_json")
     })?;
@@ -117,7 +131,7 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(read.as_ptr(), ptr, "the same buffer");
-        let (_, model) = parse_body(&read).unwrap();
+        let (_, model) = parse_body(&read, 1000).unwrap();
         assert_eq!(model, "m");
     }
 
@@ -135,5 +149,50 @@ mod tests {
         .await
         .unwrap();
         assert_eq!(&read[..], b"{\"model\": \"m\"}");
+    }
+
+    #[test]
+    fn the_value_cap_is_checked_before_parsing() {
+        // 1 object + model + list + 998 numbers = 1001 values.
+        let body = format!(r#"{{"model":"m","x":[{}]}}"#, vec!["1"; 998].join(","));
+        let (value, _) = parse_body(body.as_bytes(), 1001).unwrap();
+        assert_eq!(value["x"].as_array().map(Vec::len), Some(998));
+        let e = parse_body(body.as_bytes(), 1000).unwrap_err();
+        assert_eq!(e.status, StatusCode::BAD_REQUEST);
+        assert_eq!(e.code, Some("too_many_values"));
+        assert_eq!(e.param, None);
+        assert!(
+            e.message.contains("more than 1000 JSON values")
+                && e.message.contains("limits.max_json_values"),
+            "{}",
+            e.message
+        );
+        // Over the cap AND invalid: the cap is checked first, without parsing.
+        let e = parse_body(format!("{body}garbage").as_bytes(), 1000).unwrap_err();
+        assert_eq!(e.code, Some("too_many_values"));
+        // Escapes weigh one value per eight.
+        let body = format!(r#"{{"model":"m","x":"{}"}}"#, "\\n".repeat(8 * 1000));
+        assert_eq!(
+            parse_body(body.as_bytes(), 1000).unwrap_err().code,
+            Some("too_many_values")
+        );
+        assert!(parse_body(body.as_bytes(), 1003).is_ok());
+    }
+
+    #[test]
+    fn utf8_and_json_errors_keep_their_codes() {
+        let e = parse_body(b"{\"model\":\"m\xff\"}", 1000).unwrap_err();
+        assert_eq!(e.code, Some("invalid_utf8"));
+        assert!(e.message.contains("offset 11"), "{}", e.message);
+        let e = parse_body(b"{\"model\":", 1000).unwrap_err();
+        assert_eq!(e.code, Some("invalid_json"));
+        let e = parse_body(b" \n ", 1000).unwrap_err();
+        assert_eq!(e.code, Some("invalid_json"));
+        let e = parse_body(b"[1]", 1000).unwrap_err();
+        assert_eq!(e.message, "request body must be a JSON object");
+        // Non-ASCII text parses from the validated string unchanged.
+        let (v, m) =
+            parse_body("{\"model\":\" é \",\"t\":\"日本\\u00e9\"}".as_bytes(), 1000).unwrap();
+        assert_eq!((m.as_str(), v["t"].as_str()), ("é", Some("日本é")));
     }
 }
