@@ -65,6 +65,12 @@ fn counts_match_serde_on_varied_documents() {
         ),
         &format!(r#"["{}", 1]"#, "a\\\"".repeat(3_000)),
         "[1e5,-2E-3,0.25,123456789012345678901234567890]",
+        // Runs longer than a block: digits and whitespace skipped 32 bytes at a time.
+        &format!(
+            "[{0}1,{0}-{1}.{1}e+10,\n{0}\t{0}{1}]",
+            " ".repeat(100),
+            "7".repeat(100)
+        ),
         "{\"é\":\"ü\",\"😀\":[\"日本\"]}",
     ] {
         check(text);
@@ -79,7 +85,13 @@ fn stops_as_soon_as_the_cap_is_exceeded() {
     assert_eq!(values(1000), Err(TooManyValues { cap: 1000 }));
     assert_eq!(values(10), Err(TooManyValues { cap: 10 }));
     assert_eq!(count_values(b"{}", 0, 8), Err(TooManyValues { cap: 0 }));
-    assert_eq!(count_values(b"  ", 0, 8), Ok(Counted::default()));
+    assert_eq!(
+        count_values(b"  ", 0, 8),
+        Ok(Counted {
+            whitespace: 2,
+            ..Counted::default()
+        })
+    );
 }
 
 #[test]
@@ -90,13 +102,15 @@ fn escapes_weigh_one_value_per_eight() {
         count_values(body.as_bytes(), 11, 8),
         Ok(Counted {
             values: 1,
-            escapes: 80
+            escapes: 80,
+            whitespace: 0
         })
     );
     assert_eq!(
         Counted {
             values: 1,
-            escapes: 80
+            escapes: 80,
+            whitespace: 0
         }
         .weight(8),
         11
@@ -115,7 +129,8 @@ fn escapes_weigh_one_value_per_eight() {
         count_values(body.as_bytes(), u64::MAX, 8),
         Ok(Counted {
             values: 2,
-            escapes: 11
+            escapes: 11,
+            whitespace: 0
         })
     );
     assert_eq!(serde_count(&v), 2);
@@ -200,11 +215,17 @@ proptest! {
     /// escape sequences), compact or pretty-printed.
     #[test]
     fn scanner_counts_every_value(v in any_json()) {
-        let expected = Counted { values: serde_count(&v), escapes: serde_escapes(&v) };
+        let expected = Counted { values: serde_count(&v), escapes: serde_escapes(&v), whitespace: 0 };
         let compact = serde_json::to_string(&v).unwrap();
         let pretty = serde_json::to_string_pretty(&v).unwrap();
         prop_assert_eq!(count_values(compact.as_bytes(), u64::MAX, 8), Ok(expected));
-        prop_assert_eq!(count_values(pretty.as_bytes(), u64::MAX, 8), Ok(expected));
+        // Pretty-printing adds whitespace outside strings only; stripping it gives it back.
+        let whitespace = (pretty.len() - compact.len()) as u64;
+        prop_assert_eq!(
+            count_values(pretty.as_bytes(), u64::MAX, 8),
+            Ok(Counted { whitespace, ..expected })
+        );
+        prop_assert_eq!(strip_whitespace(pretty.as_bytes()), compact.as_bytes());
         // With the cap at the document's weight it passes; one less and it stops.
         let weight = expected.weight(8);
         prop_assert!(count_values(compact.as_bytes(), weight, 8).is_ok());
@@ -216,6 +237,16 @@ proptest! {
         }
     }
 
+    /// Stripping whitespace never changes what serde_json makes of a text, valid or not.
+    #[test]
+    fn stripping_keeps_what_serde_reads(text in "[\\[\\]{}:,\" \n\t0-9.eE+\\-truefalsn\\\\]{0,40}") {
+        let stripped = strip_whitespace(text.as_bytes());
+        prop_assert_eq!(
+            serde_json::from_str::<Value>(&text).ok(),
+            serde_json::from_slice::<Value>(&stripped).ok()
+        );
+    }
+
     /// Arbitrary bytes never panic, and never count more values or escapes than there are
     /// bytes.
     #[test]
@@ -223,4 +254,66 @@ proptest! {
         let c = count_values(&bytes, u64::MAX, 8).unwrap();
         prop_assert!(c.values + c.escapes <= bytes.len() as u64);
     }
+}
+
+#[test]
+fn whitespace_outside_strings_is_counted_and_stripped() {
+    let text = " {\n\t\"a b\" :  [ 1 ,\r\n \"x \\\" y\" , true ] ,\"c\":\"\\\\\" } ";
+    let c = count_values(text.as_bytes(), u64::MAX, 8).unwrap();
+    let stripped = strip_whitespace(text.as_bytes());
+    assert_eq!(
+        String::from_utf8(stripped.clone()).unwrap(),
+        r#"{"a b":[1,"x \" y",true],"c":"\\"}"#
+    );
+    assert_eq!(c.whitespace, (text.len() - stripped.len()) as u64);
+    let (a, b): (Value, Value) = (
+        serde_json::from_str(text).unwrap(),
+        serde_json::from_slice(&stripped).unwrap(),
+    );
+    assert_eq!(a, b);
+    // Runs longer than a block.
+    let text = format!("[{0}1,{0}2{0}]", " \n".repeat(100));
+    assert_eq!(strip_whitespace(text.as_bytes()), b"[1,2]");
+}
+
+#[test]
+fn stripping_never_merges_tokens() {
+    for (text, stripped) in [
+        ("[1 2]", "[1 2]"),
+        ("[1 \n\t 2]", "[1 2]"),
+        ("[tru e]", "[tru e]"),
+        ("[- 1]", "[- 1]"),
+        ("[1 ,2]", "[1,2]"),
+        ("[\"a\" \"b\"]", "[\"a\"\"b\"]"),
+        ("{\"a\":1 }x", "{\"a\":1}x"),
+        // An unterminated string is copied to the end, whitespace included.
+        ("[\"a  b", "[\"a  b"),
+    ] {
+        assert_eq!(
+            strip_whitespace(text.as_bytes()),
+            stripped.as_bytes(),
+            "{text}"
+        );
+        let before = serde_json::from_str::<Value>(text).ok();
+        let after = serde_json::from_slice::<Value>(stripped.as_bytes()).ok();
+        assert_eq!(before, after, "{text}");
+    }
+}
+
+#[test]
+fn stripped_positions_map_back_to_the_original() {
+    let text = "{ \"a\" :\n   [1,  2 ,\n 3]}";
+    let stripped = strip_whitespace(text.as_bytes());
+    assert_eq!(stripped, br#"{"a":[1,2,3]}"#);
+    for (k, &b) in stripped.iter().enumerate() {
+        let i = unstripped_index(text.as_bytes(), k);
+        // Index k of the stripped text is the first byte after the k bytes before it.
+        let next = text.as_bytes()[i..]
+            .iter()
+            .position(|c| !c.is_ascii_whitespace())
+            .map(|p| text.as_bytes()[i + p]);
+        assert_eq!(next, Some(b), "{k}");
+    }
+    assert_eq!(unstripped_index(text.as_bytes(), 0), 0);
+    assert_eq!(unstripped_index(text.as_bytes(), usize::MAX), text.len());
 }
