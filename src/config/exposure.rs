@@ -26,7 +26,10 @@ impl Default for Limits {
         Limits {
             max_connections: 10_000,
             max_inflight_body_mb: 1024,
-            max_json_values: 200_000,
+            // The worst accepted 32 MiB body of every translator stays under contract §9's
+            // 50 ms at this count (benches/translate_worst.rs), twice what a long agent session
+            // sends (tens of thousands).
+            max_json_values: 100_000,
         }
     }
 }

@@ -248,7 +248,7 @@ fn exposure_defaults() {
     assert_eq!(s.limits.max_connections, 10_000);
     assert_eq!(s.limits.max_inflight_body_mb, 1024);
     assert_eq!(s.limits.max_inflight_body_bytes(), 1 << 30);
-    assert_eq!(s.limits.max_json_values, 200_000);
+    assert_eq!(s.limits.max_json_values, 100_000);
     assert_eq!(s.cors_origins, None);
     assert!(!s.trust_proxy);
     assert!(s.admin_access_key.is_none() && s.admin_key_disabled.is_none());
@@ -391,7 +391,7 @@ fn max_json_values_is_validated_by_name() {
     }
     // null = the default.
     let s = settings(&[], json!({"limits": {"max_json_values": null}})).unwrap();
-    assert_eq!(s.limits.max_json_values, 200_000);
+    assert_eq!(s.limits.max_json_values, 100_000);
     // check-config shows it.
     let s = settings(&[], json!({"limits": {"max_json_values": 4321}})).unwrap();
     assert!(
