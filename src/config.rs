@@ -18,7 +18,8 @@ use std::path::{Path, PathBuf};
 use crate::secret::Secret;
 
 pub use exposure::{
-    Limits, MIN_ADMIN_KEY_CHARS, PLACEHOLDER_ADMIN_KEYS, admin_key_weakness, normalize_origin,
+    ESCAPES_PER_VALUE, Limits, MAX_JSON_VALUES_RANGE, MIN_ADMIN_KEY_CHARS, PLACEHOLDER_ADMIN_KEYS,
+    admin_key_weakness, normalize_origin,
 };
 pub use file::{
     ConfigFile, Findings, KEY_POOL_FIELDS, key_pool_from, parse_config_file, parse_value,
@@ -903,8 +904,8 @@ impl fmt::Display for Redacted<'_> {
         writeln!(f, "timing:              {:?}", s.timing)?;
         writeln!(
             f,
-            "limits:              {} connections, {} MiB of request bodies in memory",
-            s.limits.max_connections, s.limits.max_inflight_body_mb
+            "limits:              {} connections, {} MiB of request bodies in memory, {} JSON values per request",
+            s.limits.max_connections, s.limits.max_inflight_body_mb, s.limits.max_json_values
         )?;
         writeln!(
             f,

@@ -11,6 +11,7 @@ pub mod config;
 pub mod credentials;
 pub mod error;
 pub mod inbound;
+pub mod json_scan;
 pub mod proxy;
 pub mod secret;
 pub mod server;

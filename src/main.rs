@@ -2,6 +2,11 @@
 
 use clap::Parser;
 
+/// mimalloc (default feature `mimalloc`): request bodies become many small allocations.
+#[cfg(feature = "mimalloc")]
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[tokio::main]
 async fn main() {
     let cli = droid2api::cli::Cli::parse();

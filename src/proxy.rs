@@ -38,6 +38,7 @@ use crate::secret::Secret;
 use crate::translate::TranslateError;
 use crate::upstream::UpstreamError;
 
+pub use body::parse_body;
 pub use stream::RequestLog;
 
 fn unix_now() -> u64 {
@@ -106,7 +107,11 @@ pub struct ProxyInfo {
 
 impl From<TranslateError> for ApiError {
     fn from(e: TranslateError) -> Self {
-        ApiError::bad_request(format!("{}: {}", e.param, e.message)).with_param(e.param)
+        let code = e.code;
+        let mut api =
+            ApiError::bad_request(format!("{}: {}", e.param, e.message)).with_param(e.param);
+        api.code = code;
+        api
     }
 }
 
@@ -214,7 +219,8 @@ async fn run(
     log: &mut RequestLog,
 ) -> Result<Response, ApiError> {
     let bytes = body::read_body(body, headers).await?;
-    let (value, requested) = body::parse_body(&bytes)?;
+    let max_values = app.settings.limits.max_json_values;
+    let (value, requested, weight) = body::parse_body(&bytes, max_values)?;
     drop(bytes);
     let settings = &app.settings;
     if let Some(m) = settings.find_model(&requested) {
@@ -227,6 +233,7 @@ async fn run(
         query.as_deref(),
         value,
         &requested,
+        max_values.saturating_sub(weight),
     )?;
     log.format = Some(plan.format);
     let client_cred = client_credential(headers);

@@ -9,10 +9,13 @@
 //! - [`passthrough`]: `/v1/messages`, `/v1/messages/count_tokens`, `/v1/responses` and
 //!   `/v1/chat/completions` for common-type models: the body keeps its format, the system prompt
 //!   is injected and the reasoning level applied.
+//! - [`encode`]: the upstream body's bytes (serde_json's compact form, strings copied in runs).
 
 pub mod anthropic_chat;
 pub mod chat;
+mod encode;
 pub mod passthrough;
+mod path;
 pub mod reasoning;
 pub mod responses_chat;
 
@@ -20,12 +23,25 @@ use serde_json::Value;
 
 use crate::config::ReasoningBudgets;
 
+pub use encode::{encode, encode_string};
+
+/// Whether `s` is empty or only whitespace (what `s.trim().is_empty()` says), reading from
+/// the front only: on a long text it stops at the first byte instead of also reading the end.
+pub(crate) fn is_blank(s: &str) -> bool {
+    s.chars().all(char::is_whitespace)
+}
+
 /// Settings the transformations read.
 #[derive(Debug, Clone, Copy)]
 pub struct Context<'a> {
     /// The configured system prompt (empty = no injection).
     pub system_prompt: &'a str,
     pub budgets: ReasoningBudgets,
+    /// JSON values that the JSON documents embedded in the request's strings (the tool-call
+    /// `arguments` the Anthropic translator parses) may add in all, beyond the one value each
+    /// such string was counted as: what `limits.max_json_values` leaves after the body's own
+    /// values. Over it → 400 `too_many_values`.
+    pub embedded_json_values: u64,
 }
 
 /// A request that cannot be translated: answered with 400 naming the field.
@@ -34,6 +50,8 @@ pub struct Context<'a> {
 pub struct TranslateError {
     pub param: String,
     pub message: String,
+    /// A machine-readable code for the answer (`None`: a plain invalid request).
+    pub code: Option<&'static str>,
 }
 
 impl TranslateError {
@@ -41,7 +59,13 @@ impl TranslateError {
         TranslateError {
             param: param.into(),
             message: message.into(),
+            code: None,
         }
+    }
+
+    pub fn with_code(mut self, code: &'static str) -> Self {
+        self.code = Some(code);
+        self
     }
 }
 

@@ -39,10 +39,12 @@ pub fn contexts() -> [Context<'static>; 2] {
         Context {
             system_prompt: "",
             budgets: ReasoningBudgets::default(),
+            embedded_json_values: 200_000,
         },
         Context {
             system_prompt: "You are Droid.\n\n",
             budgets: ReasoningBudgets::default(),
+            embedded_json_values: 200_000,
         },
     ]
 }

@@ -8,13 +8,28 @@ pub struct Limits {
     pub max_connections: u32,
     /// Request bodies held in memory at once across all requests, in MiB.
     pub max_inflight_body_mb: u64,
+    /// JSON values one request body may hold (every [`ESCAPES_PER_VALUE`] escape sequences in
+    /// its strings count as one more); over it → 400 `too_many_values` before any parsing.
+    pub max_json_values: u64,
 }
+
+/// Escape sequences in strings (`\n`, `\"`, `\u00e9`, …) that count as one JSON value toward
+/// [`Limits::max_json_values`]: each costs the parser and the encoder about an eighth of what a
+/// small value costs.
+pub const ESCAPES_PER_VALUE: u64 = 8;
+
+/// Bounds of `limits.max_json_values`.
+pub const MAX_JSON_VALUES_RANGE: (u64, u64) = (1_000, 100_000_000);
 
 impl Default for Limits {
     fn default() -> Self {
         Limits {
             max_connections: 10_000,
             max_inflight_body_mb: 1024,
+            // The worst accepted 32 MiB body of every translator stays under contract §9's
+            // 50 ms at this count (benches/translate_worst.rs), twice what a long agent session
+            // sends (tens of thousands).
+            max_json_values: 100_000,
         }
     }
 }

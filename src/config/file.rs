@@ -304,7 +304,11 @@ pub fn parse_value(value: &Value) -> ConfigFile {
     if let Some(v) = obj.get("limits")
         && let Some(o) = r.object(v, "limits")
     {
-        r.unknown("limits", o, &["max_connections", "max_inflight_body_mb"]);
+        r.unknown(
+            "limits",
+            o,
+            &["max_connections", "max_inflight_body_mb", "max_json_values"],
+        );
         let mut l = Limits::default();
         if let Some(n) = r.u64_in(o, "max_connections", "limits.max_connections", 1, 1_000_000) {
             l.max_connections = n as u32;
@@ -317,6 +321,10 @@ pub fn parse_value(value: &Value) -> ConfigFile {
             1 << 20,
         ) {
             l.max_inflight_body_mb = n;
+        }
+        let (min, max) = exposure::MAX_JSON_VALUES_RANGE;
+        if let Some(n) = r.u64_in(o, "max_json_values", "limits.max_json_values", min, max) {
+            l.max_json_values = n;
         }
         out.limits = Some(l);
     }

@@ -248,6 +248,7 @@ fn exposure_defaults() {
     assert_eq!(s.limits.max_connections, 10_000);
     assert_eq!(s.limits.max_inflight_body_mb, 1024);
     assert_eq!(s.limits.max_inflight_body_bytes(), 1 << 30);
+    assert_eq!(s.limits.max_json_values, 100_000);
     assert_eq!(s.cors_origins, None);
     assert!(!s.trust_proxy);
     assert!(s.admin_access_key.is_none() && s.admin_key_disabled.is_none());
@@ -259,7 +260,7 @@ fn exposure_settings_from_the_file_and_env() {
         &[],
         json!({
             "timing": {"header_read_timeout_s": 2, "body_read_timeout_s": 3, "idle_keepalive_s": 4},
-            "limits": {"max_connections": 2, "max_inflight_body_mb": 1},
+            "limits": {"max_connections": 2, "max_inflight_body_mb": 1, "max_json_values": 5000},
             "cors_origins": ["https://App.Example/", "http://localhost:5173", "https://app.example"],
             "trust_proxy": true
         }),
@@ -275,6 +276,7 @@ fn exposure_settings_from_the_file_and_env() {
     );
     assert_eq!(s.limits.max_connections, 2);
     assert_eq!(s.limits.max_inflight_body_mb, 1);
+    assert_eq!(s.limits.max_json_values, 5000);
     assert_eq!(
         s.cors_origins,
         Some(vec![
@@ -360,6 +362,43 @@ fn exposure_errors_name_the_field_and_value() {
             .any(|w| w.contains("limits.max_bodies: unknown field")),
         "{:?}",
         s.warnings
+    );
+}
+
+#[test]
+fn max_json_values_is_validated_by_name() {
+    let s = settings(&[], json!({"limits": {"max_json_values": 1000}})).unwrap();
+    assert_eq!(s.limits.max_json_values, 1000);
+    // The other limits keep their defaults.
+    assert_eq!(s.limits.max_connections, 10_000);
+    let s = settings(&[], json!({"limits": {"max_json_values": 100_000_000}})).unwrap();
+    assert_eq!(s.limits.max_json_values, 100_000_000);
+    for (bad, shown) in [
+        (json!(999), "999"),
+        (json!(100_000_001), "100000001"),
+        (json!(-5), "-5"),
+        (json!(2.5), "2.5"),
+        (json!("200000"), r#""200000""#),
+        (json!(true), "true"),
+    ] {
+        let e = errors(settings(&[], json!({"limits": {"max_json_values": bad}})));
+        assert_eq!(
+            e,
+            vec![format!(
+                "limits.max_json_values: expected a whole number from 1000 to 100000000, got {shown}"
+            )]
+        );
+    }
+    // null = the default.
+    let s = settings(&[], json!({"limits": {"max_json_values": null}})).unwrap();
+    assert_eq!(s.limits.max_json_values, 100_000);
+    // check-config shows it.
+    let s = settings(&[], json!({"limits": {"max_json_values": 4321}})).unwrap();
+    assert!(
+        Redacted(&s)
+            .to_string()
+            .contains("4321 JSON values per request"),
+        "check-config output names the limit"
     );
 }
 

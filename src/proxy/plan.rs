@@ -62,7 +62,8 @@ fn wrong_type(model: &Model, route: Route, expected: &str) -> ApiError {
     .with_code("invalid_model_type")
 }
 
-/// Plans one request: `value` is the parsed body, `requested` its `model`.
+/// Plans one request: `value` is the parsed body, `requested` its `model`,
+/// `embedded_json_values` what `limits.max_json_values` leaves after the body's own values.
 pub(super) fn plan<'a>(
     settings: &'a Settings,
     route: Route,
@@ -70,6 +71,7 @@ pub(super) fn plan<'a>(
     query: Option<&str>,
     value: Value,
     requested: &str,
+    embedded_json_values: u64,
 ) -> Result<Plan<'a>, ApiError> {
     let model = settings.find_model(requested).ok_or_else(|| {
         ApiError::new(
@@ -82,6 +84,7 @@ pub(super) fn plan<'a>(
     let ctx = Context {
         system_prompt: &settings.system_prompt,
         budgets: settings.reasoning_budgets,
+        embedded_json_values,
     };
     let client_beta = headers.get("anthropic-beta").and_then(|v| v.to_str().ok());
     let chat = |from: ModelKind, value: &Value| Shape::Chat {
@@ -154,12 +157,7 @@ pub(super) fn plan<'a>(
             }
         },
     };
-    let body = Bytes::from(serde_json::to_vec(&prepared.body).map_err(|e| {
-        ApiError::new(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            format!("could not encode the upstream request: {e}"),
-        )
-    })?);
+    let body = Bytes::from(translate::encode(&prepared.body));
     Ok(Plan {
         model,
         prepared,

@@ -36,7 +36,7 @@ pub fn inject_anthropic_system(
     let first = json!({"type": "text", "text": prompt});
     let system = match body.remove("system") {
         None | Some(Value::Null) => vec![first],
-        Some(Value::String(s)) if s.trim().is_empty() => vec![first],
+        Some(Value::String(s)) if super::is_blank(&s) => vec![first],
         Some(Value::String(s)) => vec![first, json!({"type": "text", "text": s})],
         Some(Value::Array(blocks)) => {
             let mut v = Vec::with_capacity(blocks.len() + 1);
@@ -185,6 +185,7 @@ mod tests {
         Context {
             system_prompt: PROMPT,
             budgets: ReasoningBudgets::default(),
+            embedded_json_values: 200_000,
         }
     }
 
@@ -256,6 +257,7 @@ mod tests {
         let c = Context {
             system_prompt: "",
             budgets: ReasoningBudgets::default(),
+            embedded_json_values: 200_000,
         };
         let p = prepare_messages(
             json!({"system": "S"}),

@@ -17,30 +17,40 @@
 use serde_json::{Map, Value, json};
 
 use crate::config::{Model, ReasoningLevel};
-use crate::translate::{Context, Prepared, TranslateError, reasoning};
+use crate::translate::path::At;
+use crate::translate::{Context, Prepared, TranslateError, is_blank, reasoning};
 
 /// Responses rejects `max_output_tokens` below this (`translation.md` §7 row 22).
 const MIN_OUTPUT_TOKENS: u64 = 16;
 
-/// Chat Completions request → OpenAI Responses request (translation.md §4.1).
+fn err(param: impl Into<String>, message: impl Into<String>) -> TranslateError {
+    TranslateError::new(param, message)
+}
+
+/// A JSON object of exactly these entries, in this order.
+fn object<const N: usize>(entries: [(&str, Value); N]) -> Value {
+    let mut map = Map::with_capacity(N);
+    for (k, v) in entries {
+        map.insert(k.to_string(), v);
+    }
+    Value::Object(map)
+}
+
+/// Chat Completions request → OpenAI Responses request (translation.md §4.1). Messages, tools
+/// and schemas are moved out of the request, never copied.
 pub fn chat_to_responses(
     body: Value,
     model: &Model,
     ctx: &Context<'_>,
 ) -> Result<Prepared, TranslateError> {
-    let Value::Object(chat) = body else {
-        return Err(TranslateError::new("body", "expected a JSON object"));
+    let Value::Object(mut chat) = body else {
+        return Err(err("body", "expected a JSON object"));
     };
     reject_unsupported(&chat)?;
-    let messages = match present(&chat, "messages") {
+    let messages = match take(&mut chat, "messages") {
         Some(Value::Array(m)) => m,
-        Some(_) => {
-            return Err(TranslateError::new(
-                "messages",
-                "expected an array of messages",
-            ));
-        }
-        None => return Err(TranslateError::new("messages", "is required")),
+        Some(_) => return Err(err("messages", "expected an array of messages")),
+        None => return Err(err("messages", "is required")),
     };
     let (system_texts, input) = convert_messages(messages)?;
 
@@ -57,7 +67,7 @@ pub fn chat_to_responses(
     let stream = match present(&chat, "stream") {
         None => None,
         Some(Value::Bool(b)) => Some(*b),
-        Some(_) => return Err(TranslateError::new("stream", "expected a boolean")),
+        Some(_) => return Err(err("stream", "expected a boolean")),
     };
     if let Some(s) = stream {
         out.insert("stream".into(), Value::Bool(s));
@@ -75,9 +85,9 @@ pub fn chat_to_responses(
         );
     }
 
-    copy(&chat, &mut out, "temperature");
-    copy(&chat, &mut out, "top_p");
-    if let Some(tools) = present(&chat, "tools") {
+    copy(&mut chat, &mut out, "temperature");
+    copy(&mut chat, &mut out, "top_p");
+    if let Some(tools) = take(&mut chat, "tools") {
         let tools = convert_tools(tools)?;
         if !tools.is_empty() {
             out.insert("tools".into(), Value::Array(tools));
@@ -86,25 +96,25 @@ pub fn chat_to_responses(
     if let Some(choice) = present(&chat, "tool_choice") {
         out.insert("tool_choice".into(), convert_tool_choice(choice)?);
     }
-    copy(&chat, &mut out, "parallel_tool_calls");
+    copy(&mut chat, &mut out, "parallel_tool_calls");
 
     let mut text = Map::new();
-    if let Some(format) = present(&chat, "response_format")
+    if let Some(format) = take(&mut chat, "response_format")
         && let Some(format) = convert_response_format(format)?
     {
         text.insert("format".into(), format);
     }
-    if let Some(v) = present(&chat, "verbosity") {
-        text.insert("verbosity".into(), v.clone());
+    if let Some(v) = take(&mut chat, "verbosity") {
+        text.insert("verbosity".into(), v);
     }
     if !text.is_empty() {
         out.insert("text".into(), Value::Object(text));
     }
 
-    copy(&chat, &mut out, "user");
-    copy(&chat, &mut out, "metadata");
-    copy(&chat, &mut out, "prompt_cache_key");
-    copy(&chat, &mut out, "safety_identifier");
+    copy(&mut chat, &mut out, "user");
+    copy(&mut chat, &mut out, "metadata");
+    copy(&mut chat, &mut out, "prompt_cache_key");
+    copy(&mut chat, &mut out, "safety_identifier");
 
     match model.reasoning {
         ReasoningLevel::Auto => match present(&chat, "reasoning_effort") {
@@ -116,7 +126,7 @@ pub fn chat_to_responses(
                 );
             }
             Some(_) => {
-                return Err(TranslateError::new("reasoning_effort", "expected a string"));
+                return Err(err("reasoning_effort", "expected a string"));
             }
         },
         level => reasoning::apply_responses(&mut out, level),
@@ -135,10 +145,15 @@ fn present<'a>(obj: &'a Map<String, Value>, key: &str) -> Option<&'a Value> {
     obj.get(key).filter(|v| !v.is_null())
 }
 
-/// Copies `key` from `from` to `to` when present and not `null`.
-fn copy(from: &Map<String, Value>, to: &mut Map<String, Value>, key: &str) {
-    if let Some(v) = present(from, key) {
-        to.insert(key.into(), v.clone());
+/// `obj[key]` taken out of `obj`, unless missing or `null`.
+fn take(obj: &mut Map<String, Value>, key: &str) -> Option<Value> {
+    obj.remove(key).filter(|v| !v.is_null())
+}
+
+/// Moves `key` from `from` to `to` when present and not `null`.
+fn copy(from: &mut Map<String, Value>, to: &mut Map<String, Value>, key: &str) {
+    if let Some(v) = take(from, key) {
+        to.insert(key.into(), v);
     }
 }
 
@@ -155,7 +170,7 @@ fn token_count(obj: &Map<String, Value>, key: &str) -> Result<Option<u64>, Trans
                 .map(|f| f as u64)
         })
         .map(Some)
-        .ok_or_else(|| TranslateError::new(key, "expected a non-negative integer"))
+        .ok_or_else(|| err(key, "expected a non-negative integer"))
 }
 
 /// Fields this upstream cannot honour: 400 naming them.
@@ -163,26 +178,17 @@ fn reject_unsupported(chat: &Map<String, Value>) -> Result<(), TranslateError> {
     if let Some(n) = present(chat, "n")
         && n.as_f64() != Some(1.0)
     {
-        return Err(TranslateError::new(
-            "n",
-            "only n=1 is supported for this model",
-        ));
+        return Err(err("n", "only n=1 is supported for this model"));
     }
     if present(chat, "audio").is_some() {
-        return Err(TranslateError::new(
-            "audio",
-            "audio output is not supported for this model",
-        ));
+        return Err(err("audio", "audio output is not supported for this model"));
     }
     if let Some(m) = present(chat, "modalities") {
         let Some(list) = m.as_array() else {
-            return Err(TranslateError::new(
-                "modalities",
-                "expected an array of strings",
-            ));
+            return Err(err("modalities", "expected an array of strings"));
         };
         if list.iter().any(|v| v.as_str() == Some("audio")) {
-            return Err(TranslateError::new(
+            return Err(err(
                 "modalities",
                 "audio output is not supported for this model",
             ));
@@ -192,105 +198,99 @@ fn reject_unsupported(chat: &Map<String, Value>) -> Result<(), TranslateError> {
 }
 
 /// All messages → (system/developer texts in order, `input` items in order).
-fn convert_messages(messages: &[Value]) -> Result<(Vec<String>, Vec<Value>), TranslateError> {
+fn convert_messages(messages: Vec<Value>) -> Result<(Vec<String>, Vec<Value>), TranslateError> {
     let mut system = Vec::new();
     let mut input = Vec::with_capacity(messages.len());
-    for (i, message) in messages.iter().enumerate() {
-        let p = format!("messages[{i}]");
-        let Some(m) = message.as_object() else {
-            return Err(TranslateError::new(p, "expected a message object"));
+    for (i, message) in messages.into_iter().enumerate() {
+        let at = At::message(i);
+        let Value::Object(mut m) = message else {
+            return Err(err(at, "expected a message object"));
         };
-        let role = match m.get("role") {
-            Some(Value::String(r)) => r.as_str(),
-            Some(_) => {
-                return Err(TranslateError::new(
-                    format!("{p}.role"),
-                    "expected a string",
-                ));
-            }
-            None => return Err(TranslateError::new(format!("{p}.role"), "is required")),
+        let role = match m.remove("role") {
+            Some(Value::String(r)) => r,
+            Some(_) => return Err(err(at.key("role"), "expected a string")),
+            None => return Err(err(at.key("role"), "is required")),
         };
-        match role {
+        match role.as_str() {
             "system" | "developer" => {
-                let text = system_text(m, &p)?;
+                let text = system_text(&mut m, &at)?;
                 if !is_blank(&text) {
                     system.push(text);
                 }
             }
             "user" => {
-                let content = user_content(m, &p)?;
+                let content = user_content(&mut m, &at)?;
                 if !content.is_empty() {
-                    input.push(json!({"type": "message", "role": "user", "content": content}));
+                    input.push(object([
+                        ("type", Value::from("message")),
+                        ("role", Value::from("user")),
+                        ("content", Value::Array(content)),
+                    ]));
                 }
             }
-            "assistant" => assistant_items(m, &p, &mut input)?,
-            "tool" => input.push(tool_output(m, &p)?),
+            "assistant" => assistant_items(m, &at, &mut input)?,
+            "tool" => input.push(tool_output(m, &at)?),
             other => {
-                return Err(TranslateError::new(
-                    format!("{p}.role"),
-                    format!("unsupported role \"{other}\""),
-                ));
+                return Err(err(at.key("role"), format!("unsupported role \"{other}\"")));
             }
         }
     }
     Ok((system, input))
 }
 
-fn is_blank(s: &str) -> bool {
-    s.trim().is_empty()
-}
-
 /// The `content` of a message as an array of part objects, or a string; `None` for null/absent.
-enum Content<'a> {
+enum Content {
     None,
-    Text(&'a str),
-    Parts(&'a [Value]),
+    Text(String),
+    Parts(Vec<Value>),
 }
 
-fn content<'a>(m: &'a Map<String, Value>, p: &str) -> Result<Content<'a>, TranslateError> {
-    match m.get("content") {
+fn content(m: &mut Map<String, Value>, at: &At<'_>) -> Result<Content, TranslateError> {
+    match m.remove("content") {
         None | Some(Value::Null) => Ok(Content::None),
         Some(Value::String(s)) => Ok(Content::Text(s)),
         Some(Value::Array(parts)) => Ok(Content::Parts(parts)),
-        Some(_) => Err(TranslateError::new(
-            format!("{p}.content"),
+        Some(_) => Err(err(
+            at.key("content"),
             "expected a string or an array of content parts",
         )),
     }
 }
 
 /// A content part's object and its `type`.
-fn part<'a>(v: &'a Value, pp: &str) -> Result<(&'a Map<String, Value>, &'a str), TranslateError> {
-    let Some(obj) = v.as_object() else {
-        return Err(TranslateError::new(pp, "expected a content part object"));
+fn part(v: Value, at: &At<'_>) -> Result<(Map<String, Value>, String), TranslateError> {
+    let Value::Object(mut obj) = v else {
+        return Err(err(*at, "expected a content part object"));
     };
-    match obj.get("type").and_then(Value::as_str) {
-        Some(t) => Ok((obj, t)),
-        None => Err(TranslateError::new(format!("{pp}.type"), "is required")),
+    match obj.remove("type") {
+        Some(Value::String(t)) => Ok((obj, t)),
+        _ => Err(err(at.key("type"), "is required")),
     }
 }
 
 /// A text part's `text`.
-fn part_text<'a>(obj: &'a Map<String, Value>, pp: &str) -> Result<&'a str, TranslateError> {
-    obj.get("text")
-        .and_then(Value::as_str)
-        .ok_or_else(|| TranslateError::new(format!("{pp}.text"), "expected a string"))
+fn part_text(obj: &mut Map<String, Value>, at: &At<'_>) -> Result<String, TranslateError> {
+    match obj.remove("text") {
+        Some(Value::String(t)) => Ok(t),
+        _ => Err(err(at.key("text"), "expected a string")),
+    }
 }
 
 /// A system/developer message's text (array content: text parts concatenated).
-fn system_text(m: &Map<String, Value>, p: &str) -> Result<String, TranslateError> {
-    match content(m, p)? {
+fn system_text(m: &mut Map<String, Value>, at: &At<'_>) -> Result<String, TranslateError> {
+    match content(m, at)? {
         Content::None => Ok(String::new()),
-        Content::Text(s) => Ok(s.to_string()),
+        Content::Text(s) => Ok(s),
         Content::Parts(parts) => {
             let mut text = String::new();
-            for (j, v) in parts.iter().enumerate() {
-                let pp = format!("{p}.content[{j}]");
-                match part(v, &pp)? {
-                    (obj, "text") => text.push_str(part_text(obj, &pp)?),
+            let parts_at = at.key("content");
+            for (j, v) in parts.into_iter().enumerate() {
+                let pat = parts_at.index(j);
+                match part(v, &pat)? {
+                    (mut obj, t) if t == "text" => text.push_str(&part_text(&mut obj, &pat)?),
                     (_, t) => {
-                        return Err(TranslateError::new(
-                            format!("{pp}.type"),
+                        return Err(err(
+                            pat.key("type"),
                             format!(
                                 "system and developer messages take text parts only, got \"{t}\""
                             ),
@@ -303,35 +303,42 @@ fn system_text(m: &Map<String, Value>, p: &str) -> Result<String, TranslateError
     }
 }
 
+/// `{"type": <ty>, <key>: <text>}`: a text-like part.
+fn text_part(ty: &str, key: &str, text: String) -> Value {
+    object([("type", Value::from(ty)), (key, Value::String(text))])
+}
+
 /// A user message's parts: `input_text`, `input_image`, `input_file` (blank text skipped).
-fn user_content(m: &Map<String, Value>, p: &str) -> Result<Vec<Value>, TranslateError> {
-    let parts = match content(m, p)? {
+fn user_content(m: &mut Map<String, Value>, at: &At<'_>) -> Result<Vec<Value>, TranslateError> {
+    let parts = match content(m, at)? {
         Content::None => return Ok(Vec::new()),
-        Content::Text(s) if is_blank(s) => return Ok(Vec::new()),
-        Content::Text(s) => return Ok(vec![json!({"type": "input_text", "text": s})]),
+        Content::Text(s) if is_blank(&s) => return Ok(Vec::new()),
+        Content::Text(s) => return Ok(vec![text_part("input_text", "text", s)]),
         Content::Parts(parts) => parts,
     };
     let mut out = Vec::with_capacity(parts.len());
-    for (j, v) in parts.iter().enumerate() {
-        let pp = format!("{p}.content[{j}]");
-        match part(v, &pp)? {
-            (obj, "text") => {
-                let text = part_text(obj, &pp)?;
-                if !is_blank(text) {
-                    out.push(json!({"type": "input_text", "text": text}));
+    let parts_at = at.key("content");
+    for (j, v) in parts.into_iter().enumerate() {
+        let pat = parts_at.index(j);
+        let (mut obj, t) = part(v, &pat)?;
+        match t.as_str() {
+            "text" => {
+                let text = part_text(&mut obj, &pat)?;
+                if !is_blank(&text) {
+                    out.push(text_part("input_text", "text", text));
                 }
             }
-            (obj, "image_url") => out.push(input_image(obj, &pp)?),
-            (obj, "file") => out.push(input_file(obj, &pp)?),
-            (_, "input_audio") => {
-                return Err(TranslateError::new(
-                    format!("{pp}.type"),
+            "image_url" => out.push(input_image(obj, &pat)?),
+            "file" => out.push(input_file(obj, &pat)?),
+            "input_audio" => {
+                return Err(err(
+                    pat.key("type"),
                     "audio input is not supported for this model",
                 ));
             }
-            (_, t) => {
-                return Err(TranslateError::new(
-                    format!("{pp}.type"),
+            t => {
+                return Err(err(
+                    pat.key("type"),
                     format!("unsupported content part type \"{t}\""),
                 ));
             }
@@ -341,49 +348,57 @@ fn user_content(m: &Map<String, Value>, p: &str) -> Result<Vec<Value>, Translate
 }
 
 /// `{type:"image_url", image_url:{url, detail}}` → `{type:"input_image", image_url:<url>, detail}`.
-fn input_image(obj: &Map<String, Value>, pp: &str) -> Result<Value, TranslateError> {
-    let (url, detail) = match obj.get("image_url") {
-        Some(Value::String(url)) => (Some(url.as_str()), None),
-        Some(Value::Object(image)) => (
-            image.get("url").and_then(Value::as_str),
-            image.get("detail").and_then(Value::as_str),
-        ),
+fn input_image(mut obj: Map<String, Value>, at: &At<'_>) -> Result<Value, TranslateError> {
+    let (url, detail) = match obj.remove("image_url") {
+        Some(Value::String(url)) => (Some(url), None),
+        Some(Value::Object(mut image)) => {
+            let url = match image.remove("url") {
+                Some(Value::String(u)) => Some(u),
+                _ => None,
+            };
+            let detail = match image.remove("detail") {
+                Some(Value::String(d)) => Some(d),
+                _ => None,
+            };
+            (url, detail)
+        }
         _ => {
-            return Err(TranslateError::new(
-                format!("{pp}.image_url"),
-                "expected an object with a url",
-            ));
+            return Err(err(at.key("image_url"), "expected an object with a url"));
         }
     };
     let Some(url) = url.filter(|u| !u.is_empty()) else {
-        return Err(TranslateError::new(
-            format!("{pp}.image_url.url"),
+        return Err(err(
+            at.key("image_url").key("url"),
             "expected a non-empty string",
         ));
     };
-    Ok(json!({"type": "input_image", "image_url": url, "detail": detail.unwrap_or("auto")}))
+    Ok(object([
+        ("type", Value::from("input_image")),
+        ("image_url", Value::String(url)),
+        (
+            "detail",
+            Value::String(detail.unwrap_or_else(|| "auto".into())),
+        ),
+    ]))
 }
 
 /// `{type:"file", file:{file_data|file_id, filename}}` → `{type:"input_file", …}`.
-fn input_file(obj: &Map<String, Value>, pp: &str) -> Result<Value, TranslateError> {
-    let Some(file) = obj.get("file").and_then(Value::as_object) else {
-        return Err(TranslateError::new(
-            format!("{pp}.file"),
+fn input_file(mut obj: Map<String, Value>, at: &At<'_>) -> Result<Value, TranslateError> {
+    let Some(Value::Object(mut file)) = obj.remove("file") else {
+        return Err(err(
+            at.key("file"),
             "expected an object with file_data or file_id",
         ));
     };
-    let mut out = Map::new();
+    let mut out = Map::with_capacity(4);
     out.insert("type".into(), json!("input_file"));
     for key in ["file_id", "file_data", "filename"] {
-        if let Some(v) = file.get(key).filter(|v| v.is_string()) {
-            out.insert(key.into(), v.clone());
+        if let Some(v @ Value::String(_)) = file.remove(key) {
+            out.insert(key.into(), v);
         }
     }
     if !out.contains_key("file_id") && !out.contains_key("file_data") {
-        return Err(TranslateError::new(
-            format!("{pp}.file"),
-            "expected file_data or file_id",
-        ));
+        return Err(err(at.key("file"), "expected file_data or file_id"));
     }
     Ok(Value::Object(out))
 }
@@ -391,42 +406,41 @@ fn input_file(obj: &Map<String, Value>, pp: &str) -> Result<Value, TranslateErro
 /// An assistant message: its text as one `message` item (skipped when empty), then one
 /// `function_call` item per tool call (no invented `id`, `translation.md` §4.1).
 fn assistant_items(
-    m: &Map<String, Value>,
-    p: &str,
+    mut m: Map<String, Value>,
+    at: &At<'_>,
     input: &mut Vec<Value>,
 ) -> Result<(), TranslateError> {
     let mut parts = Vec::new();
-    match content(m, p)? {
+    match content(&mut m, at)? {
         Content::None => {}
         Content::Text(s) => {
-            if !is_blank(s) {
-                parts.push(json!({"type": "output_text", "text": s}));
+            if !is_blank(&s) {
+                parts.push(text_part("output_text", "text", s));
             }
         }
         Content::Parts(list) => {
-            for (j, v) in list.iter().enumerate() {
-                let pp = format!("{p}.content[{j}]");
-                match part(v, &pp)? {
-                    (obj, "text") => {
-                        let text = part_text(obj, &pp)?;
-                        if !is_blank(text) {
-                            parts.push(json!({"type": "output_text", "text": text}));
+            let parts_at = at.key("content");
+            for (j, v) in list.into_iter().enumerate() {
+                let pat = parts_at.index(j);
+                let (mut obj, t) = part(v, &pat)?;
+                match t.as_str() {
+                    "text" => {
+                        let text = part_text(&mut obj, &pat)?;
+                        if !is_blank(&text) {
+                            parts.push(text_part("output_text", "text", text));
                         }
                     }
-                    (obj, "refusal") => {
-                        let Some(r) = obj.get("refusal").and_then(Value::as_str) else {
-                            return Err(TranslateError::new(
-                                format!("{pp}.refusal"),
-                                "expected a string",
-                            ));
+                    "refusal" => {
+                        let Some(Value::String(r)) = obj.remove("refusal") else {
+                            return Err(err(pat.key("refusal"), "expected a string"));
                         };
-                        if !is_blank(r) {
-                            parts.push(json!({"type": "refusal", "refusal": r}));
+                        if !is_blank(&r) {
+                            parts.push(text_part("refusal", "refusal", r));
                         }
                     }
-                    (_, t) => {
-                        return Err(TranslateError::new(
-                            format!("{pp}.type"),
+                    t => {
+                        return Err(err(
+                            pat.key("type"),
                             format!(
                                 "assistant messages take text and refusal parts only, got \"{t}\""
                             ),
@@ -436,171 +450,142 @@ fn assistant_items(
             }
         }
     }
-    if let Some(r) = m.get("refusal").and_then(Value::as_str)
-        && !is_blank(r)
+    if let Some(Value::String(r)) = m.remove("refusal")
+        && !is_blank(&r)
     {
-        parts.push(json!({"type": "refusal", "refusal": r}));
+        parts.push(text_part("refusal", "refusal", r));
     }
     if !parts.is_empty() {
-        input.push(json!({"type": "message", "role": "assistant", "content": parts}));
+        input.push(object([
+            ("type", Value::from("message")),
+            ("role", Value::from("assistant")),
+            ("content", Value::Array(parts)),
+        ]));
     }
 
-    let calls = match m.get("tool_calls") {
+    let calls = match m.remove("tool_calls") {
         None | Some(Value::Null) => return Ok(()),
         Some(Value::Array(calls)) => calls,
-        Some(_) => {
-            return Err(TranslateError::new(
-                format!("{p}.tool_calls"),
-                "expected an array",
-            ));
-        }
+        Some(_) => return Err(err(at.key("tool_calls"), "expected an array")),
     };
-    for (k, call) in calls.iter().enumerate() {
-        let cp = format!("{p}.tool_calls[{k}]");
-        let Some(call) = call.as_object() else {
-            return Err(TranslateError::new(cp, "expected a tool call object"));
+    input.reserve(calls.len());
+    let calls_at = at.key("tool_calls");
+    for (k, call) in calls.into_iter().enumerate() {
+        let cat = calls_at.index(k);
+        let Value::Object(mut call) = call else {
+            return Err(err(cat, "expected a tool call object"));
         };
         match call.get("type") {
             None | Some(Value::Null) => {}
             Some(Value::String(t)) if t == "function" => {}
             Some(t) => {
-                return Err(TranslateError::new(
-                    format!("{cp}.type"),
+                return Err(err(
+                    cat.key("type"),
                     format!("only function tool calls are supported, got {t}"),
                 ));
             }
         }
-        let Some(id) = call
-            .get("id")
-            .and_then(Value::as_str)
-            .filter(|s| !s.is_empty())
-        else {
-            return Err(TranslateError::new(
-                format!("{cp}.id"),
-                "expected a non-empty string",
-            ));
+        let Some(Value::String(id)) = call.remove("id").filter(|v| v.as_str() != Some("")) else {
+            return Err(err(cat.key("id"), "expected a non-empty string"));
         };
-        let Some(function) = call.get("function").and_then(Value::as_object) else {
-            return Err(TranslateError::new(
-                format!("{cp}.function"),
-                "expected an object",
-            ));
+        let Some(Value::Object(mut function)) = call.remove("function") else {
+            return Err(err(cat.key("function"), "expected an object"));
         };
-        let Some(name) = function
-            .get("name")
-            .and_then(Value::as_str)
-            .filter(|s| !s.is_empty())
+        let fat = cat.key("function");
+        let Some(Value::String(name)) = function.remove("name").filter(|v| v.as_str() != Some(""))
         else {
-            return Err(TranslateError::new(
-                format!("{cp}.function.name"),
-                "expected a non-empty string",
-            ));
+            return Err(err(fat.key("name"), "expected a non-empty string"));
         };
         // `""` (a no-argument call streamed as nothing) is sent as `{}` (§7 row 9).
-        let arguments = match function.get("arguments") {
+        let arguments = match function.remove("arguments") {
             None | Some(Value::Null) => "{}".to_string(),
-            Some(Value::String(s)) if s.trim().is_empty() => "{}".to_string(),
-            Some(Value::String(s)) => s.clone(),
-            Some(v @ Value::Object(_)) => v.to_string(),
+            Some(Value::String(s)) if is_blank(&s) => "{}".to_string(),
+            Some(Value::String(s)) => s,
+            Some(v @ Value::Object(_)) => crate::translate::encode_string(&v),
             Some(_) => {
-                return Err(TranslateError::new(
-                    format!("{cp}.function.arguments"),
-                    "expected a JSON string",
-                ));
+                return Err(err(fat.key("arguments"), "expected a JSON string"));
             }
         };
-        input.push(
-            json!({"type": "function_call", "call_id": id, "name": name, "arguments": arguments}),
-        );
+        input.push(object([
+            ("type", Value::from("function_call")),
+            ("call_id", Value::String(id)),
+            ("name", Value::String(name)),
+            ("arguments", Value::String(arguments)),
+        ]));
     }
     Ok(())
 }
 
 /// A tool message → `{type:"function_call_output", call_id, output:<string>}`.
-fn tool_output(m: &Map<String, Value>, p: &str) -> Result<Value, TranslateError> {
-    let Some(call_id) = m
-        .get("tool_call_id")
-        .and_then(Value::as_str)
-        .filter(|s| !s.is_empty())
+fn tool_output(mut m: Map<String, Value>, at: &At<'_>) -> Result<Value, TranslateError> {
+    let Some(Value::String(call_id)) = m.remove("tool_call_id").filter(|v| v.as_str() != Some(""))
     else {
-        return Err(TranslateError::new(
-            format!("{p}.tool_call_id"),
-            "expected a non-empty string",
-        ));
+        return Err(err(at.key("tool_call_id"), "expected a non-empty string"));
     };
-    let output = match content(m, p)? {
+    let output = match content(&mut m, at)? {
         Content::None => String::new(),
-        Content::Text(s) => s.to_string(),
+        Content::Text(s) => s,
         Content::Parts(parts) => parts
             .iter()
             .filter(|v| v.get("type").and_then(Value::as_str) == Some("text"))
             .filter_map(|v| v.get("text").and_then(Value::as_str))
             .collect(),
     };
-    Ok(json!({"type": "function_call_output", "call_id": call_id, "output": output}))
+    Ok(object([
+        ("type", Value::from("function_call_output")),
+        ("call_id", Value::String(call_id)),
+        ("output", Value::String(output)),
+    ]))
 }
 
 /// `tools[]`: function tools flattened, `strict` always explicit.
-fn convert_tools(tools: &Value) -> Result<Vec<Value>, TranslateError> {
-    let Some(tools) = tools.as_array() else {
-        return Err(TranslateError::new("tools", "expected an array"));
+fn convert_tools(tools: Value) -> Result<Vec<Value>, TranslateError> {
+    let Value::Array(tools) = tools else {
+        return Err(err("tools", "expected an array"));
     };
     let mut out = Vec::with_capacity(tools.len());
-    for (i, tool) in tools.iter().enumerate() {
+    for (i, tool) in tools.into_iter().enumerate() {
         let p = format!("tools[{i}]");
-        let Some(tool) = tool.as_object() else {
-            return Err(TranslateError::new(p, "expected a tool object"));
+        let Value::Object(mut tool) = tool else {
+            return Err(err(p, "expected a tool object"));
         };
         match tool.get("type").and_then(Value::as_str) {
             Some("function") => {}
             Some(t) => {
-                return Err(TranslateError::new(
+                return Err(err(
                     format!("{p}.type"),
                     format!("only function tools are supported for this model, got \"{t}\""),
                 ));
             }
             None => {
-                return Err(TranslateError::new(
-                    format!("{p}.type"),
-                    "expected \"function\"",
-                ));
+                return Err(err(format!("{p}.type"), "expected \"function\""));
             }
         }
-        let Some(function) = tool.get("function").and_then(Value::as_object) else {
-            return Err(TranslateError::new(
-                format!("{p}.function"),
-                "expected an object",
-            ));
+        let Some(Value::Object(mut function)) = tool.remove("function") else {
+            return Err(err(format!("{p}.function"), "expected an object"));
         };
-        let Some(name) = function
-            .get("name")
-            .and_then(Value::as_str)
-            .filter(|s| !s.is_empty())
+        let Some(Value::String(name)) = function.remove("name").filter(|v| v.as_str() != Some(""))
         else {
-            return Err(TranslateError::new(
+            return Err(err(
                 format!("{p}.function.name"),
                 "expected a non-empty string",
             ));
         };
-        let strict = match present(function, "strict") {
+        let strict = match present(&function, "strict") {
             None => false,
             Some(Value::Bool(b)) => *b,
             Some(_) => {
-                return Err(TranslateError::new(
-                    format!("{p}.function.strict"),
-                    "expected a boolean",
-                ));
+                return Err(err(format!("{p}.function.strict"), "expected a boolean"));
             }
         };
-        let mut flat = Map::new();
+        let mut flat = Map::with_capacity(5);
         flat.insert("type".into(), json!("function"));
-        flat.insert("name".into(), json!(name));
-        if let Some(d) = present(function, "description") {
-            flat.insert("description".into(), d.clone());
+        flat.insert("name".into(), Value::String(name));
+        if let Some(d) = take(&mut function, "description") {
+            flat.insert("description".into(), d);
         }
         // Responses requires `parameters`; Chat lets a no-argument function omit it.
-        let parameters = present(function, "parameters")
-            .cloned()
+        let parameters = take(&mut function, "parameters")
             .unwrap_or_else(|| json!({"type": "object", "properties": {}}));
         flat.insert("parameters".into(), parameters);
         flat.insert("strict".into(), Value::Bool(strict));
@@ -615,17 +600,14 @@ fn convert_tool_choice(choice: &Value) -> Result<Value, TranslateError> {
         return Ok(choice.clone());
     }
     let Some(obj) = choice.as_object() else {
-        return Err(TranslateError::new(
-            "tool_choice",
-            "expected a string or an object",
-        ));
+        return Err(err("tool_choice", "expected a string or an object"));
     };
     let function_name = |v: Option<&Value>, path: &str| {
         v.and_then(|f| f.get("name"))
             .and_then(Value::as_str)
             .filter(|s| !s.is_empty())
             .map(str::to_string)
-            .ok_or_else(|| TranslateError::new(path, "expected a non-empty string"))
+            .ok_or_else(|| err(path, "expected a non-empty string"))
     };
     match obj.get("type").and_then(Value::as_str) {
         Some("function") => {
@@ -642,16 +624,13 @@ fn convert_tool_choice(choice: &Value) -> Result<Value, TranslateError> {
                 .and_then(|a| a.get("tools"))
                 .and_then(Value::as_array)
             else {
-                return Err(TranslateError::new(
-                    "tool_choice.allowed_tools.tools",
-                    "expected an array",
-                ));
+                return Err(err("tool_choice.allowed_tools.tools", "expected an array"));
             };
             let mut tools = Vec::with_capacity(list.len());
             for (i, t) in list.iter().enumerate() {
                 let p = format!("tool_choice.allowed_tools.tools[{i}]");
                 if t.get("type").and_then(Value::as_str) != Some("function") {
-                    return Err(TranslateError::new(
+                    return Err(err(
                         format!("{p}.type"),
                         "only function tools are supported for this model",
                     ));
@@ -661,65 +640,61 @@ fn convert_tool_choice(choice: &Value) -> Result<Value, TranslateError> {
             }
             Ok(json!({"type": "allowed_tools", "mode": mode, "tools": tools}))
         }
-        _ => Err(TranslateError::new(
+        _ => Err(err(
             "tool_choice.type",
             "expected \"function\" or \"allowed_tools\"",
         )),
     }
 }
 
-/// `response_format` → `text.format` (flattened); `None` for `text`.
-fn convert_response_format(format: &Value) -> Result<Option<Value>, TranslateError> {
-    let Some(obj) = format.as_object() else {
-        return Err(TranslateError::new("response_format", "expected an object"));
+/// `response_format` → `text.format` (flattened); `None` for `text`. The schema is moved.
+fn convert_response_format(format: Value) -> Result<Option<Value>, TranslateError> {
+    let Value::Object(mut obj) = format else {
+        return Err(err("response_format", "expected an object"));
     };
-    match obj.get("type").and_then(Value::as_str) {
-        Some("text") => Ok(None),
-        Some("json_object") => Ok(Some(json!({"type": "json_object"}))),
-        Some("json_schema") => {
-            let Some(schema) = obj.get("json_schema").and_then(Value::as_object) else {
-                return Err(TranslateError::new(
-                    "response_format.json_schema",
-                    "expected an object",
-                ));
+    let ty = match obj.remove("type") {
+        Some(Value::String(t)) => t,
+        _ => String::new(),
+    };
+    match ty.as_str() {
+        "text" => Ok(None),
+        "json_object" => Ok(Some(json!({"type": "json_object"}))),
+        "json_schema" => {
+            let Some(Value::Object(mut schema)) = obj.remove("json_schema") else {
+                return Err(err("response_format.json_schema", "expected an object"));
             };
-            let Some(name) = schema
-                .get("name")
-                .and_then(Value::as_str)
-                .filter(|s| !s.is_empty())
+            let Some(Value::String(name)) =
+                schema.remove("name").filter(|v| v.as_str() != Some(""))
             else {
-                return Err(TranslateError::new(
+                return Err(err(
                     "response_format.json_schema.name",
                     "expected a non-empty string",
                 ));
             };
-            let Some(body) = present(schema, "schema") else {
-                return Err(TranslateError::new(
-                    "response_format.json_schema.schema",
-                    "is required",
-                ));
+            let Some(body) = take(&mut schema, "schema") else {
+                return Err(err("response_format.json_schema.schema", "is required"));
             };
-            let strict = match present(schema, "strict") {
+            let strict = match present(&schema, "strict") {
                 None => false,
                 Some(Value::Bool(b)) => *b,
                 Some(_) => {
-                    return Err(TranslateError::new(
+                    return Err(err(
                         "response_format.json_schema.strict",
                         "expected a boolean",
                     ));
                 }
             };
-            let mut flat = Map::new();
+            let mut flat = Map::with_capacity(5);
             flat.insert("type".into(), json!("json_schema"));
-            flat.insert("name".into(), json!(name));
-            flat.insert("schema".into(), body.clone());
+            flat.insert("name".into(), Value::String(name));
+            flat.insert("schema".into(), body);
             flat.insert("strict".into(), Value::Bool(strict));
-            if let Some(d) = present(schema, "description") {
-                flat.insert("description".into(), d.clone());
+            if let Some(d) = take(&mut schema, "description") {
+                flat.insert("description".into(), d);
             }
             Ok(Some(Value::Object(flat)))
         }
-        _ => Err(TranslateError::new(
+        _ => Err(err(
             "response_format.type",
             "expected \"text\", \"json_object\" or \"json_schema\"",
         )),

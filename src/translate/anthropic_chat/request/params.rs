@@ -6,29 +6,40 @@ use serde_json::{Map, Value, json};
 use super::{JSON_OBJECT_INSTRUCTION, err, function_name, present};
 use crate::translate::TranslateError;
 
-/// `tools` (or legacy `functions`) → Anthropic tools; `None` when there are none.
-pub(super) fn tools(req: &Map<String, Value>) -> Result<Option<Vec<Value>>, TranslateError> {
-    let (key, list) = match (present(req, "tools"), present(req, "functions")) {
-        (Some(t), _) => ("tools", t),
-        (None, Some(f)) => ("functions", f),
-        (None, None) => return Ok(None),
+/// A non-empty name read in place (`tool_choice`).
+fn name_of(v: Option<&Value>, param: &str) -> Result<String, TranslateError> {
+    match v.and_then(Value::as_str) {
+        Some(n) if !n.is_empty() => Ok(n.to_string()),
+        _ => Err(err(param, "expected a non-empty string")),
+    }
+}
+
+/// `tools` (or legacy `functions`) → Anthropic tools; `None` when there are none. The list is
+/// taken out of the request: schemas are moved, not copied.
+pub(super) fn tools(req: &mut Map<String, Value>) -> Result<Option<Vec<Value>>, TranslateError> {
+    let (key, list) = match req.remove("tools").filter(|t| !t.is_null()) {
+        Some(t) => ("tools", t),
+        None => match req.remove("functions").filter(|f| !f.is_null()) {
+            Some(f) => ("functions", f),
+            None => return Ok(None),
+        },
     };
-    let Some(list) = list.as_array() else {
+    let Value::Array(list) = list else {
         return Err(err(key, "expected an array"));
     };
     let mut out = Vec::with_capacity(list.len());
-    for (k, t) in list.iter().enumerate() {
+    for (k, t) in list.into_iter().enumerate() {
         let path = format!("{key}[{k}]");
-        let Some(t) = t.as_object() else {
+        let Value::Object(mut t) = t else {
             return Err(err(path, "expected a tool object"));
         };
         // Already Anthropic-native: passed through.
         if t.contains_key("input_schema") {
-            out.push(Value::Object(t.clone()));
+            out.push(Value::Object(t));
             continue;
         }
-        let (function, fpath) = if key == "functions" {
-            (t, path.clone())
+        let (mut function, fpath) = if key == "functions" {
+            (None, path.clone())
         } else {
             if let Some(ty) = t.get("type").filter(|v| !v.is_null())
                 && ty != "function"
@@ -38,20 +49,21 @@ pub(super) fn tools(req: &Map<String, Value>) -> Result<Option<Vec<Value>>, Tran
                     "only function tools are supported",
                 ));
             }
-            match t.get("function").and_then(Value::as_object) {
-                Some(f) => (f, format!("{path}.function")),
-                None => return Err(err(format!("{path}.function"), "expected an object")),
+            match t.remove("function") {
+                Some(Value::Object(f)) => (Some(f), format!("{path}.function")),
+                _ => return Err(err(format!("{path}.function"), "expected an object")),
             }
         };
-        let name = function_name(function.get("name"), &format!("{fpath}.name"))?;
-        let mut tool = Map::new();
-        tool.insert("name".into(), json!(name));
-        if let Some(d) = function.get("description").and_then(Value::as_str) {
-            tool.insert("description".into(), json!(d));
-        }
-        let schema = match function.get("parameters") {
+        // A legacy `functions` entry is its own function object.
+        let function = function.as_mut().unwrap_or(&mut t);
+        let name = function_name(function.remove("name"), format!("{fpath}.name"))?;
+        let description = match function.remove("description") {
+            Some(d @ Value::String(_)) => Some(d),
+            _ => None,
+        };
+        let schema = match function.remove("parameters") {
             None | Some(Value::Null) => json!({"type": "object", "properties": {}}),
-            Some(p @ Value::Object(_)) => p.clone(),
+            Some(p @ Value::Object(_)) => p,
             Some(_) => {
                 return Err(err(
                     format!("{fpath}.parameters"),
@@ -59,9 +71,14 @@ pub(super) fn tools(req: &Map<String, Value>) -> Result<Option<Vec<Value>>, Tran
                 ));
             }
         };
+        let mut tool = Map::with_capacity(4);
+        tool.insert("name".into(), Value::String(name));
+        if let Some(d) = description {
+            tool.insert("description".into(), d);
+        }
         tool.insert("input_schema".into(), schema);
-        if let Some(cc) = t.get("cache_control").filter(|c| !c.is_null()) {
-            tool.insert("cache_control".into(), cc.clone());
+        if let Some(cc) = t.remove("cache_control").filter(|c| !c.is_null()) {
+            tool.insert("cache_control".into(), cc);
         }
         out.push(Value::Object(tool));
     }
@@ -103,7 +120,7 @@ pub(super) fn tool_choice(req: &Map<String, Value>) -> Result<Option<Value>, Tra
             } else {
                 "function_call.name"
             };
-            let name = function_name(name, param)?;
+            let name = name_of(name, param)?;
             Some(json!({"type": "tool", "name": name}))
         }
         Some(_) => return Err(err(key, "expected a string or an object")),
@@ -122,19 +139,17 @@ pub(super) fn tool_choice(req: &Map<String, Value>) -> Result<Option<Value>, Tra
 }
 
 /// `stop` → `stop_sequences`: a string is wrapped, whitespace-only entries dropped.
-pub(super) fn stop_sequences(req: &Map<String, Value>) -> Result<Option<Value>, TranslateError> {
-    let list: Vec<Value> = match present(req, "stop") {
+pub(super) fn stop_sequences(
+    req: &mut Map<String, Value>,
+) -> Result<Option<Value>, TranslateError> {
+    let list: Vec<Value> = match req.remove("stop").filter(|s| !s.is_null()) {
         None => return Ok(None),
-        Some(Value::String(s)) => vec![json!(s)],
+        Some(s @ Value::String(_)) => vec![s],
         Some(Value::Array(items)) => {
-            let mut v = Vec::with_capacity(items.len());
-            for (k, s) in items.iter().enumerate() {
-                match s {
-                    Value::String(_) => v.push(s.clone()),
-                    _ => return Err(err(format!("stop[{k}]"), "expected a string")),
-                }
+            if let Some(k) = items.iter().position(|s| !s.is_string()) {
+                return Err(err(format!("stop[{k}]"), "expected a string"));
             }
-            v
+            items
         }
         Some(_) => return Err(err("stop", "expected a string or an array of strings")),
     };
@@ -236,17 +251,17 @@ pub(super) fn response_format_system(
         .then(|| json!({"type": "text", "text": JSON_OBJECT_INSTRUCTION})))
 }
 
-/// `json_schema` → the schema for `output_config.format` (§1.7).
-pub(super) fn json_schema(req: &Map<String, Value>) -> Result<Option<Value>, TranslateError> {
+/// `json_schema` → the schema for `output_config.format` (§1.7), moved out of the request.
+pub(super) fn json_schema(req: &mut Map<String, Value>) -> Result<Option<Value>, TranslateError> {
     if response_format_type(req)? != Some("json_schema") {
         return Ok(None);
     }
     let schema = req
-        .get("response_format")
-        .and_then(|f| f.get("json_schema"))
-        .and_then(|j| j.get("schema"));
+        .get_mut("response_format")
+        .and_then(|f| f.get_mut("json_schema"))
+        .and_then(|j| j.get_mut("schema"));
     match schema {
-        Some(s @ Value::Object(_)) => Ok(Some(s.clone())),
+        Some(s @ Value::Object(_)) => Ok(Some(s.take())),
         _ => Err(err(
             "response_format.json_schema.schema",
             "expected a JSON Schema object",

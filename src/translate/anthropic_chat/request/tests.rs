@@ -21,6 +21,7 @@ fn ctx(prompt: &'static str) -> Context<'static> {
     Context {
         system_prompt: prompt,
         budgets: ReasoningBudgets::default(),
+        embedded_json_values: 200_000,
     }
 }
 
@@ -1187,4 +1188,45 @@ fn a_hundred_thousand_tool_calls_pair_up_in_linear_time() {
             "duplicate tool call id `c0`"
         )
     );
+}
+
+/// Tool-call arguments parsed into `input` spend the values `limits.max_json_values` left
+/// after the body, less the one value each arguments string was counted as.
+#[test]
+fn argument_values_count_against_the_embedded_budget() {
+    let body = |args: [&str; 2]| {
+        json!({"model": "claude-sonnet", "messages": [user("go"),
+            {"role": "assistant", "tool_calls": [call("a", "f", args[0]), call("b", "f", args[1])]},
+            {"role": "tool", "tool_call_id": "a", "content": "1"},
+            {"role": "tool", "tool_call_id": "b", "content": "2"}]})
+    };
+    let with_budget = |budget: u64, args: [&str; 2]| {
+        let c = Context {
+            embedded_json_values: budget,
+            ..ctx("")
+        };
+        chat_to_anthropic(body(args), &model(ReasoningLevel::Auto), &c, None)
+    };
+    // `{}` replaces its string: nothing left is needed.
+    let p = with_budget(0, ["{}", " {} "]).unwrap();
+    assert_eq!(p.body["messages"][1]["content"][1]["input"], json!({}));
+    // `{"x":[1,2]}` is four values: three more than its string.
+    assert!(with_budget(3, [r#"{"x":[1,2]}"#, "{}"]).is_ok());
+    assert!(with_budget(6, [r#"{"x":[1,2]}"#, r#"{"y":[3,4]}"#]).is_ok());
+    let e = with_budget(5, [r#"{"x":[1,2]}"#, r#"{"y":[3,4]}"#]).unwrap_err();
+    assert_eq!(
+        (e.param.as_str(), e.code),
+        (
+            "messages[1].tool_calls[1].function.arguments",
+            Some("too_many_values")
+        )
+    );
+    assert!(
+        e.message.contains("limits.max_json_values"),
+        "{}",
+        e.message
+    );
+    // Checked before parsing: over the budget and invalid is still too many values.
+    let e = with_budget(1, ["[1,2,3", "{}"]).unwrap_err();
+    assert_eq!(e.code, Some("too_many_values"));
 }

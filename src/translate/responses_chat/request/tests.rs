@@ -19,6 +19,7 @@ fn ctx(system_prompt: &str) -> Context<'_> {
     Context {
         system_prompt,
         budgets: ReasoningBudgets::default(),
+        embedded_json_values: 200_000,
     }
 }
 
