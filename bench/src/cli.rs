@@ -86,6 +86,8 @@ pub struct Preset {
     pub sweep_start: u32,
     pub sweep_factor: f64,
     pub sweep_max: u32,
+    /// When even `sweep_start` fails a limit, the sweep steps down (÷ factor) to this rate.
+    pub sweep_floor: u32,
     pub step_secs: f64,
     pub step_warmup_secs: f64,
     pub upstream_delay_ms: u64,
@@ -125,13 +127,14 @@ impl Preset {
             sweep_start: 1000,
             sweep_factor: 1.5,
             sweep_max: 60_000,
+            sweep_floor: 50,
             step_secs: 2.0,
             step_warmup_secs: 0.5,
             upstream_delay_ms: 20,
-            c1_rounds: 5,
-            c1_streams: 4,
-            c1_deltas: 16,
-            c1_interval_ms: 5,
+            c1_rounds: 7,
+            c1_streams: 30,
+            c1_deltas: 4,
+            c1_interval_ms: 2,
             stream_conc: 100,
             stream_secs: 4.0,
             deltas: 64,
@@ -156,8 +159,8 @@ impl Preset {
             cpu_secs: 10.0,
             step_secs: 10.0,
             step_warmup_secs: 1.0,
-            c1_rounds: 10,
-            c1_streams: 10,
+            c1_rounds: 15,
+            c1_streams: 100,
             stream_secs: 20.0,
             big_secs: 30.0,
             models_secs: 10.0,
@@ -175,12 +178,11 @@ impl Preset {
             cpu_secs: 1.0,
             sweep_start: 100,
             sweep_max: 230,
+            sweep_floor: 40,
             step_secs: 0.5,
             step_warmup_secs: 0.2,
             c1_rounds: 1,
-            c1_streams: 2,
-            c1_deltas: 4,
-            c1_interval_ms: 2,
+            c1_streams: 3,
             stream_conc: 5,
             stream_secs: 1.0,
             deltas: 8,
@@ -201,6 +203,18 @@ impl Preset {
         while r <= f64::from(self.sweep_max) && rates.len() < 64 {
             rates.push(r.round() as u32);
             r *= self.sweep_factor.max(1.05);
+        }
+        rates
+    }
+
+    /// The rates below `sweep_start`, highest first: `sweep_start ÷ factor^k` down to
+    /// `sweep_floor`.
+    pub fn sweep_rates_down(&self) -> Vec<u32> {
+        let mut rates = Vec::new();
+        let mut r = f64::from(self.sweep_start.max(1)) / self.sweep_factor.max(1.05);
+        while r >= f64::from(self.sweep_floor.max(1)) && rates.len() < 64 {
+            rates.push(r.round() as u32);
+            r /= self.sweep_factor.max(1.05);
         }
         rates
     }
@@ -228,6 +242,8 @@ mod tests {
         assert_eq!(&r[..4], &[1000, 1500, 2250, 3375]);
         assert!(r.last().is_some_and(|l| *l <= 60_000));
         assert_eq!(Preset::smoke().sweep_rates(), vec![100, 150, 225]);
+        assert_eq!(p.sweep_rates_down(), vec![667, 444, 296, 198, 132, 88, 59]);
+        assert_eq!(Preset::smoke().sweep_rates_down(), vec![67, 44]);
     }
 
     #[test]

@@ -172,7 +172,7 @@ impl RssSampler {
             loop {
                 tick.tick().await;
                 n += 1;
-                if n % 20 == 0 {
+                if n.is_multiple_of(20) {
                     pids = tree(root);
                 }
                 let rss: u64 = pids.iter().filter_map(|p| mem(*p)).map(|m| m.rss_kib).sum();

@@ -109,7 +109,7 @@ pub fn raise_fd_limit() -> Option<u64> {
     if let Some(max) = l.maximum {
         l.current = Some(max);
     }
-    let _ = setrlimit(Resource::Nofile, l.clone());
+    let _ = setrlimit(Resource::Nofile, l);
     getrlimit(Resource::Nofile).current
 }
 
@@ -285,7 +285,6 @@ pub async fn start_gateway(
     let out = std::fs::File::create(&log)?;
     let mock_url = format!("http://{mock}");
     command
-        .current_dir(dir)
         .stdin(Stdio::null())
         .stdout(out.try_clone()?)
         .stderr(out)

@@ -19,7 +19,7 @@ use crate::load::{self, ConnPool, Live, Until};
 use crate::procfs::{self, CpuMark, RssSampler};
 use crate::procs::{self, GatewayCmd, Placement, Proc};
 use crate::progress::Progress;
-use crate::report::{Closed, Cpu, GatewayResult, Sweep};
+use crate::report::{self, Closed, Cpu, GatewayResult, Sweep};
 use crate::stats::{self, Pcts, Round, Step};
 
 /// The key the gateways get as `FACTORY_API_KEY`, and the direct calls use.
@@ -224,8 +224,18 @@ pub async fn mock_set(mock: SocketAddr, settings: Value) -> Result<Value, String
     }
 }
 
-async fn mock_counter(mock: SocketAddr, name: &str) -> u64 {
-    match procs::http(mock, hyper::Method::GET, "/_mock/bench", &[], None).await {
+/// A counter of the mock: `GET /_mock/stats` (`requests`: calls it recorded, i.e. outside the
+/// bench routes) or `GET /_mock/bench` (`cooled`, …); 0 when unreadable.
+async fn mock_count(mock: SocketAddr, page: &str, name: &str) -> u64 {
+    match procs::http(
+        mock,
+        hyper::Method::GET,
+        &format!("/_mock/{page}"),
+        &[],
+        None,
+    )
+    .await
+    {
         Some((200, b)) => serde_json::from_slice::<Value>(&b)
             .ok()
             .and_then(|v| v[name].as_u64())
@@ -252,6 +262,7 @@ pub async fn run_one(ctx: &Ctx, sc: &Scenario, gw: &Gw, mock: &Proc) -> GatewayR
         res.error = Some(e);
         return res;
     }
+    let other_calls_before = mock_count(mock.addr, "stats", "requests").await;
     let mut env = vec![("ADMIN_ACCESS_KEY".to_owned(), ADMIN_KEY.to_owned())];
     if !matches!(sc.kind, Kind::Pool(_)) {
         env.push(("FACTORY_API_KEY".into(), GOOD_KEY.into()));
@@ -303,6 +314,14 @@ pub async fn run_one(ctx: &Ctx, sc: &Scenario, gw: &Gw, mock: &Proc) -> GatewayR
     run.res.rss.peak_kib = max.max(sampler.hwm_kib()).max(run.res.rss.idle_kib);
     drop(sampler);
     gateway.stop(Duration::from_secs(10)).await;
+    let other_calls = mock_count(mock.addr, "stats", "requests")
+        .await
+        .saturating_sub(other_calls_before);
+    if other_calls > 0 {
+        run.note(format!(
+            "the gateway also made {other_calls} upstream calls outside the LLM routes (balance sync, refresh, …) during the run"
+        ));
+    }
     run.res
 }
 
@@ -440,7 +459,9 @@ async fn sweep_step(
     step
 }
 
-/// The sustained-rate sweep against a slow upstream.
+/// The sustained-rate sweep against a slow upstream: up from `sweep_start` until p99 reaches
+/// 100 ms (or errors), down from it when even the start fails 30 ms; then direct-to-mock at the
+/// first failing rate of each limit, to tell the gateway's limit from the rig's.
 async fn sweep(r: &mut Run<'_>, gw: &Target, direct: &Target) -> Result<(), String> {
     let p = r.ctx.preset.clone();
     mock_set(r.mock, json!({"delay_ms": p.upstream_delay_ms})).await?;
@@ -448,41 +469,92 @@ async fn sweep(r: &mut Run<'_>, gw: &Target, direct: &Target) -> Result<(), Stri
     let direct_pool = Arc::new(ConnPool::new(direct.addr, CONN_CAP));
     let (limit30, limit100) = (Duration::from_millis(30), Duration::from_millis(100));
     let mut steps: Vec<Step> = Vec::new();
-    let mut direct_steps: Vec<Step> = Vec::new();
     let max = r.ctx.max_rate.unwrap_or(p.sweep_max);
     for rate in p.sweep_rates().into_iter().filter(|x| *x <= max) {
         let step = sweep_step(r, gw, &gw_pool, rate, "gateway").await;
-        let (fail30, fail100) = (!step.passes(limit30), !step.passes(limit100));
-        let first30 = fail30 && !steps.iter().any(|s| !s.passes(limit30));
+        let fail100 = !step.passes(limit100);
         steps.push(step);
-        if first30 || fail100 {
-            // Is it the gateway or the rig? Direct-to-mock at the same rate tells.
-            if !direct_steps.iter().any(|d| d.rate == rate) {
-                let d = sweep_step(r, direct, &direct_pool, rate, "direct").await;
-                direct_steps.push(d);
-            }
-        }
         if fail100 {
             break;
         }
     }
+    for limit in [limit100, limit30] {
+        if steps.iter().any(|s| s.passes(limit)) || steps.is_empty() {
+            continue;
+        }
+        for rate in p.sweep_rates_down() {
+            if let Some(done) = steps.iter().find(|s| s.rate == rate) {
+                if done.passes(limit) {
+                    break;
+                }
+                continue;
+            }
+            let step = sweep_step(r, gw, &gw_pool, rate, "gateway").await;
+            let passed = step.passes(limit);
+            steps.push(step);
+            if passed {
+                break;
+            }
+        }
+    }
     gw_pool.clear();
+    let mut direct_steps: Vec<Step> = Vec::new();
+    for limit in [limit30, limit100] {
+        if let Some(rate) = stats::first_failure(&steps, limit)
+            && !direct_steps.iter().any(|d| d.rate == rate)
+        {
+            // Is it the gateway or the rig? Direct-to-mock at the same rate tells.
+            let d = sweep_step(r, direct, &direct_pool, rate, "direct").await;
+            direct_steps.push(d);
+        }
+    }
     direct_pool.clear();
     mock_set(r.mock, json!({"delay_ms": 0})).await?;
+    steps.sort_by_key(|s| s.rate);
     let waits: u64 = steps.iter().map(|s| s.conn_waits).sum();
     if waits > 0 {
         r.note(format!(
             "sweep: {waits} requests found no idle connection and opened one (their connect is in their latency)"
         ));
     }
+    let under_30ms = stats::verdict(&steps, &direct_steps, limit30);
+    let under_100ms = stats::verdict(&steps, &direct_steps, limit100);
+    for (name, v) in [("30 ms", &under_30ms), ("100 ms", &under_100ms)] {
+        if let Some(rate) = v.first_fail {
+            let g = steps.iter().find(|s| s.rate == rate);
+            let d = direct_steps.iter().find(|s| s.rate == rate);
+            let limit_ns = if name == "30 ms" { 30e6 } else { 100e6 };
+            let headroom = d.and_then(|d| d.p99).map_or(String::new(), |p99| {
+                format!(
+                    " (the rig alone used {:.0}% of the budget)",
+                    p99 as f64 * 100.0 / limit_ns
+                )
+            });
+            r.note(format!(
+                "p99 < {name} first failed at {} req/s: gateway {}; direct to the mock {}{headroom}",
+                report::group(u64::from(rate)),
+                g.map_or("—".into(), describe_step),
+                d.map_or("not run".into(), describe_step)
+            ));
+        }
+    }
     r.res.sweep = Some(Sweep {
         upstream_delay_ms: p.upstream_delay_ms,
-        under_30ms: stats::verdict(&steps, &direct_steps, limit30),
-        under_100ms: stats::verdict(&steps, &direct_steps, limit100),
+        under_30ms,
+        under_100ms,
         steps,
         direct_steps,
     });
     Ok(())
+}
+
+fn describe_step(s: &Step) -> String {
+    format!(
+        "p99 {}, {} errors, generator lag p99 {}",
+        s.p99.map_or("—".into(), report::dur),
+        s.errors,
+        report::dur(s.lag_p99)
+    )
 }
 
 /// Non-streaming requests: c=1 differential, CPU per request, sustained-rate sweep.
@@ -591,11 +663,13 @@ async fn pool_phases(r: &mut Run<'_>, route: Route) -> Result<(), String> {
     }
     let gw = r.gateway_target(route.path, Some(r.body(route.client, route.model, false)));
     r.phase(&format!("cooling {cooling} keys"));
-    let before = mock_counter(r.mock, "cooled").await;
+    let before = mock_count(r.mock, "bench", "cooled").await;
     let deadline = Instant::now() + Duration::from_secs(120);
     let live = r.ctx.live.clone();
     loop {
-        let cooled = mock_counter(r.mock, "cooled").await.saturating_sub(before);
+        let cooled = mock_count(r.mock, "bench", "cooled")
+            .await
+            .saturating_sub(before);
         if cooled >= u64::from(cooling) {
             break;
         }

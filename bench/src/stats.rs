@@ -207,11 +207,22 @@ pub struct RateVerdict {
     pub reached_max: bool,
 }
 
-/// The verdict of an ascending sweep for one limit. `direct` holds the direct-to-mock runs made
-/// at some of the rates.
+/// The lowest rate that failed `limit`.
+pub fn first_failure(steps: &[Step], limit: Duration) -> Option<u32> {
+    steps
+        .iter()
+        .filter(|s| !s.passes(limit))
+        .map(|s| s.rate)
+        .min()
+}
+
+/// The verdict of a sweep for one limit: the steps in rate order, the highest rate below the
+/// first failure. `direct` holds the direct-to-mock runs made at some of the rates.
 pub fn verdict(steps: &[Step], direct: &[Step], limit: Duration) -> RateVerdict {
     let mut v = RateVerdict::default();
-    for s in steps {
+    let mut steps: Vec<&Step> = steps.iter().collect();
+    steps.sort_by_key(|s| s.rate);
+    for s in steps.iter().copied() {
         if s.passes(limit) {
             v.best = Some(s.rate);
             continue;
@@ -292,7 +303,8 @@ mod tests {
         assert_eq!(a.rounds, 1, "a round without gateway samples is skipped");
         assert!(close(a.p50, 50_000), "{a:?}");
         assert!(close(a.p999, 1_050_000), "{a:?}");
-        assert!(a.p99 <= 1_050_000 && a.p99 >= 50_000);
+        // The p99 sits exactly at the edge of the slow 1 %: either side is right.
+        assert!(close(a.p99, 50_000) || close(a.p99, 1_050_000), "{a:?}");
         assert!(added(&[]).is_none());
     }
 
@@ -336,9 +348,10 @@ mod tests {
             "corrected p99 {} ms",
             ms(corrected.value_at_quantile(0.99))
         );
-        // ~200 requests were due during the stall; each is charged its own wait.
+        // 200 requests were due during the stall and each is charged its own wait; the backlog
+        // then drains at 10 answers per ms while one more is due per ms, so ~22 more are late.
         let late = corrected.count_between(1_000_000, HIST_MAX_NS);
-        assert!((190..=210).contains(&late), "{late} late requests");
+        assert!((200..=240).contains(&late), "{late} late requests");
         // hdrhistogram's own correction of the naive record agrees on the tail.
         let mut rc = new_hist();
         for v in naive.iter_recorded() {
@@ -383,6 +396,16 @@ mod tests {
         // An error fails a step whatever its latency; a later passing step does not count.
         let steps = vec![step(1000, 21, 1, 1), step(1500, 21, 0, 1)];
         assert_eq!(verdict(&steps, &[], ms30).best, None);
+        // Steps taken downwards after a failing start are ordered by rate.
+        let steps = vec![
+            step(1000, 40, 0, 1),
+            step(667, 35, 0, 1),
+            step(444, 25, 0, 1),
+        ];
+        let v = verdict(&steps, &[], ms30);
+        assert_eq!((v.best, v.first_fail), (Some(444), Some(667)));
+        assert_eq!(first_failure(&steps, ms30), Some(667));
+        assert_eq!(first_failure(&steps, ms100), None);
         let all_pass = vec![step(1000, 21, 0, 1)];
         assert!(verdict(&all_pass, &[], ms30).reached_max);
         assert!(!verdict(&[], &[], ms30).reached_max);
