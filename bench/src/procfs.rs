@@ -117,18 +117,93 @@ pub fn ticks_per_second() -> u64 {
     rustix::param::clock_ticks_per_second().max(1)
 }
 
+/// The command name of a `/proc/…/stat` line (between the first `(` and the last `)`).
+pub fn parse_comm(line: &str) -> Option<&str> {
+    Some(&line[line.find('(')? + 1..line.rfind(')')?])
+}
+
+/// (thread id, name, CPU ticks) of every thread of the processes.
+pub fn threads(pids: &[u32]) -> Vec<(u32, String, u64)> {
+    let mut out = Vec::new();
+    for pid in pids {
+        let Ok(dir) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+            continue;
+        };
+        for entry in dir.flatten() {
+            let Some(tid) = entry
+                .file_name()
+                .to_str()
+                .and_then(|n| n.parse::<u32>().ok())
+            else {
+                continue;
+            };
+            let Ok(line) = std::fs::read_to_string(entry.path().join("stat")) else {
+                continue;
+            };
+            if let (Some(comm), Some(st)) = (parse_comm(&line), parse_stat(&line)) {
+                out.push((tid, comm.to_owned(), st.cpu_ticks));
+            }
+        }
+    }
+    out
+}
+
+/// Shares of the CPU used between two thread snapshots, per thread name, largest first.
+pub fn shares_by_name(
+    before: &[(u32, String, u64)],
+    after: &[(u32, String, u64)],
+) -> Vec<(String, f64)> {
+    let mut by_name: Vec<(String, u64)> = Vec::new();
+    for (tid, name, ticks) in after {
+        let start = before
+            .iter()
+            .find(|(t, _, _)| t == tid)
+            .map_or(0, |(_, _, k)| *k);
+        let used = ticks.saturating_sub(start);
+        match by_name.iter_mut().find(|(n, _)| n == name) {
+            Some((_, u)) => *u += used,
+            None => by_name.push((name.clone(), used)),
+        }
+    }
+    let total: u64 = by_name.iter().map(|(_, u)| u).sum();
+    let mut shares: Vec<(String, f64)> = by_name
+        .into_iter()
+        .filter(|(_, u)| *u > 0)
+        .map(|(n, u)| (n, u as f64 / total.max(1) as f64))
+        .collect();
+    shares.sort_by(|a, b| b.1.total_cmp(&a.1));
+    shares
+}
+
 /// CPU time of a process tree between two points.
 #[derive(Debug, Clone)]
 pub struct CpuMark {
     pids: Vec<u32>,
     ticks: u64,
+    threads: Vec<(u32, String, u64)>,
 }
 
 impl CpuMark {
     pub fn now(root: u32) -> Self {
         let pids = tree(root);
         let ticks = cpu_ticks(&pids);
-        Self { pids, ticks }
+        let threads = threads(&pids);
+        Self {
+            pids,
+            ticks,
+            threads,
+        }
+    }
+
+    /// Where the CPU went since the mark, by thread name (`tokio-rt-worker 61%, …`); threads
+    /// that exited meanwhile are not counted.
+    pub fn by_thread(&self, root: u32) -> String {
+        shares_by_name(&self.threads, &threads(&tree(root)))
+            .iter()
+            .take(5)
+            .map(|(n, s)| format!("{n} {:.0}%", s * 100.0))
+            .collect::<Vec<_>>()
+            .join(", ")
     }
 
     /// Seconds of CPU used since the mark (processes born since are included).
@@ -274,6 +349,28 @@ mod tests {
         );
         assert_eq!(parse_stat("garbage"), None);
         assert_eq!(parse_stat("1 (x) S 0"), None);
+    }
+
+    #[test]
+    fn thread_names_and_shares() {
+        assert_eq!(
+            parse_comm("7 (tokio-rt-worker) S 1"),
+            Some("tokio-rt-worker")
+        );
+        assert_eq!(parse_comm("7 (a (b)) S 1"), Some("a (b)"));
+        let before = vec![(1, "main".to_owned(), 10), (2, "worker".to_owned(), 100)];
+        let after = vec![
+            (1, "main".to_owned(), 10),
+            (2, "worker".to_owned(), 160),
+            (3, "worker".to_owned(), 20),
+            (4, "store".to_owned(), 20),
+        ];
+        let s = shares_by_name(&before, &after);
+        assert_eq!(s.len(), 2, "threads that used nothing are left out: {s:?}");
+        assert_eq!(s[0].0, "worker");
+        assert!((s[0].1 - 0.8).abs() < 1e-9 && (s[1].1 - 0.2).abs() < 1e-9);
+        let me = std::process::id();
+        assert!(threads(&[me]).iter().any(|(t, _, _)| *t == me));
     }
 
     #[test]

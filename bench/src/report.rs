@@ -458,8 +458,10 @@ fn legend(o: &mut String) {
         "\n*added*: gateway − direct-to-mock, same mock, same run, interleaved c=1 rounds \
 (p50/p99: median over rounds of the per-round difference; p99.9: all rounds pooled). \
 *req/s p99<X*: highest rate of the open-loop sweep (latency from each request's scheduled send time) \
-with p99 under X and no error; `(rig)`: direct-to-mock also failed at the first rate the gateway failed, so the rig is the limit; \
-`†`: the generator fell behind its schedule there; `≥`: no step failed. *CPU/req*, *CPU/frame*: \
+with p99 under X and no error; `(rig)`: at the first rate the gateway failed, direct-to-mock failed too or the generator could not keep \
+its schedule (p99 lag > 5 ms) even without the gateway, so the rig is the limit; `†`: the generator lagged \
+behind its schedule during the gateway's step at that rate (latency still counts from the schedule; without `(rig)` \
+the lag came from the work the slow gateway left in flight); `≥`: no step failed. *CPU/req*, *CPU/frame*: \
 utime+stime of the gateway's process tree (all threads, `/proc/PID/stat`) over the phase ÷ requests or content frames. \
 *RSS*: `VmRSS` before load, median under load, peak (max of 100 ms samples and `VmHWM`). \
 *+TTFC*: added time from sending a stream request to its first content frame. *frame gap*: time between \

@@ -390,6 +390,7 @@ async fn cpu_phase(r: &mut Run<'_>, gw: &Target) {
     let cpu_s = mark.elapsed_cpu_s(r.gw_pid);
     r.windows.push((t0, Instant::now()));
     pool.clear();
+    r.note(format!("CPU phase by thread: {}", mark.by_thread(r.gw_pid)));
     r.res.cpu = Some(Cpu {
         phase: format!("open loop, {rate} req/s, {secs} s"),
         cpu_ms: cpu_s * 1e3,
@@ -511,10 +512,21 @@ async fn sweep(r: &mut Run<'_>, gw: &Target, direct: &Target) -> Result<(), Stri
     direct_pool.clear();
     mock_set(r.mock, json!({"delay_ms": 0})).await?;
     steps.sort_by_key(|s| s.rate);
-    let waits: u64 = steps.iter().map(|s| s.conn_waits).sum();
-    if waits > 0 {
+    let waits: Vec<String> = steps
+        .iter()
+        .filter(|s| s.conn_waits > 0)
+        .map(|s| {
+            format!(
+                "{} req/s ×{}",
+                report::group(u64::from(s.rate)),
+                s.conn_waits
+            )
+        })
+        .collect();
+    if !waits.is_empty() {
         r.note(format!(
-            "sweep: {waits} requests found no idle connection and opened one (their connect is in their latency)"
+            "sweep: requests that found no idle connection and opened one (the connect is in their latency): {}",
+            waits.join(", ")
         ));
     }
     let under_30ms = stats::verdict(&steps, &direct_steps, limit30);
@@ -587,6 +599,10 @@ async fn models_phases(r: &mut Run<'_>) -> Result<(), String> {
     let (g, g_el) = load::closed_loop(&gw, conc, Until::Time(secs), &live).await;
     let cpu_s = mark.elapsed_cpu_s(r.gw_pid);
     r.windows.push((t0, Instant::now()));
+    r.note(format!(
+        "closed loop by thread: {}",
+        mark.by_thread(r.gw_pid)
+    ));
     r.failures("closed loop", &g.failures);
     r.res.cpu = Some(Cpu {
         phase: format!("closed loop c={conc}"),

@@ -199,9 +199,11 @@ pub struct RateVerdict {
     pub best: Option<u32>,
     /// The first rate that failed.
     pub first_fail: Option<u32>,
-    /// Direct-to-mock also failed at `first_fail`: the rig, not the gateway, is the limit.
+    /// At `first_fail`, direct-to-mock also failed, or the generator could not keep its
+    /// schedule even without the gateway: the rig, not the gateway, is the limit.
     pub rig_limited: bool,
-    /// The generator lagged behind its schedule at `first_fail`.
+    /// The generator lagged behind its schedule during the gateway's step at `first_fail`
+    /// (latencies still count from the schedule).
     pub generator_behind: bool,
     /// No step failed: the sweep's ceiling is the limit of the measurement.
     pub reached_max: bool,
@@ -229,7 +231,10 @@ pub fn verdict(steps: &[Step], direct: &[Step], limit: Duration) -> RateVerdict 
         }
         v.first_fail = Some(s.rate);
         v.generator_behind = s.lag_p99 > u64::try_from(LAG_LIMIT.as_nanos()).unwrap_or(u64::MAX);
-        v.rig_limited = direct.iter().any(|d| d.rate == s.rate && !d.passes(limit));
+        let lag_limit = u64::try_from(LAG_LIMIT.as_nanos()).unwrap_or(u64::MAX);
+        v.rig_limited = direct
+            .iter()
+            .any(|d| d.rate == s.rate && (!d.passes(limit) || d.lag_p99 > lag_limit));
         return v;
     }
     v.reached_max = !steps.is_empty();
@@ -393,6 +398,9 @@ mod tests {
         assert_eq!(v100.first_fail, Some(3375));
         assert!(v100.rig_limited, "direct failed too");
         assert!(v100.generator_behind);
+        // Direct passed the limit but could not keep the schedule: still the rig.
+        let direct = vec![step(2250, 21, 0, 8)];
+        assert!(verdict(&steps[..3], &direct, ms30).rig_limited);
         // An error fails a step whatever its latency; a later passing step does not count.
         let steps = vec![step(1000, 21, 1, 1), step(1500, 21, 0, 1)];
         assert_eq!(verdict(&steps, &[], ms30).best, None);

@@ -121,6 +121,10 @@ async fn concurrent(r: &mut Run<'_>, route: Route, conc: usize, secs: f64) {
     let g = load::stream_workers(&gw, conc, until, ramp, &live).await;
     let cpu_s = mark.elapsed_cpu_s(r.gw_pid);
     r.windows.push((t0, Instant::now()));
+    r.note(format!(
+        "{conc} streams by thread: {}",
+        mark.by_thread(r.gw_pid)
+    ));
     r.failures(&format!("{conc} streams"), &g.failures);
     if d.lost > 0 {
         r.note(format!("direct {conc} streams: {}", summarize(&d.failures)));
