@@ -371,7 +371,13 @@ fn metrics(r: &GatewayResult) -> Vec<(&'static str, Option<f64>)> {
             "closed-loop req/s",
             r.closed.as_ref().map(|c| c.gateway_rps),
         ),
-        ("CPU/req", r.cpu.as_ref().and_then(|c| c.per_request_us)),
+        (
+            "CPU/req",
+            r.cpu
+                .as_ref()
+                .filter(|c| c.frames == 0)
+                .and_then(|c| c.per_request_us),
+        ),
         ("CPU/frame", r.cpu.as_ref().and_then(|c| c.per_frame_us)),
         (
             "+TTFC p99 at c=N",
@@ -456,14 +462,15 @@ fn legend(o: &mut String) {
     let _ = writeln!(
         o,
         "\n*added*: gateway − direct-to-mock, same mock, same run, interleaved c=1 rounds \
-(p50/p99: median over rounds of the per-round difference; p99.9: all rounds pooled). \
+(p50/p99: median over rounds of the per-round difference; p99.9, and p99 when rounds hold fewer than 200 samples: all rounds pooled). \
 *req/s p99<X*: highest rate of the open-loop sweep (latency from each request's scheduled send time) \
 with p99 under X and no error; `(rig)`: at the first rate the gateway failed, direct-to-mock failed too or the generator could not keep \
 its schedule (p99 lag > 5 ms) even without the gateway, so the rig is the limit; `†`: the generator lagged \
 behind its schedule during the gateway's step at that rate (latency still counts from the schedule; without `(rig)` \
 the lag came from the work the slow gateway left in flight); `≥`: no step failed. *CPU/req*, *CPU/frame*: \
 utime+stime of the gateway's process tree (all threads, `/proc/PID/stat`) over the phase ÷ requests or content frames. \
-*RSS*: `VmRSS` before load, median under load, peak (max of 100 ms samples and `VmHWM`). \
+*RSS*: `VmRSS` before load, median of 100 ms samples during the fixed-load phase (the CPU phase; streams: the \
+concurrent phase; `models`: the closed loop), peak (max of all samples, sweep included, and `VmHWM`). \
 *+TTFC*: added time from sending a stream request to its first content frame. *frame gap*: time between \
 consecutive content frames at the client (the mock paces them). *lost*: streams that failed, broke, or \
 missed a frame or their terminal event."

@@ -468,35 +468,14 @@ async fn sweep(r: &mut Run<'_>, gw: &Target, direct: &Target) -> Result<(), Stri
     mock_set(r.mock, json!({"delay_ms": p.upstream_delay_ms})).await?;
     let gw_pool = Arc::new(ConnPool::new(gw.addr, CONN_CAP));
     let direct_pool = Arc::new(ConnPool::new(direct.addr, CONN_CAP));
-    let (limit30, limit100) = (Duration::from_millis(30), Duration::from_millis(100));
-    let mut steps: Vec<Step> = Vec::new();
+    let [limit30, limit100] = stats::LIMITS;
     let max = r.ctx.max_rate.unwrap_or(p.sweep_max);
-    for rate in p.sweep_rates().into_iter().filter(|x| *x <= max) {
+    let up: Vec<u32> = p.sweep_rates().into_iter().filter(|x| *x <= max).collect();
+    let down = p.sweep_rates_down();
+    let mut steps: Vec<Step> = Vec::new();
+    while let Some(rate) = stats::next_rate(&up, &down, &steps) {
         let step = sweep_step(r, gw, &gw_pool, rate, "gateway").await;
-        let fail100 = !step.passes(limit100);
         steps.push(step);
-        if fail100 {
-            break;
-        }
-    }
-    for limit in [limit100, limit30] {
-        if steps.iter().any(|s| s.passes(limit)) || steps.is_empty() {
-            continue;
-        }
-        for rate in p.sweep_rates_down() {
-            if let Some(done) = steps.iter().find(|s| s.rate == rate) {
-                if done.passes(limit) {
-                    break;
-                }
-                continue;
-            }
-            let step = sweep_step(r, gw, &gw_pool, rate, "gateway").await;
-            let passed = step.passes(limit);
-            steps.push(step);
-            if passed {
-                break;
-            }
-        }
     }
     gw_pool.clear();
     let mut direct_steps: Vec<Step> = Vec::new();

@@ -59,8 +59,10 @@ pub struct Round {
 pub struct Added {
     /// Median over rounds of (gateway p50 − direct p50) of that round.
     pub p50: i64,
-    /// Median over rounds of (gateway p99 − direct p99) of that round.
+    /// Median over rounds of (gateway p99 − direct p99) of that round; pooled over all rounds
+    /// like p99.9 when rounds hold fewer than [`MIN_ROUND_FOR_P99`] samples (`p99_pooled`).
     pub p99: i64,
+    pub p99_pooled: bool,
     /// Pooled over all rounds: gateway p99.9 − direct p99.9 (rounds are too short for their
     /// own p99.9).
     pub p999: i64,
@@ -70,6 +72,10 @@ pub struct Added {
     pub gateway: Pcts,
     pub direct: Pcts,
 }
+
+/// Below this many samples per round and side, a round's own p99 is little more than its
+/// maximum, so the p99 difference is taken over all rounds pooled.
+pub const MIN_ROUND_FOR_P99: u64 = 200;
 
 fn diff(a: u64, b: u64) -> i64 {
     i64::try_from(a).unwrap_or(i64::MAX) - i64::try_from(b).unwrap_or(i64::MAX)
@@ -122,9 +128,21 @@ pub fn added(rounds: &[Round]) -> Option<Added> {
         gw.add(&r.gateway).ok()?;
         direct.add(&r.direct).ok()?;
     }
+    let smallest = usable
+        .iter()
+        .map(|r| r.gateway.len().min(r.direct.len()))
+        .min()
+        .unwrap_or(0);
+    let p99_pooled = smallest < MIN_ROUND_FOR_P99;
+    let p99 = if p99_pooled {
+        diff(gw.value_at_quantile(0.99), direct.value_at_quantile(0.99))
+    } else {
+        median(&d99)?
+    };
     Some(Added {
         p50: median(&d50)?,
-        p99: median(&d99)?,
+        p99,
+        p99_pooled,
         p999: diff(gw.value_at_quantile(0.999), direct.value_at_quantile(0.999)),
         p50_iqr: quantile_sorted(&d50, 0.75)? - quantile_sorted(&d50, 0.25)?,
         rounds: usable.len(),
@@ -209,6 +227,30 @@ pub struct RateVerdict {
     pub reached_max: bool,
 }
 
+/// The two p99 limits of the sustained-rate sweep.
+pub const LIMITS: [Duration; 2] = [Duration::from_millis(30), Duration::from_millis(100)];
+
+/// The next rate of a sweep, given the steps taken so far; `None` when it is over. Upwards
+/// through `up` until a step fails the larger limit; then, for each limit the lowest rate
+/// tried still fails, downwards through `down` until one passes. Each rate is tried once.
+pub fn next_rate(up: &[u32], down: &[u32], steps: &[Step]) -> Option<u32> {
+    let tried = |r: &u32| steps.iter().any(|s| s.rate == *r);
+    let [small, large] = LIMITS;
+    if !steps.iter().any(|s| !s.passes(large))
+        && let Some(r) = up.iter().find(|r| !tried(r))
+    {
+        return Some(*r);
+    }
+    let lowest = steps.iter().min_by_key(|s| s.rate)?;
+    if !lowest.passes(large) || !lowest.passes(small) {
+        return down
+            .iter()
+            .find(|r| !tried(r) && **r < lowest.rate)
+            .copied();
+    }
+    None
+}
+
 /// The lowest rate that failed `limit`.
 pub fn first_failure(steps: &[Step], limit: Duration) -> Option<u32> {
     steps
@@ -281,6 +323,7 @@ mod tests {
             .collect();
         let a = added(&rounds).expect("added");
         assert_eq!(a.rounds, 3);
+        assert!(!a.p99_pooled);
         assert!(close(a.p50, 60_000), "{a:?}");
         assert!(close(a.p99, 60_000), "{a:?}");
         // The pooled p99.9 sees the disturbed round.
@@ -306,11 +349,32 @@ mod tests {
         ];
         let a = added(&rounds).expect("added");
         assert_eq!(a.rounds, 1, "a round without gateway samples is skipped");
+        assert!(!a.p99_pooled);
         assert!(close(a.p50, 50_000), "{a:?}");
         assert!(close(a.p999, 1_050_000), "{a:?}");
         // The p99 sits exactly at the edge of the slow 1 %: either side is right.
         assert!(close(a.p99, 50_000) || close(a.p99, 1_050_000), "{a:?}");
         assert!(added(&[]).is_none());
+    }
+
+    #[test]
+    fn small_rounds_pool_their_p99() {
+        // 30 samples per round: one slow sample per round is each round's own "p99". Three
+        // rounds of which only one holds a slow gateway sample: per-round medians would say +0,
+        // the pooled p99 (90 samples) sees it.
+        let mut slow = vec![100u64; 29];
+        slow.push(5_100);
+        let rounds: Vec<Round> = [slow.clone(), vec![100; 30], vec![100; 30]]
+            .into_iter()
+            .map(|g| Round {
+                gateway: hist_of(&g),
+                direct: hist_of(&[100; 30]),
+            })
+            .collect();
+        let a = added(&rounds).expect("added");
+        assert!(a.p99_pooled);
+        assert!(close(a.p99, 5_000_000), "{a:?}");
+        assert!(close(a.p50, 0), "{a:?}");
     }
 
     /// A single-connection server answers in 100 µs, but stalls for 200 ms at t = 500 ms.
@@ -376,6 +440,50 @@ mod tests {
             lag_p99: lag_ms * 1_000_000,
             conn_waits: 0,
         }
+    }
+
+    /// Runs a sweep against a synthetic gateway whose p99 depends on the rate only.
+    fn sweep_with(p99_ms: impl Fn(u32) -> u64) -> Vec<u32> {
+        let up = [1000, 1500, 2250, 3375, 5063];
+        let down = [667, 444, 296, 198];
+        let mut steps = Vec::new();
+        while let Some(rate) = next_rate(&up, &down, &steps) {
+            steps.push(step(rate, p99_ms(rate), 0, 1));
+            assert!(steps.len() <= up.len() + down.len(), "bounded");
+        }
+        steps.iter().map(|s| s.rate).collect()
+    }
+
+    #[test]
+    fn sweep_goes_up_until_100_ms_fails_then_down_while_the_start_fails() {
+        // Healthy: up until the 100 ms limit fails, nothing below the start.
+        assert_eq!(
+            sweep_with(|r| if r >= 3375 { 150 } else { 22 }),
+            vec![1000, 1500, 2250, 3375]
+        );
+        // Never fails: every up rate, nothing more.
+        assert_eq!(sweep_with(|_| 21), vec![1000, 1500, 2250, 3375, 5063]);
+        // Fails 30 ms from the start but not 100 ms: up to the 100 ms failure, then down
+        // below the start until 30 ms passes.
+        assert_eq!(
+            sweep_with(|r| match r {
+                r if r >= 2250 => 200,
+                r if r >= 667 => 40,
+                _ => 25,
+            }),
+            vec![1000, 1500, 2250, 667, 444]
+        );
+        // Fails 100 ms at once: down until 100 ms passes, on until 30 ms passes.
+        assert_eq!(
+            sweep_with(|r| match r {
+                r if r >= 667 => 500,
+                444 => 50,
+                _ => 25,
+            }),
+            vec![1000, 667, 444, 296]
+        );
+        // Nothing passes: every rate once, then stop.
+        assert_eq!(sweep_with(|_| 999).len(), 5);
     }
 
     #[test]
