@@ -16,6 +16,8 @@ pub struct Cpu {
     pub per_request_us: Option<f64>,
     pub frames: u64,
     pub per_frame_us: Option<f64>,
+    /// Latency of the requests of the phase (open loop: from their scheduled send time).
+    pub latency: Option<Pcts>,
 }
 
 /// Resident memory of the gateway process tree, KiB.

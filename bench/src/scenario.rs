@@ -398,7 +398,15 @@ async fn cpu_phase(r: &mut Run<'_>, gw: &Target) {
         per_request_us: (o.out.ok > 0).then(|| cpu_s * 1e6 / o.out.ok as f64),
         frames: 0,
         per_frame_us: None,
+        latency: Some(Pcts::of(&o.out.hist)),
     });
+    let lat = Pcts::of(&o.out.hist);
+    r.note(format!(
+        "CPU phase latency: p50 {}, p99 {}, max {}",
+        report::dur(lat.p50),
+        report::dur(lat.p99),
+        report::dur(lat.max)
+    ));
     let ticks = cpu_s * procfs::ticks_per_second() as f64;
     if ticks < 50.0 {
         r.note(format!(
@@ -590,6 +598,7 @@ async fn models_phases(r: &mut Run<'_>) -> Result<(), String> {
         per_request_us: (g.ok > 0).then(|| cpu_s * 1e6 / g.ok as f64),
         frames: 0,
         per_frame_us: None,
+        latency: Some(Pcts::of(&g.hist)),
     });
     r.res.closed = Some(Closed {
         conc,

@@ -148,6 +148,7 @@ async fn concurrent(r: &mut Run<'_>, route: Route, conc: usize, secs: f64) {
         per_request_us: (g.started > 0).then(|| cpu_s * 1e6 / g.started as f64),
         frames: g.frames,
         per_frame_us: (g.frames > 0).then(|| cpu_s * 1e6 / g.frames as f64),
+        latency: Some(Pcts::of(&g.ttfc)),
     });
     r.res.streams = Some(Streams {
         conc,
