@@ -125,7 +125,10 @@ fn log_tail(path: &Path) -> String {
     if tail.is_empty() {
         String::new()
     } else {
-        format!("; last log lines ({}):\n{tail}", path.display())
+        format!(
+            "; last log lines ({}, kept with --keep-temp):\n{tail}",
+            path.display()
+        )
     }
 }
 
