@@ -7,7 +7,7 @@ use serde::Serialize;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum Pin {
-    /// Pin when the machine has 2+ CPUs and `taskset` exists.
+    /// Pin when the machine has 2+ CPUs, `taskset` exists and the CPUs named are allowed.
     Auto,
     On,
     Off,

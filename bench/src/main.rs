@@ -114,16 +114,23 @@ fn start(args: Args) -> Result<ExitCode, String> {
     let gateway = absolute(&args.gateway, "gateway")?;
     let mock = absolute(&args.mock, "mock")?;
     let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let rig = procs::parse_cpu_list(&args.rig_cpus)
+        .ok_or_else(|| format!("--rig-cpus: not a CPU list: {:?}", args.rig_cpus))?;
+    let gateway_cpus = procs::parse_cpu_list(&args.gateway_cpus)
+        .ok_or_else(|| format!("--gateway-cpus: not a CPU list: {:?}", args.gateway_cpus))?;
     let pinned = match args.pin {
         Pin::Off => false,
         Pin::On => true,
-        Pin::Auto => cpus >= 2 && procs::have_taskset(),
+        // Only when both CPU lists exist for this process: elsewhere (a container showing
+        // CPUs 4-5, say) the run goes unpinned rather than failing to start the gateway.
+        Pin::Auto => {
+            cpus >= 2
+                && procs::have_taskset()
+                && procs::cpus_allowed(&rig)
+                && procs::cpus_allowed(&gateway_cpus)
+        }
     };
     let placement = if pinned {
-        let rig = procs::parse_cpu_list(&args.rig_cpus)
-            .ok_or_else(|| format!("--rig-cpus: not a CPU list: {:?}", args.rig_cpus))?;
-        procs::parse_cpu_list(&args.gateway_cpus)
-            .ok_or_else(|| format!("--gateway-cpus: not a CPU list: {:?}", args.gateway_cpus))?;
         procs::pin_self(&rig).map_err(|e| format!("pinning the generator to {rig:?}: {e}"))?;
         Placement {
             gateway: Some(args.gateway_cpus.clone()),

@@ -92,6 +92,12 @@ pub fn parse_cpu_list(list: &str) -> Option<Vec<usize>> {
     (!cpus.is_empty()).then_some(cpus)
 }
 
+/// Whether every CPU of `cpus` is in this process's allowed set (a container or a `taskset`
+/// around the bench may hide CPU 0 or 1); `false` when the set cannot be read.
+pub fn cpus_allowed(cpus: &[usize]) -> bool {
+    rustix::thread::sched_getaffinity(None).is_ok_and(|set| cpus.iter().all(|c| set.is_set(*c)))
+}
+
 /// Pins the calling thread (and the threads it creates afterwards) to `cpus`.
 pub fn pin_self(cpus: &[usize]) -> std::io::Result<()> {
     let mut set = rustix::thread::CpuSet::new();
@@ -402,6 +408,16 @@ mod tests {
         assert_eq!(parse_cpu_list(""), None);
         assert_eq!(parse_cpu_list("2-1"), None);
         assert_eq!(parse_cpu_list("x"), None);
+    }
+
+    #[test]
+    fn allowed_cpus_are_checked_against_the_affinity_mask() {
+        let mask = rustix::thread::sched_getaffinity(None).expect("own affinity");
+        let first = (0..1024)
+            .find(|c| mask.is_set(*c))
+            .expect("some CPU allowed");
+        assert!(cpus_allowed(&[first]));
+        assert!(!cpus_allowed(&[first, 1023]) || mask.is_set(1023));
     }
 
     #[test]
