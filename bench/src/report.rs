@@ -408,8 +408,23 @@ fn metric_value(name: &str, v: f64) -> String {
     }
 }
 
+/// `second ÷ first`; `—` unless both are positive (an added latency at or below zero is
+/// noise around nothing, and a ratio of it means nothing).
+fn ratio(first: f64, second: f64) -> String {
+    if first > 0.0 && second > 0.0 {
+        format!("×{:.2}", second / first)
+    } else {
+        "—".into()
+    }
+}
+
 fn compare_table(o: &mut String, report: &Report) {
     let _ = writeln!(o, "\n### Comparison (second gateway ÷ first)\n");
+    let _ = writeln!(
+        o,
+        "Below ×1.00 the second gateway is lower: better for latency, CPU and RSS, worse for req/s. \
+`—`: a value at or below zero (an added latency within the noise).\n"
+    );
     let _ = writeln!(o, "| scenario | metric | first | second | ratio |");
     let _ = writeln!(o, "|---|---|--:|--:|--:|");
     for s in &report.scenarios {
@@ -424,11 +439,7 @@ fn compare_table(o: &mut String, report: &Report) {
             let (Some(va), Some(vb)) = (va, vb) else {
                 continue;
             };
-            let ratio = if va.abs() > f64::EPSILON {
-                format!("×{:.2}", vb / va)
-            } else {
-                "—".into()
-            };
+            let ratio = ratio(va, vb);
             let _ = writeln!(
                 o,
                 "| {} | {name} | {} | {} | {ratio} |",
@@ -492,6 +503,15 @@ mod tests {
         assert_eq!(dur(12_340_000), "12.3 ms");
         assert_eq!(signed(-3_000), "−3 µs");
         assert_eq!(signed(1_500_000), "+1,500 µs");
+    }
+
+    #[test]
+    fn ratios_only_of_positive_values() {
+        assert_eq!(ratio(100.0, 150.0), "×1.50");
+        assert_eq!(ratio(100.0, 25.0), "×0.25");
+        assert_eq!(ratio(-8_000.0, 700.0), "—");
+        assert_eq!(ratio(700.0, -8_000.0), "—");
+        assert_eq!(ratio(0.0, 10.0), "—");
     }
 
     #[test]
