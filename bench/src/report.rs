@@ -475,7 +475,7 @@ fn legend(o: &mut String) {
     let _ = writeln!(
         o,
         "\n*added*: gateway − direct-to-mock, same mock, same run, interleaved c=1 rounds \
-(p50/p99: median over rounds of the per-round difference; p99.9, and p99 when rounds hold fewer than 200 samples: all rounds pooled). \
+(p50/p99: median over rounds of the per-round difference; p99.9, and p99 when rounds hold fewer than 200 samples: all rounds pooled; each is a difference of two quantiles, so a p99.9 can come out below the p99). \
 *req/s p99<X*: highest rate of the open-loop sweep (latency from each request's scheduled send time) \
 with p99 under X and no error; `(rig)`: at the first rate the gateway failed, direct-to-mock failed too or the generator could not keep \
 its schedule (p99 lag > 5 ms) even without the gateway, so the rig is the limit; `†`: the generator lagged \
