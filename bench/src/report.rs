@@ -273,7 +273,11 @@ fn requests_table(o: &mut String, report: &Report) {
             }
             let (a50, a99, a999) =
                 r.added.map_or(("—".into(), "—".into(), "—".into()), |a| {
-                    (signed(a.p50), signed(a.p99), signed(a.p999))
+                    (
+                        signed(a.p50),
+                        signed(a.p99),
+                        a.p999.map_or("—".into(), signed),
+                    )
                 });
             let from = r
                 .sweep
@@ -325,7 +329,12 @@ fn streams_table(o: &mut String, report: &Report) {
                 continue;
             }
             let c1 = r.added.map_or("—".into(), |a| {
-                format!("{} / {} / {}", signed(a.p50), signed(a.p99), signed(a.p999))
+                format!(
+                    "{} / {} / {}",
+                    signed(a.p50),
+                    signed(a.p99),
+                    a.p999.map_or("—".into(), signed)
+                )
             });
             let (conc, gap, okl, open) = r.streams.as_ref().map_or(
                 ("—".into(), "—".into(), "—".into(), "—".into()),
@@ -475,7 +484,7 @@ fn legend(o: &mut String) {
     let _ = writeln!(
         o,
         "\n*added*: gateway − direct-to-mock, same mock, same run, interleaved c=1 rounds \
-(p50/p99: median over rounds of the per-round difference; p99.9, and p99 when rounds hold fewer than 200 samples: all rounds pooled; each is a difference of two quantiles, so a p99.9 can come out below the p99). \
+(p50/p99: median over rounds of the per-round difference; p99.9, and p99 when rounds hold fewer than 200 samples: all rounds pooled; each is a difference of two quantiles, so a p99.9 can come out below the p99; `—` for p99.9 below 1,000 samples a side). \
 *req/s p99<X*: highest rate of the open-loop sweep (latency from each request's scheduled send time) \
 with p99 under X and no error; `(rig)`: at the first rate the gateway failed, direct-to-mock failed too or the generator could not keep \
 its schedule (p99 lag > 5 ms) even without the gateway, so the rig is the limit; `†`: the generator lagged \

@@ -64,14 +64,18 @@ pub struct Added {
     pub p99: i64,
     pub p99_pooled: bool,
     /// Pooled over all rounds: gateway p99.9 − direct p99.9 (rounds are too short for their
-    /// own p99.9).
-    pub p999: i64,
+    /// own p99.9); `None` below [`MIN_FOR_P999`] pooled samples a side, where the p99.9 is just
+    /// the largest sample.
+    pub p999: Option<i64>,
     /// Interquartile range of the per-round p50 differences: the noise of the measurement.
     pub p50_iqr: i64,
     pub rounds: usize,
     pub gateway: Pcts,
     pub direct: Pcts,
 }
+
+/// Fewer pooled samples than this (per side) give no p99.9.
+pub const MIN_FOR_P999: u64 = 1000;
 
 /// Below this many samples per round and side, a round's own p99 is little more than its
 /// maximum, so the p99 difference is taken over all rounds pooled.
@@ -143,7 +147,8 @@ pub fn added(rounds: &[Round]) -> Option<Added> {
         p50: median(&d50)?,
         p99,
         p99_pooled,
-        p999: diff(gw.value_at_quantile(0.999), direct.value_at_quantile(0.999)),
+        p999: (gw.len().min(direct.len()) >= MIN_FOR_P999)
+            .then(|| diff(gw.value_at_quantile(0.999), direct.value_at_quantile(0.999))),
         p50_iqr: quantile_sorted(&d50, 0.75)? - quantile_sorted(&d50, 0.25)?,
         rounds: usable.len(),
         gateway: Pcts::of(&gw),
@@ -327,7 +332,7 @@ mod tests {
         assert!(close(a.p50, 60_000), "{a:?}");
         assert!(close(a.p99, 60_000), "{a:?}");
         // The pooled p99.9 sees the disturbed round.
-        assert!(close(a.p999, 500_000), "{a:?}");
+        assert!(a.p999.is_some_and(|v| close(v, 500_000)), "{a:?}");
         assert!(a.p50_iqr > 0);
         assert_eq!(a.gateway.count, 3000);
     }
@@ -351,7 +356,7 @@ mod tests {
         assert_eq!(a.rounds, 1, "a round without gateway samples is skipped");
         assert!(!a.p99_pooled);
         assert!(close(a.p50, 50_000), "{a:?}");
-        assert!(close(a.p999, 1_050_000), "{a:?}");
+        assert!(a.p999.is_some_and(|v| close(v, 1_050_000)), "{a:?}");
         // The p99 sits exactly at the edge of the slow 1 %: either side is right.
         assert!(close(a.p99, 50_000) || close(a.p99, 1_050_000), "{a:?}");
         assert!(added(&[]).is_none());
@@ -374,6 +379,7 @@ mod tests {
         let a = added(&rounds).expect("added");
         assert!(a.p99_pooled);
         assert!(close(a.p99, 5_000_000), "{a:?}");
+        assert_eq!(a.p999, None, "90 samples a side give no p99.9");
         assert!(close(a.p50, 0), "{a:?}");
     }
 
