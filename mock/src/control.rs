@@ -15,6 +15,8 @@
 //! | `POST /_mock/workos_failure` | `{"status": 500}` or `{"status": null}` | force / stop forcing WorkOS errors |
 //! | `GET /_mock/stats` | – | counters: refresh_count, active_streams, cancelled_streams, hanging_requests, requests |
 //! | `POST /_mock/reset` | – | back to the initial state (requests, rules, tokens, overrides, counters) |
+//! | `GET /_mock/bench` | – | bench mode: settings and counters (requests, cooled, banned, streams_completed); 409 outside bench mode |
+//! | `POST /_mock/bench` | `{"delay_ms"?, "stream_deltas"?, "stream_interval_ms"?}` | bench mode: change settings; 409 outside bench mode |
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -49,6 +51,7 @@ pub(crate) fn router() -> Router<Arc<Shared>> {
         .route("/workos_failure", post(workos_failure))
         .route("/stats", get(stats))
         .route("/reset", post(reset))
+        .route("/bench", get(bench_state).post(bench_update))
 }
 
 fn ok() -> Response {
@@ -205,4 +208,31 @@ async fn stats(State(shared): S) -> Response {
 async fn reset(State(shared): S) -> Response {
     shared.reset();
     ok()
+}
+
+fn not_bench() -> Response {
+    json_response(
+        409,
+        &json!({"error": "mock: not in bench mode (start it with --bench)"}),
+    )
+}
+
+async fn bench_state(State(shared): S) -> Response {
+    match shared.bench.as_ref() {
+        Some(b) => json_response(200, &b.to_json()),
+        None => not_bench(),
+    }
+}
+
+async fn bench_update(State(shared): S, body: Bytes) -> Response {
+    let Some(b) = shared.bench.as_ref() else {
+        return not_bench();
+    };
+    match parse::<crate::bench::BenchUpdate>(&body) {
+        Ok(u) => {
+            b.update(&u);
+            json_response(200, &b.to_json())
+        }
+        Err(msg) => bad(msg),
+    }
 }

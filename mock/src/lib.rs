@@ -22,11 +22,15 @@
 //! # }
 //! ```
 //!
+//! For benchmarks, [`MockOptions::bench`] switches the LLM routes to [`bench`] mode: fixed
+//! delay, paced streams written one event per chunk, no recording, per-key 429/402 by prefix.
+//!
 //! Modules: [`rules`] (scripted replies), [`sse`] (encoding and awkward splitting),
 //! [`anthropic`] and [`openai`] (request rules, default replies, stream builders), `workos`
 //! (refresh rotation), `checks` (header checks), `server` (dispatch), `control` (`/_mock/` API).
 
 pub mod anthropic;
+pub mod bench;
 mod checks;
 mod control;
 mod h2c;
@@ -46,6 +50,7 @@ use axum::serve::ListenerExt;
 use serde_json::Value;
 use tokio::task::JoinHandle;
 
+pub use bench::BenchOptions;
 pub use rules::{Reply, ReplyBody, Rule};
 pub use sse::{
     DEFAULT_MAX_PIECE, SseEventSpec, encode_event, encode_events, split_awkwardly,

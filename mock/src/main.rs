@@ -2,12 +2,18 @@
 //! scripts). Prints exactly one line, `MOCK_LISTENING http://HOST:PORT`, to stdout once it
 //! listens, then serves until SIGTERM or Ctrl-C. Logs go to stderr (`RUST_LOG`, default `warn`).
 //! Drive it through the `/_mock/` control API.
+//!
+//! `--bench` (or any of `--delay-ms`, `--stream-deltas`, `--stream-interval-ms`,
+//! `--cool-prefix`, `--ban-prefix`) starts it in bench mode for `droid2api-bench`: the LLM
+//! routes answer after a fixed delay, stream N content deltas paced M ms apart (one event per
+//! write), record nothing, and give 429 `Retry-After: 3600` / 402 to keys with the cooling /
+//! banned prefix.
 
 use std::io::Write;
 use std::net::{IpAddr, SocketAddr};
 
 use clap::Parser;
-use droid2api_mock::{MockOptions, MockUpstream};
+use droid2api_mock::{BenchOptions, MockOptions, MockUpstream};
 
 #[derive(Debug, Parser)]
 #[command(name = "droid2api-mock", about = "Mock Factory.ai + WorkOS upstream")]
@@ -36,6 +42,45 @@ struct Args {
     /// A valid WorkOS refresh token to start with (repeatable).
     #[arg(long = "refresh-token")]
     refresh_tokens: Vec<String>,
+    /// Bench mode (implied by any of the flags below).
+    #[arg(long)]
+    bench: bool,
+    /// Bench mode: pause before every LLM reply's headers, in ms [default: 0].
+    #[arg(long)]
+    delay_ms: Option<u64>,
+    /// Bench mode: content deltas per stream [default: 64].
+    #[arg(long)]
+    stream_deltas: Option<u32>,
+    /// Bench mode: pause between two content deltas, in ms [default: 20].
+    #[arg(long)]
+    stream_interval_ms: Option<u64>,
+    /// Bench mode: keys with this prefix get 429 with `Retry-After: 3600` [default: fk-cool-].
+    #[arg(long)]
+    cool_prefix: Option<String>,
+    /// Bench mode: keys with this prefix get 402 [default: fk-ban-].
+    #[arg(long)]
+    ban_prefix: Option<String>,
+}
+
+impl Args {
+    fn bench_options(&self) -> Option<BenchOptions> {
+        let any = self.delay_ms.is_some()
+            || self.stream_deltas.is_some()
+            || self.stream_interval_ms.is_some()
+            || self.cool_prefix.is_some()
+            || self.ban_prefix.is_some();
+        if !(self.bench || any) {
+            return None;
+        }
+        let d = BenchOptions::default();
+        Some(BenchOptions {
+            delay_ms: self.delay_ms.unwrap_or(d.delay_ms),
+            stream_deltas: self.stream_deltas.unwrap_or(d.stream_deltas),
+            stream_interval_ms: self.stream_interval_ms.unwrap_or(d.stream_interval_ms),
+            cool_prefix: self.cool_prefix.clone().unwrap_or(d.cool_prefix),
+            ban_prefix: self.ban_prefix.clone().unwrap_or(d.ban_prefix),
+        })
+    }
 }
 
 async fn terminated() {
@@ -75,6 +120,7 @@ async fn main() -> std::io::Result<()> {
         piece_delay_ms: (args.min_piece_delay_ms, args.max_piece_delay_ms),
         seed: args.seed,
         default_crlf: args.crlf,
+        bench: args.bench_options(),
         ..MockOptions::default()
     };
     let mock = MockUpstream::bind(SocketAddr::new(args.host, args.port), options).await?;

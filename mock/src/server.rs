@@ -24,7 +24,7 @@ use serde_json::{Value, json};
 use crate::checks::{LlmRoute, check_llm_headers};
 use crate::rules::{self, json_response};
 use crate::state::{RecordedRequest, Shared};
-use crate::{Generated, anthropic, control, openai, workos};
+use crate::{Generated, anthropic, bench, control, openai, workos};
 
 /// What a path is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -52,10 +52,18 @@ fn route_of(path: &str) -> Route {
 }
 
 pub(crate) fn router(shared: Arc<Shared>) -> Router {
-    Router::new()
-        .nest("/_mock", control::router())
-        .fallback(upstream)
-        .with_state(shared)
+    let mut router = Router::new().nest("/_mock", control::router());
+    if shared.bench.is_some() {
+        // Bench mode: the three LLM routes and `/v1/models` answer from `bench`; the rest
+        // (WorkOS, balance, count_tokens, unknown paths) stays the normal mock.
+        use axum::routing::{get, post};
+        router = router
+            .route("/api/llm/a/v1/messages", post(bench::anthropic))
+            .route("/api/llm/o/v1/responses", post(bench::responses))
+            .route("/api/llm/o/v1/chat/completions", post(bench::chat))
+            .route("/v1/models", get(bench::models));
+    }
+    router.fallback(upstream).with_state(shared)
 }
 
 /// Every non-control request lands here.

@@ -170,13 +170,13 @@ pub(crate) struct StreamPlan {
 
 /// Counts a body stream as active while it exists and as cancelled if it is dropped before it
 /// reached its end (i.e. hyper dropped it because the client closed the connection).
-struct StreamGuard {
+pub(crate) struct StreamGuard {
     shared: Arc<Shared>,
     finished: bool,
 }
 
 impl StreamGuard {
-    fn new(shared: Arc<Shared>) -> Self {
+    pub(crate) fn new(shared: Arc<Shared>) -> Self {
         shared.active_streams.fetch_add(1, Ordering::SeqCst);
         Self {
             shared,
@@ -187,7 +187,7 @@ impl StreamGuard {
 
 impl StreamGuard {
     /// The body reached its end (or the mock shut it down): not a cancellation.
-    fn finish(&mut self) {
+    pub(crate) fn finish(&mut self) {
         self.finished = true;
     }
 }

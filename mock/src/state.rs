@@ -36,6 +36,9 @@ pub struct MockOptions {
     /// `SETTINGS_MAX_CONCURRENT_STREAMS = n` per connection, as Factory's TLS front does over
     /// ALPN. Requests past the cap wait at the client for a free stream.
     pub http2_max_concurrent_streams: Option<u32>,
+    /// `Some`: bench mode (see [`crate::bench`]): the LLM routes answer fast, paced and
+    /// unrecorded, with per-key behaviour by bearer prefix.
+    pub bench: Option<crate::bench::BenchOptions>,
 }
 
 impl Default for MockOptions {
@@ -47,6 +50,7 @@ impl Default for MockOptions {
             default_crlf: false,
             max_body_bytes: 64 * 1024 * 1024,
             http2_max_concurrent_streams: None,
+            bench: None,
         }
     }
 }
@@ -180,6 +184,8 @@ pub(crate) struct State {
 pub(crate) struct Shared {
     state: Mutex<State>,
     pub options: MockOptions,
+    /// Bench-mode settings and counters (`None` outside bench mode).
+    pub bench: Option<crate::bench::BenchState>,
     base_seed: u64,
     /// SSE bodies currently being written.
     pub active_streams: AtomicUsize,
@@ -201,8 +207,10 @@ pub(crate) struct Shared {
 impl Shared {
     pub fn new(options: MockOptions) -> Self {
         let base_seed = options.seed.unwrap_or_else(|| fastrand::u64(..));
+        let bench = options.bench.as_ref().map(crate::bench::BenchState::new);
         Self {
             state: Mutex::new(State::default()),
+            bench,
             options,
             base_seed,
             active_streams: AtomicUsize::new(0),
