@@ -143,8 +143,9 @@ impl Upstream {
         let connect = Duration::from_secs(t.connect_timeout_s);
         let idle = Duration::from_secs(t.idle_read_timeout_s);
         let prior_knowledge = settings.upstream_http2_prior_knowledge;
+        let tls = client::tls_config(prior_knowledge)?;
         let routes = build_routes(&settings.proxies, move || {
-            client::base_builder(connect, idle, prior_knowledge)
+            client::base_builder(connect, idle, prior_knowledge, &tls)
         })?;
         let e = &settings.endpoints;
         let parsed = [&e.anthropic, &e.count_tokens, &e.openai, &e.common]

@@ -39,13 +39,41 @@ const H2_PING_TIMEOUT: Duration = Duration::from_secs(20);
 /// How a lane's client is built.
 pub(super) type MakeClient = Box<dyn Fn() -> Result<reqwest::Client, reqwest::Error> + Send + Sync>;
 
+/// The TLS settings every lane shares, built once at start-up: what reqwest builds by
+/// default (aws-lc-rs, TLS 1.2 and 1.3, the platform verifier over the system's CA
+/// certificates, ALPN `h2` then `http/1.1`), except that reqwest would build them again in each
+/// `ClientBuilder::build`, reading the CA certificates from disk every time a lane opens: on
+/// the request path, at the moment the gateway is busiest.
+pub(super) fn tls_config(prior_knowledge: bool) -> Result<rustls::ClientConfig, UpstreamError> {
+    let setup = |what: &str, e: &dyn std::fmt::Display| {
+        UpstreamError::Setup(format!("upstream TLS: {what}: {e}"))
+    };
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let verifier = rustls_platform_verifier::Verifier::new(Arc::clone(&provider))
+        .map_err(|e| setup("loading the system's CA certificates", &e))?;
+    let mut config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_protocol_versions(rustls::ALL_VERSIONS)
+        .map_err(|e| setup("protocol versions", &e))?
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(verifier))
+        .with_no_client_auth();
+    config.alpn_protocols = if prior_knowledge {
+        vec![b"h2".to_vec()]
+    } else {
+        vec![b"h2".to_vec(), b"http/1.1".to_vec()]
+    };
+    Ok(config)
+}
+
 /// Common settings of every upstream client.
 pub(super) fn base_builder(
     connect_timeout: Duration,
     idle_read_timeout: Duration,
     prior_knowledge: bool,
+    tls: &rustls::ClientConfig,
 ) -> reqwest::ClientBuilder {
     let b = reqwest::Client::builder()
+        .tls_backend_preconfigured(tls.clone())
         .connect_timeout(connect_timeout)
         .read_timeout(idle_read_timeout)
         .pool_idle_timeout(Duration::from_secs(90))
@@ -331,9 +359,7 @@ fn classify_chain(e: &(dyn StdError + 'static), is_connect: bool, is_timeout: bo
             tls = true;
         }
         if let Some(io) = err.downcast_ref::<std::io::Error>()
-            && io
-                .get_ref()
-                .is_some_and(|inner| inner.downcast_ref::<rustls::Error>().is_some())
+            && wraps_rustls(io)
         {
             tls = true;
         }
@@ -365,6 +391,26 @@ fn classify_chain(e: &(dyn StdError + 'static), is_connect: bool, is_timeout: bo
     } else {
         FailureKind::Reset
     }
+}
+
+/// Whether an I/O error carries a rustls error, directly or through I/O errors wrapping it (the
+/// connector re-wraps the handshake's `io::Error`, and `io::Error::source` skips the payload,
+/// so the rustls error never shows as a link of the chain).
+fn wraps_rustls(io: &std::io::Error) -> bool {
+    let mut cur = io;
+    for _ in 0..8 {
+        let Some(inner) = cur.get_ref() else {
+            return false;
+        };
+        if inner.downcast_ref::<rustls::Error>().is_some() {
+            return true;
+        }
+        match inner.downcast_ref::<std::io::Error>() {
+            Some(next) => cur = next,
+            None => return false,
+        }
+    }
+    false
 }
 
 /// A failure's whole source chain, for logs (URL userinfo masked).
@@ -432,6 +478,12 @@ mod tests {
             rustls::Error::InvalidCertificate(rustls::CertificateError::Expired),
         )));
         assert_eq!(classify_chain(&tls, true, false), FailureKind::Tls);
+        // As the connector really reports it: the handshake's io::Error inside another.
+        let nested = Wrap(Box::new(std::io::Error::other(std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            rustls::Error::InvalidCertificate(rustls::CertificateError::UnknownIssuer),
+        ))));
+        assert_eq!(classify_chain(&nested, true, false), FailureKind::Tls);
         let plain = Wrap(Box::new(std::io::Error::from(
             std::io::ErrorKind::ConnectionRefused,
         )));
