@@ -38,6 +38,8 @@ pub mod buckets;
 pub mod recorder;
 pub mod sync;
 
+use std::borrow::Cow;
+
 use serde::ser::{Serialize, SerializeStruct, Serializer};
 use serde_json::Value;
 
@@ -274,6 +276,51 @@ fn chars(v: Option<&Value>) -> u64 {
         .map_or(0, |s| u64::try_from(s.chars().count()).unwrap_or(u64::MAX))
 }
 
+/// The typed, borrowed shapes of [`UsageSniffer::text_delta_chars`].
+mod light {
+    use std::borrow::Cow;
+
+    use serde::Deserialize;
+
+    /// The Responses events whose string `delta` is generated text.
+    pub(super) const RESPONSES_TEXT_DELTAS: [&str; 6] = [
+        "response.output_text.delta",
+        "response.refusal.delta",
+        "response.function_call_arguments.delta",
+        "response.custom_tool_call_input.delta",
+        "response.reasoning_summary_text.delta",
+        "response.reasoning_text.delta",
+    ];
+
+    /// Anthropic `content_block_delta`.
+    #[derive(Deserialize)]
+    pub(super) struct BlockDelta<'a> {
+        #[serde(rename = "type", borrow, default)]
+        pub kind: Option<Cow<'a, str>>,
+        #[serde(borrow, default)]
+        pub delta: Option<Delta<'a>>,
+    }
+
+    #[derive(Deserialize)]
+    pub(super) struct Delta<'a> {
+        #[serde(borrow, default)]
+        pub text: Option<Cow<'a, str>>,
+        #[serde(borrow, default)]
+        pub thinking: Option<Cow<'a, str>>,
+        #[serde(borrow, default)]
+        pub partial_json: Option<Cow<'a, str>>,
+    }
+
+    /// A Responses `*.delta` event.
+    #[derive(Deserialize)]
+    pub(super) struct TextDelta<'a> {
+        #[serde(rename = "type", borrow, default)]
+        pub kind: Option<Cow<'a, str>>,
+        #[serde(borrow, default)]
+        pub delta: Option<Cow<'a, str>>,
+    }
+}
+
 /// An event's data parsed as JSON, when it is a JSON object (anything else is `None`).
 pub fn parse_object(data: &str) -> Option<Value> {
     serde_json::from_str::<Value>(data)
@@ -316,8 +363,48 @@ impl UsageSniffer {
             self.on_parsed(ev, None);
             return;
         }
+        if let Some(n) = self.text_delta_chars(ev) {
+            self.add_chars(n);
+            return;
+        }
         let json = parse_object(&ev.data);
         self.on_parsed(ev, json.as_ref());
+    }
+
+    /// The fast path for the events that make up almost all of a stream, text deltas: their
+    /// characters from a borrowed, typed parse instead of a `Value` (no map, no allocation
+    /// unless the text has escapes). `None` when the event is of another kind or has an
+    /// unusual shape; the general path then decides, so the result is the same either way.
+    fn text_delta_chars(&self, ev: &Event) -> Option<u64> {
+        if !ev.data.trim_start().starts_with('{') {
+            return None;
+        }
+        let name = ev.name();
+        let len = |s: &Option<Cow<'_, str>>| {
+            s.as_deref()
+                .map_or(0, |s| u64::try_from(s.chars().count()).unwrap_or(u64::MAX))
+        };
+        match self.format {
+            WireFormat::Anthropic if name == "content_block_delta" => {
+                let e: light::BlockDelta<'_> = serde_json::from_str(&ev.data).ok()?;
+                if e.kind.as_deref().is_some_and(|k| k != name) {
+                    return None;
+                }
+                Some(e.delta.map_or(0, |d| {
+                    len(&d.text)
+                        .saturating_add(len(&d.thinking))
+                        .saturating_add(len(&d.partial_json))
+                }))
+            }
+            WireFormat::Responses if light::RESPONSES_TEXT_DELTAS.contains(&name) => {
+                let e: light::TextDelta<'_> = serde_json::from_str(&ev.data).ok()?;
+                if e.kind.as_deref().is_some_and(|k| k != name) {
+                    return None;
+                }
+                Some(len(&e.delta))
+            }
+            _ => None,
+        }
     }
 
     /// Look at the next event of the stream, already parsed by the caller ([`parse_object`]:
@@ -415,12 +502,9 @@ impl UsageSniffer {
                     .unwrap_or_else(|| kind.trim_start_matches("response."));
                 self.finish_reason = Some(status.to_owned());
             }
-            "response.output_text.delta"
-            | "response.refusal.delta"
-            | "response.function_call_arguments.delta"
-            | "response.custom_tool_call_input.delta"
-            | "response.reasoning_summary_text.delta"
-            | "response.reasoning_text.delta" => self.add_chars(chars(json.get("delta"))),
+            k if light::RESPONSES_TEXT_DELTAS.contains(&k) => {
+                self.add_chars(chars(json.get("delta")))
+            }
             "error" => self.errored = true,
             _ => {}
         }

@@ -735,3 +735,139 @@ fn usage_from_reply_bytes_matches_the_parsed_reply() {
         }
     }
 }
+
+/// The text-delta fast path of `on_event` counts exactly what the general path (a `Value`
+/// parse, `on_parsed`) counts, for well-formed deltas and for every odd shape that makes it
+/// fall back: escapes, nulls, non-string fields, a `type` that disagrees with the event name,
+/// arrays, duplicate keys, broken JSON.
+#[test]
+fn text_delta_fast_path_counts_what_the_general_path_counts() {
+    let cases: &[(WireFormat, &str, &str)] = &[
+        (
+            WireFormat::Anthropic,
+            "content_block_delta",
+            r#"{"type":"content_block_delta","index":0,"delta":{"type":"text_delta","text":"héllo 🌍"}}"#,
+        ),
+        (
+            WireFormat::Anthropic,
+            "content_block_delta",
+            r#"{"type":"content_block_delta","delta":{"type":"text_delta","text":"a\"b\\c\u00e9\n"}}"#,
+        ),
+        (
+            WireFormat::Anthropic,
+            "content_block_delta",
+            r#"{"type":"content_block_delta","delta":{"thinking":"hmm","text":"x","partial_json":"{\"a\":1}"}}"#,
+        ),
+        (
+            WireFormat::Anthropic,
+            "content_block_delta",
+            r#"{"delta":{"text":"no type field"}}"#,
+        ),
+        (
+            WireFormat::Anthropic,
+            "content_block_delta",
+            r#"{"type":"content_block_delta","delta":null}"#,
+        ),
+        (
+            WireFormat::Anthropic,
+            "content_block_delta",
+            r#"{"type":"content_block_delta","delta":{"text":null}}"#,
+        ),
+        (
+            WireFormat::Anthropic,
+            "content_block_delta",
+            r#"{"type":"content_block_delta","delta":{"text":42}}"#,
+        ),
+        (
+            WireFormat::Anthropic,
+            "content_block_delta",
+            r#"{"type":"content_block_delta","delta":"a string"}"#,
+        ),
+        (
+            WireFormat::Anthropic,
+            "content_block_delta",
+            r#"{"type":"message_delta","delta":{"stop_reason":"end_turn"},"usage":{"output_tokens":7}}"#,
+        ),
+        (
+            WireFormat::Anthropic,
+            "content_block_delta",
+            r#"{"type":7,"delta":{"text":"abc"}}"#,
+        ),
+        (
+            WireFormat::Anthropic,
+            "content_block_delta",
+            r#"["content_block_delta",{"text":"abc"}]"#,
+        ),
+        (
+            WireFormat::Anthropic,
+            "content_block_delta",
+            r#"{"type":"content_block_delta","delta":{"text":"a"},"delta":{"text":"bcd"}}"#,
+        ),
+        (
+            WireFormat::Anthropic,
+            "content_block_delta",
+            r#"{"type":"content_block_delta","delta":{"text":"trunc"#,
+        ),
+        (
+            WireFormat::Anthropic,
+            "content_block_delta",
+            "  {\"type\":\"content_block_delta\",\"delta\":{\"text\":\"lead\"}}",
+        ),
+        (
+            WireFormat::Responses,
+            "response.output_text.delta",
+            r#"{"type":"response.output_text.delta","item_id":"msg_1","output_index":0,"content_index":0,"delta":"Hi ü"}"#,
+        ),
+        (
+            WireFormat::Responses,
+            "response.function_call_arguments.delta",
+            r#"{"type":"response.function_call_arguments.delta","delta":"{\"city\":"}"#,
+        ),
+        (
+            WireFormat::Responses,
+            "response.output_text.delta",
+            r#"{"type":"response.output_text.delta","delta":{"text":"object"}}"#,
+        ),
+        (
+            WireFormat::Responses,
+            "response.output_text.delta",
+            r#"{"type":"response.completed","response":{"status":"completed","usage":{"input_tokens":3,"output_tokens":4}}}"#,
+        ),
+        (
+            WireFormat::Responses,
+            "response.reasoning_text.delta",
+            r#"{"delta":"no type"}"#,
+        ),
+        (
+            WireFormat::Responses,
+            "response.output_text.delta",
+            r#"{"type":"response.output_text.delta","delta":null}"#,
+        ),
+    ];
+    for (format, name, data) in cases {
+        let ev = Event {
+            event: Some((*name).to_string()),
+            data: (*data).to_string(),
+            id: None,
+            retry: None,
+        };
+        let mut fast = UsageSniffer::new(*format);
+        fast.on_event(&ev);
+        let mut general = UsageSniffer::new(*format);
+        general.on_parsed(&ev, parse_object(&ev.data).as_ref());
+        assert_eq!(
+            format!("{fast:?}"),
+            format!("{general:?}"),
+            "{format:?} {name} {data}"
+        );
+    }
+    // And the fast path did count: the 7 characters of "héllo 🌍".
+    let mut s = UsageSniffer::new(WireFormat::Anthropic);
+    s.on_event(&Event {
+        event: Some("content_block_delta".into()),
+        data: cases[0].2.into(),
+        id: None,
+        retry: None,
+    });
+    assert_eq!(s.streamed_text_chars(), 7);
+}
