@@ -35,6 +35,8 @@ pub struct Counted {
     pub escapes: u64,
     /// Bytes of whitespace outside strings (what [`strip_whitespace`] would remove).
     pub whitespace: u64,
+    /// The deepest nesting of objects and arrays (0 for a scalar).
+    pub max_depth: u32,
 }
 
 impl Counted {
@@ -61,6 +63,7 @@ pub fn count_values(
 ) -> Result<Counted, TooManyValues> {
     let per = escapes_per_value.max(1);
     let mut c = Counted::default();
+    let mut depth = 0u32;
     let over = |c: &Counted| c.weight(per) > cap;
     let mut i = 0;
     let n = bytes.len();
@@ -68,6 +71,8 @@ pub fn count_values(
         match bytes[i] {
             b'{' | b'[' => {
                 c.values += 1;
+                depth = depth.saturating_add(1);
+                c.max_depth = c.max_depth.max(depth);
                 i += 1;
             }
             b'"' => {
@@ -108,6 +113,10 @@ pub fn count_values(
             b => {
                 let start = i;
                 i += 1;
+                if b == b'}' || b == b']' {
+                    depth = depth.saturating_sub(1);
+                    continue;
+                }
                 if is_whitespace(b) {
                     i = skip_whitespace(bytes, i);
                     while i < n && is_whitespace(bytes[i]) {

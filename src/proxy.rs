@@ -220,21 +220,42 @@ async fn run(
 ) -> Result<Response, ApiError> {
     let bytes = body::read_body(body, headers).await?;
     let max_values = app.settings.limits.max_json_values;
-    let (value, requested, weight) = body::parse_body(&bytes, max_values)?;
-    drop(bytes);
     let settings = &app.settings;
-    if let Some(m) = settings.find_model(&requested) {
-        log.model = m.id.clone();
-    }
-    let plan = plan::plan(
-        settings,
-        route,
-        headers,
-        query.as_deref(),
-        value,
-        &requested,
-        max_values.saturating_sub(weight),
-    )?;
+    // Same-format routes first try the lazy path (no DOM of the conversation); it declines
+    // whatever the general path might answer differently.
+    let lazy = match route {
+        Route::ChatCompletions => None,
+        _ => body::parse_top_level(&bytes, max_values).and_then(|(top, requested, _)| {
+            let plan =
+                plan::plan_lazy(settings, route, headers, query.as_deref(), &top, &requested)?;
+            Some((plan, requested))
+        }),
+    };
+    let plan = match lazy {
+        Some((plan, requested)) => {
+            drop(bytes);
+            if let Some(m) = settings.find_model(&requested) {
+                log.model = m.id.clone();
+            }
+            plan?
+        }
+        None => {
+            let (value, requested, weight) = body::parse_body(&bytes, max_values)?;
+            drop(bytes);
+            if let Some(m) = settings.find_model(&requested) {
+                log.model = m.id.clone();
+            }
+            plan::plan(
+                settings,
+                route,
+                headers,
+                query.as_deref(),
+                value,
+                &requested,
+                max_values.saturating_sub(weight),
+            )?
+        }
+    };
     log.format = Some(plan.format);
     let client_cred = client_credential(headers);
     let mut used = Vec::new();

@@ -14,6 +14,7 @@
 pub mod anthropic_chat;
 pub mod chat;
 mod encode;
+pub mod lazy;
 pub mod passthrough;
 mod path;
 pub mod reasoning;

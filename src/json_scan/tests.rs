@@ -103,14 +103,16 @@ fn escapes_weigh_one_value_per_eight() {
         Ok(Counted {
             values: 1,
             escapes: 80,
-            whitespace: 0
+            whitespace: 0,
+            max_depth: 0,
         })
     );
     assert_eq!(
         Counted {
             values: 1,
             escapes: 80,
-            whitespace: 0
+            whitespace: 0,
+            max_depth: 0,
         }
         .weight(8),
         11
@@ -130,7 +132,8 @@ fn escapes_weigh_one_value_per_eight() {
         Ok(Counted {
             values: 2,
             escapes: 11,
-            whitespace: 0
+            whitespace: 0,
+            max_depth: 1,
         })
     );
     assert_eq!(serde_count(&v), 2);
@@ -210,12 +213,26 @@ fn any_json() -> impl Strategy<Value = Value> {
     })
 }
 
+/// The nesting depth of objects and arrays in `v`.
+fn serde_depth(v: &Value) -> u32 {
+    match v {
+        Value::Array(items) => 1 + items.iter().map(serde_depth).max().unwrap_or(0),
+        Value::Object(map) => 1 + map.values().map(serde_depth).max().unwrap_or(0),
+        _ => 0,
+    }
+}
+
 proptest! {
     /// For any valid JSON the scanner's count equals the real number of values (and of
     /// escape sequences), compact or pretty-printed.
     #[test]
     fn scanner_counts_every_value(v in any_json()) {
-        let expected = Counted { values: serde_count(&v), escapes: serde_escapes(&v), whitespace: 0 };
+        let expected = Counted {
+            values: serde_count(&v),
+            escapes: serde_escapes(&v),
+            whitespace: 0,
+            max_depth: serde_depth(&v),
+        };
         let compact = serde_json::to_string(&v).unwrap();
         let pretty = serde_json::to_string_pretty(&v).unwrap();
         prop_assert_eq!(count_values(compact.as_bytes(), u64::MAX, 8), Ok(expected));

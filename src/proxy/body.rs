@@ -17,6 +17,7 @@ use serde_json::Value;
 use crate::config::{ESCAPES_PER_VALUE, MAX_BODY_BYTES};
 use crate::error::ApiError;
 use crate::json_scan::{TooManyValues, count_values, strip_whitespace, unstripped_index};
+use crate::translate::lazy::TopLevel;
 
 /// Reads the body under the 32 MiB limit (a single chunk is returned as it is).
 pub(super) async fn read_body(body: Body, headers: &HeaderMap) -> Result<Bytes, ApiError> {
@@ -137,6 +138,28 @@ pub fn parse_body(bytes: &[u8], max_values: u64) -> Result<(Value, String, u64),
     };
     Ok((value, model, weight))
 }
+
+/// The fast path of [`parse_body`] for the same-format routes: the body's top-level fields with
+/// their values unparsed ([`TopLevel`]), its `model` and its weight. `None` whenever
+/// [`parse_body`] might answer otherwise (an error of any kind, much whitespace, deep nesting,
+/// a repeated key): the caller then runs it, so every refusal reads as before.
+pub fn parse_top_level(bytes: &[u8], max_values: u64) -> Option<(TopLevel<'_>, String, u64)> {
+    let text = simdutf8::basic::from_utf8(bytes).ok()?;
+    let counted = count_values(bytes, max_values, ESCAPES_PER_VALUE).ok()?;
+    if counted.whitespace >= STRIP_WHITESPACE_FROM || counted.max_depth > LAZY_MAX_DEPTH {
+        return None;
+    }
+    let top = TopLevel::parse(text)?;
+    let model = match serde_json::from_str::<Value>(top.raw("model")?).ok()? {
+        Value::String(s) if !s.trim().is_empty() => s.trim().to_string(),
+        _ => return None,
+    };
+    Some((top, model, counted.weight(ESCAPES_PER_VALUE)))
+}
+
+/// Nesting past which [`parse_top_level`] leaves a body to [`parse_body`] (serde_json refuses
+/// documents nested deeper than 127; raw values are not depth-checked).
+const LAZY_MAX_DEPTH: u32 = 100;
 
 /// Whitespace outside strings (bytes) from which a body is stripped of it before parsing
 /// (stripping costs a copy of the body; serde_json spends ~3 ns on each whitespace byte).

@@ -8,6 +8,7 @@ use serde_json::Value;
 use super::Route;
 use crate::config::{Model, ModelKind, Settings};
 use crate::error::ApiError;
+use crate::translate::lazy::{self, TopLevel};
 use crate::translate::{self, Context, Prepared};
 use crate::usage::WireFormat;
 
@@ -62,6 +63,83 @@ fn wrong_type(model: &Model, route: Route, expected: &str) -> ApiError {
     .with_code("invalid_model_type")
 }
 
+/// The model a request names, or 404 `model_not_found`.
+fn find_model<'a>(settings: &'a Settings, requested: &str) -> Result<&'a Model, ApiError> {
+    settings.find_model(requested).ok_or_else(|| {
+        ApiError::new(
+            StatusCode::NOT_FOUND,
+            format!("model {requested} not found; GET /v1/models lists the models"),
+        )
+        .with_param("model")
+        .with_code("model_not_found")
+    })
+}
+
+/// Plans a same-format request (`/v1/messages`, count_tokens, `/v1/responses`) from its
+/// top-level fields, parsing only those the preparer touches (`translate::lazy`). `None` when
+/// the route is not one of those or the lazy path declines: the caller then parses the body
+/// and calls [`plan`], which answers exactly as it always did.
+pub(super) fn plan_lazy<'a>(
+    settings: &'a Settings,
+    route: Route,
+    headers: &HeaderMap,
+    query: Option<&str>,
+    top: &TopLevel<'_>,
+    requested: &str,
+) -> Option<Result<Plan<'a>, ApiError>> {
+    if route == Route::ChatCompletions {
+        return None;
+    }
+    let model = match find_model(settings, requested) {
+        Ok(m) => m,
+        Err(e) => return Some(Err(e)),
+    };
+    let ctx = Context {
+        system_prompt: &settings.system_prompt,
+        budgets: settings.reasoning_budgets,
+        // Only the chat translators parse embedded JSON.
+        embedded_json_values: 0,
+    };
+    let client_beta = headers.get("anthropic-beta").and_then(|v| v.to_str().ok());
+    let prepared = match route {
+        Route::Messages | Route::CountTokens => {
+            if model.kind != ModelKind::Anthropic {
+                return Some(Err(wrong_type(model, route, "anthropic")));
+            }
+            let count = route == Route::CountTokens;
+            lazy::prepare(top, &lazy::MESSAGES_FIELDS, |v| {
+                translate::passthrough::prepare_messages(v, model, &ctx, client_beta, count)
+            })
+        }
+        Route::Responses => {
+            if model.kind != ModelKind::OpenAi {
+                return Some(Err(wrong_type(model, route, "openai")));
+            }
+            lazy::prepare(top, &lazy::RESPONSES_FIELDS, |v| {
+                translate::passthrough::prepare_responses(v, model, &ctx)
+            })
+        }
+        Route::ChatCompletions => None,
+    };
+    let (prepared, body) = match prepared? {
+        Ok(p) => p,
+        Err(e) => return Some(Err(e.into())),
+    };
+    let (url, format) = match route {
+        Route::Messages => (&settings.endpoints.anthropic, WireFormat::Anthropic),
+        Route::CountTokens => (&settings.endpoints.count_tokens, WireFormat::Anthropic),
+        _ => (&settings.endpoints.openai, WireFormat::Responses),
+    };
+    Some(Ok(Plan {
+        model,
+        prepared,
+        url: with_query(url, query),
+        format,
+        shape: Shape::Passthrough,
+        body: Bytes::from(body),
+    }))
+}
+
 /// Plans one request: `value` is the parsed body, `requested` its `model`,
 /// `embedded_json_values` what `limits.max_json_values` leaves after the body's own values.
 pub(super) fn plan<'a>(
@@ -73,14 +151,7 @@ pub(super) fn plan<'a>(
     requested: &str,
     embedded_json_values: u64,
 ) -> Result<Plan<'a>, ApiError> {
-    let model = settings.find_model(requested).ok_or_else(|| {
-        ApiError::new(
-            StatusCode::NOT_FOUND,
-            format!("model {requested} not found; GET /v1/models lists the models"),
-        )
-        .with_param("model")
-        .with_code("model_not_found")
-    })?;
+    let model = find_model(settings, requested)?;
     let ctx = Context {
         system_prompt: &settings.system_prompt,
         budgets: settings.reasoning_budgets,

@@ -41,7 +41,7 @@ fn estimate(value: &Value) -> usize {
     }
 }
 
-fn write_value(out: &mut String, value: &Value) {
+pub(super) fn write_value(out: &mut String, value: &Value) {
     match value {
         Value::Null => out.push_str("null"),
         Value::Bool(true) => out.push_str("true"),
@@ -97,7 +97,7 @@ fn plain(block: &[u8]) -> bool {
 
 /// A JSON string: runs copied whole, escapes as serde_json writes them (`\u00XX` with lower-case
 /// hex for control characters without a short form).
-fn write_str(out: &mut String, s: &str) {
+pub(super) fn write_str(out: &mut String, s: &str) {
     const HEX: &[u8; 16] = b"0123456789abcdef";
     let bytes = s.as_bytes();
     out.push('"');
