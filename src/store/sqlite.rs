@@ -324,7 +324,10 @@ impl Store {
         let writer_queue = Arc::clone(&queue);
         let writer = std::thread::Builder::new()
             .name("droid2api-store".into())
-            .spawn(move || writer::writer_loop(conn, writer_queue))
+            .spawn(move || {
+                writer::yield_to_requests();
+                writer::writer_loop(conn, writer_queue)
+            })
             .map_err(io_err(&path))?;
         tracing::debug!(
             path = %path.display(),

@@ -1432,3 +1432,47 @@ async fn twenty_thousand_records_in_batches_of_500() {
     let _ = elapsed;
     store.close().unwrap();
 }
+
+/// The nice values of this process's threads named `name` (`/proc/self/task/*/stat`, field
+/// 19; the name is in parentheses and may hold spaces).
+#[cfg(target_os = "linux")]
+fn thread_nice(name: &str) -> Vec<i32> {
+    let mut out = Vec::new();
+    for task in std::fs::read_dir("/proc/self/task").unwrap() {
+        let Ok(stat) = std::fs::read_to_string(task.unwrap().path().join("stat")) else {
+            continue;
+        };
+        let (Some(open), Some(close)) = (stat.find('('), stat.rfind(')')) else {
+            continue;
+        };
+        if &stat[open + 1..close] != name {
+            continue;
+        }
+        // After ") ": state is field 3, so nice (19) is the 17th field from there.
+        let nice = stat[close + 2..].split(' ').nth(16).unwrap();
+        out.push(nice.parse().unwrap());
+    }
+    out
+}
+
+#[cfg(target_os = "linux")]
+#[tokio::test]
+async fn the_writer_thread_runs_at_a_lower_priority() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, _) = Store::open(dir.path()).unwrap();
+    // The thread sets its priority as it starts: wait for it (at most 5 s).
+    let mut nice = Vec::new();
+    for _ in 0..500 {
+        nice = thread_nice("droid2api-store");
+        if nice.contains(&writer::WRITER_NICE) {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    assert!(nice.contains(&writer::WRITER_NICE), "nice values: {nice:?}");
+    // This thread (and so request handling) keeps the default.
+    let me = std::fs::read_to_string("/proc/thread-self/stat").unwrap();
+    let close = me.rfind(')').unwrap();
+    assert_eq!(me[close + 2..].split(' ').nth(16).unwrap(), "0");
+    store.close().unwrap();
+}
