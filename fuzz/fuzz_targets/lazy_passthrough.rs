@@ -43,9 +43,15 @@ fn flags(p: &Prepared) -> String {
 }
 
 fuzz_target!(|data: &[u8]| {
-    let Ok(text) = std::str::from_utf8(data) else { return };
-    let Some(top) = TopLevel::parse(text) else { return };
-    let Ok(value) = serde_json::from_str::<Value>(text) else { return };
+    let Ok(text) = std::str::from_utf8(data) else {
+        return;
+    };
+    let Some(top) = TopLevel::parse(text) else {
+        return;
+    };
+    let Ok(value) = serde_json::from_str::<Value>(text) else {
+        return;
+    };
     for level in LEVELS {
         for ctx in contexts() {
             let m = model(ModelKind::Anthropic, level);
@@ -61,9 +67,9 @@ fuzz_target!(|data: &[u8]| {
                 }
             }
             let m = model(ModelKind::OpenAi, level);
-            if let Some(l) =
-                lazy::prepare(&top, &lazy::RESPONSES_FIELDS, |v| prepare_responses(v, &m, &ctx))
-            {
+            if let Some(l) = lazy::prepare(&top, &lazy::RESPONSES_FIELDS, |v| {
+                prepare_responses(v, &m, &ctx)
+            }) {
                 let g = prepare_responses(value.clone(), &m, &ctx);
                 assert_eq!(lazy_outcome(l), general(g), "responses");
             }
