@@ -57,8 +57,6 @@ fn is_busy(e: &SqliteError) -> bool {
     }
 }
 
-/// Runs the writer until the queue is closed and drained, then checkpoints the WAL and closes
-/// the connection.
 /// The writer thread's nice value. Usage rollups cost the writer up to ~100 µs per request
 /// (a pool in rotation touches three rollup rows of a new key each time), spent in batches of
 /// up to 250 ms of traffic; at the default priority a batch held a busy core for milliseconds
@@ -78,6 +76,8 @@ pub(super) fn yield_to_requests() {
     }
 }
 
+/// Runs the writer until the queue is closed and drained, then checkpoints the WAL and closes
+/// the connection.
 pub(super) fn writer_loop(conn: Connection, queue: Arc<Queue>) -> Result<(), SqliteError> {
     let mut w = Writer {
         conn,
