@@ -198,30 +198,30 @@ fn any_json() -> impl Strategy<Value = Value> {
     })
 }
 
-const KEYS: [&str; 14] = [
-    "model",
-    "system",
-    "stream",
-    "max_tokens",
-    "thinking",
-    "temperature",
-    "top_k",
-    "top_p",
-    "instructions",
-    "reasoning",
-    "messages",
-    "input",
-    "metadata",
-    "tools",
-];
+/// Every field a preparer touches (so a new one is covered as soon as it is listed), and a few
+/// it does not.
+fn keys() -> Vec<&'static str> {
+    let mut keys: Vec<&str> = MESSAGES_FIELDS
+        .iter()
+        .chain(&RESPONSES_FIELDS)
+        .copied()
+        .collect();
+    keys.extend(["messages", "input", "metadata", "tools"]);
+    keys.sort_unstable();
+    keys.dedup();
+    keys
+}
 
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(256))]
     /// Any object over the fields the preparers care about: both paths agree.
     #[test]
-    fn both_paths_agree(fields in prop::collection::vec((0..KEYS.len(), any_json()), 0..10)) {
-        let body: Map<String, Value> =
-            fields.into_iter().map(|(k, v)| (KEYS[k].to_string(), v)).collect();
+    fn both_paths_agree(fields in prop::collection::vec((0..14usize, any_json()), 0..10)) {
+        let keys = keys();
+        let body: Map<String, Value> = fields
+            .into_iter()
+            .map(|(k, v)| (keys[k % keys.len()].to_string(), v))
+            .collect();
         let text = Value::Object(body).to_string();
         prop_assert!(agree(&text));
     }
