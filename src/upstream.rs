@@ -13,12 +13,13 @@
 
 pub mod balance;
 pub mod client;
+mod direct;
 pub mod headers;
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use axum::http::HeaderMap;
+use axum::http::{HeaderMap, Uri};
 use bytes::Bytes;
 use serde::Deserialize;
 
@@ -27,7 +28,7 @@ use crate::secret::Secret;
 
 pub use crate::secret::mask_userinfo;
 pub use client::{FailureKind, UpstreamResponse};
-use client::{Lanes, MakeClient, error_chain};
+use client::{LaneClient, Lanes, MakeClient, error_chain};
 
 /// The fixed WorkOS client id of Factory's CLI.
 pub const WORKOS_CLIENT_ID: &str = "client_01HNM792M5G5G1A2THWPXKFMXB";
@@ -68,6 +69,26 @@ impl UpstreamError {
             kind => UpstreamError::Transport {
                 kind,
                 detail: error_chain(&e),
+            },
+        }
+    }
+
+    /// Classifies a failure of the direct client (before the response head).
+    fn from_hyper(e: &hyper_util::client::legacy::Error) -> Self {
+        Self::classified(e, e.is_connect())
+    }
+
+    /// Classifies a failure reading a response body.
+    fn from_body(e: &hyper::Error) -> Self {
+        Self::classified(e, false)
+    }
+
+    fn classified(e: &(dyn std::error::Error + 'static), is_connect: bool) -> Self {
+        match client::classify_chain(e, is_connect, false) {
+            FailureKind::Timeout => UpstreamError::Timeout,
+            kind => UpstreamError::Transport {
+                kind,
+                detail: error_chain(e),
             },
         }
     }
@@ -134,7 +155,7 @@ pub struct Upstream {
     next: AtomicUsize,
     workos_url: String,
     /// Factory's LLM endpoints, parsed once (a request clones one instead of parsing its URL).
-    parsed: Vec<(String, reqwest::Url)>,
+    parsed: Vec<(String, reqwest::Url, Uri)>,
 }
 
 impl Upstream {
@@ -144,13 +165,21 @@ impl Upstream {
         let idle = Duration::from_secs(t.idle_read_timeout_s);
         let prior_knowledge = settings.upstream_http2_prior_knowledge;
         let tls = client::tls_config(prior_knowledge)?;
-        let routes = build_routes(&settings.proxies, move || {
-            client::base_builder(connect, idle, prior_knowledge, &tls)
-        })?;
+        let direct_tls = tls.clone();
+        let direct = move || direct::Client::new(connect, idle, prior_knowledge, &direct_tls);
+        let routes = build_routes(
+            &settings.proxies,
+            move || client::base_builder(connect, idle, prior_knowledge, &tls),
+            direct,
+        )?;
         let e = &settings.endpoints;
         let parsed = [&e.anthropic, &e.count_tokens, &e.openai, &e.common]
             .into_iter()
-            .filter_map(|u| reqwest::Url::parse(u).ok().map(|p| (u.clone(), p)))
+            .filter_map(|u| {
+                let p = reqwest::Url::parse(u).ok()?;
+                let uri = Uri::try_from(p.as_str()).ok()?;
+                Some((u.clone(), p, uri))
+            })
             .collect();
         Ok(Upstream {
             routes,
@@ -167,7 +196,7 @@ impl Upstream {
             Some((b, q)) => (b, Some(q)),
             None => (url, None),
         };
-        if let Some((_, p)) = self.parsed.iter().find(|(s, _)| s == base) {
+        if let Some((_, p, _)) = self.parsed.iter().find(|(s, _, _)| s == base) {
             let mut u = p.clone();
             if query.is_some() {
                 u.set_query(query);
@@ -175,6 +204,17 @@ impl Upstream {
             return Ok(u);
         }
         reqwest::Url::parse(url)
+            .map_err(|e| UpstreamError::Setup(format!("invalid upstream URL: {e}")))
+    }
+
+    /// `url` for the direct client: a clone of a pre-parsed endpoint when it is one without a
+    /// query, else the normalised [`Self::url`] re-read as a URI.
+    fn uri(&self, url: &str) -> Result<Uri, UpstreamError> {
+        if let Some((_, _, u)) = self.parsed.iter().find(|(s, _, _)| s == url) {
+            return Ok(u.clone());
+        }
+        let u = self.url(url)?;
+        Uri::try_from(u.as_str())
             .map_err(|e| UpstreamError::Setup(format!("invalid upstream URL: {e}")))
     }
 
@@ -186,7 +226,7 @@ impl Upstream {
 
     /// A client for short side calls (balance, WorkOS refresh), next route in rotation.
     fn client(&self) -> reqwest::Client {
-        self.route().first_client()
+        self.route().side_client()
     }
 
     /// Lanes open over every route, and requests in flight over them.
@@ -202,20 +242,37 @@ impl Upstream {
     /// starts here, after the lane place was taken (which never waits).
     pub async fn send(&self, req: UpstreamRequest) -> Result<UpstreamResponse, UpstreamError> {
         let routes = self.routes.len().max(1);
-        let url = self.url(&req.url)?;
+        let UpstreamRequest { url, headers, body } = req;
+        let mut headers = Some(headers);
         let mut last = None;
-        for _ in 0..routes {
+        for attempt in 1..=routes {
             let place = self.route().acquire()?;
-            let result = place
-                .client()
-                .post(url.clone())
-                .headers(req.headers.clone())
-                .body(req.body.clone())
-                .send()
-                .await
-                .map_err(UpstreamError::from_reqwest);
+            // The last attempt takes the headers; earlier ones send a copy.
+            let h = if attempt == routes {
+                headers.take().unwrap_or_default()
+            } else {
+                headers.clone().unwrap_or_default()
+            };
+            let result = match place.client() {
+                LaneClient::Direct(c) => match c.post(self.uri(&url)?, h, body.clone()).await {
+                    Ok(r) => Ok(UpstreamResponse::direct(r, place)),
+                    Err(e) => Err(e),
+                },
+                LaneClient::Proxied(c) => {
+                    match c
+                        .post(self.url(&url)?)
+                        .headers(h)
+                        .body(body.clone())
+                        .send()
+                        .await
+                    {
+                        Ok(r) => Ok(UpstreamResponse::proxied(r, place)),
+                        Err(e) => Err(UpstreamError::from_reqwest(e)),
+                    }
+                }
+            };
             match result {
-                Ok(resp) => return Ok(UpstreamResponse::new(resp, place)),
+                Ok(resp) => return Ok(resp),
                 Err(e) if e.nothing_sent() && routes > 1 => {
                     tracing::warn!(error = %e, detail = %e.detail(), "egress route failed before the request left; trying the next one");
                     last = Some(e);
@@ -294,9 +351,12 @@ fn workos_reason(body: &[u8]) -> String {
     }
 }
 
+/// One set of lanes per egress route: a direct route (no proxy configured) sends through
+/// [`direct::Client`]; proxied routes through reqwest. Side calls always use reqwest.
 fn build_routes(
     proxies: &ProxySettings,
     base: impl Fn() -> reqwest::ClientBuilder + Clone + Send + Sync + 'static,
+    direct: impl Fn() -> direct::Client + Send + Sync + 'static,
 ) -> Result<Vec<Lanes>, UpstreamError> {
     let setup = |e: reqwest::Error| UpstreamError::Setup(error_chain(&e));
     let no_proxy = proxies.no_proxy.clone();
@@ -309,18 +369,23 @@ fn build_routes(
         {
             reqwest::Proxy::all(url).map_err(setup)?;
         }
+        if proxies.https_proxy.is_none() && proxies.http_proxy.is_none() {
+            let side = base().build().map_err(setup)?;
+            let make: MakeClient = Box::new(move || Ok(LaneClient::Direct(Box::new(direct()))));
+            return Ok(vec![Lanes::new(make, side)?]);
+        }
         let (https, http) = (proxies.https_proxy.clone(), proxies.http_proxy.clone());
         let base = base.clone();
         makers.push(Box::new(move || {
             let np = || no_proxy.as_deref().and_then(reqwest::NoProxy::from_string);
             let mut b = base();
             if let Some(url) = &https {
-                b = b.proxy(reqwest::Proxy::https(url)?.no_proxy(np()));
+                b = b.proxy(reqwest::Proxy::https(url).map_err(setup)?.no_proxy(np()));
             }
             if let Some(url) = &http {
-                b = b.proxy(reqwest::Proxy::http(url)?.no_proxy(np()));
+                b = b.proxy(reqwest::Proxy::http(url).map_err(setup)?.no_proxy(np()));
             }
-            b.build()
+            Ok(LaneClient::Proxied(b.build().map_err(setup)?))
         }));
     } else {
         for url in &proxies.rotation {
@@ -328,15 +393,22 @@ fn build_routes(
             let (url, base, no_proxy) = (url.clone(), base.clone(), no_proxy.clone());
             makers.push(Box::new(move || {
                 let np = no_proxy.as_deref().and_then(reqwest::NoProxy::from_string);
-                base()
-                    .proxy(reqwest::Proxy::all(&url)?.no_proxy(np))
-                    .build()
+                let proxy = reqwest::Proxy::all(&url).map_err(setup)?.no_proxy(np);
+                Ok(LaneClient::Proxied(
+                    base().proxy(proxy).build().map_err(setup)?,
+                ))
             }));
         }
     }
     makers
         .into_iter()
-        .map(|m| Lanes::new(m).map_err(setup))
+        .map(|m| {
+            let side = match m()? {
+                LaneClient::Proxied(c) => c,
+                LaneClient::Direct(_) => base().build().map_err(setup)?,
+            };
+            Lanes::new(m, side)
+        })
         .collect()
 }
 

@@ -7,6 +7,8 @@
 //! - A request is replayed on another key only when nothing of it reached the upstream: a
 //!   timeout after the request left is answered 504 after one upstream call; a connection
 //!   that cannot be opened is tried on the next key.
+//! - A stream the upstream refused before reading it (HTTP/2 `REFUSED_STREAM`) is sent again,
+//!   at most twice, without counting against the key.
 
 // Test helpers panic on purpose: a failed setup step is a failed test.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -219,4 +221,102 @@ async fn wait_attempts(gw: &Gateway) -> i64 {
         assert!(tokio::time::Instant::now() < deadline, "no usage record");
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
+}
+
+/// An HTTP/2 upstream (h2c) that refuses its first `refuse` streams with `REFUSED_STREAM`
+/// before reading them, then answers every stream with an Anthropic message. Returns its URL
+/// and the number of streams it has seen.
+async fn refusing_h2_upstream(refuse: usize) -> (String, Arc<std::sync::atomic::AtomicUsize>) {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let seen = Arc::new(AtomicUsize::new(0));
+    let counter = Arc::clone(&seen);
+    tokio::spawn(async move {
+        loop {
+            let Ok((tcp, _)) = listener.accept().await else {
+                return;
+            };
+            let counter = Arc::clone(&counter);
+            tokio::spawn(async move {
+                let Ok(mut conn) = h2::server::handshake(tcp).await else {
+                    return;
+                };
+                while let Some(Ok((_req, mut respond))) = conn.accept().await {
+                    let n = counter.fetch_add(1, Ordering::SeqCst);
+                    if n < refuse {
+                        respond.send_reset(h2::Reason::REFUSED_STREAM);
+                        continue;
+                    }
+                    let body = serde_json::to_vec(&json!({
+                        "id": "msg_refused_then_served", "type": "message", "role": "assistant",
+                        "model": "claude-test", "content": [{"type": "text", "text": "ok"}],
+                        "stop_reason": "end_turn", "stop_sequence": null,
+                        "usage": {"input_tokens": 3, "output_tokens": 1},
+                    }))
+                    .unwrap();
+                    let head = axum::http::Response::builder()
+                        .status(200)
+                        .header("content-type", "application/json")
+                        .body(())
+                        .unwrap();
+                    if let Ok(mut send) = respond.send_response(head, false) {
+                        let _ = send.send_data(bytes::Bytes::from(body), true);
+                    }
+                }
+            });
+        }
+    });
+    (url, seen)
+}
+
+#[tokio::test]
+async fn a_stream_the_upstream_refused_unread_is_sent_again_without_blaming_the_key() {
+    let mock = MockUpstream::start().await;
+    let (url, seen) = refusing_h2_upstream(2).await;
+    let gw = start_h2(
+        gateway(&mock)
+            .env("FACTORY_BASE_URL", url)
+            .config(models(30)),
+    )
+    .await;
+    let p = pool(&gw);
+    let id = p.add_key(KEYS[0], None, None).await.unwrap().id;
+    let (s, _, b) = post(&gw.url("/v1/messages"), &anthropic_body("claude-test"), &[]).await;
+    assert_eq!(s, 200, "{}", String::from_utf8_lossy(&b));
+    assert_eq!(json(&b)["content"][0]["text"], "ok");
+    assert_eq!(seen.load(std::sync::atomic::Ordering::SeqCst), 3);
+    let key = p.get(&id).unwrap();
+    assert_eq!(
+        key.rec.failures, 0,
+        "a refused stream is not the key's failure"
+    );
+    assert!(!key.cooling);
+    // Refusals past the bound are an error (502, kind `refused`), still not the key's fault.
+    let (url, seen) = refusing_h2_upstream(usize::MAX).await;
+    let gw2 = start_h2(
+        gateway(&mock)
+            .env("FACTORY_BASE_URL", url)
+            .config(models(30)),
+    )
+    .await;
+    let p2 = pool(&gw2);
+    p2.add_key(KEYS[1], None, None).await.unwrap();
+    let (s, _, b) = post(
+        &gw2.url("/v1/messages"),
+        &anthropic_body("claude-test"),
+        &[],
+    )
+    .await;
+    assert_eq!(s, 502, "{}", String::from_utf8_lossy(&b));
+    let message = json(&b)["error"]["message"].as_str().unwrap().to_owned();
+    assert!(message.contains("(refused)"), "{message}");
+    assert_eq!(
+        seen.load(std::sync::atomic::Ordering::SeqCst),
+        3,
+        "1 + 2 sends again"
+    );
+    // Still serving.
+    let (s, _, _) = post(&gw.url("/v1/messages"), &anthropic_body("claude-test"), &[]).await;
+    assert_eq!(s, 200);
 }

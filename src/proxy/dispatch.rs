@@ -21,7 +21,7 @@ use crate::error::ApiError;
 use crate::secret::Secret;
 use crate::store::records::EventSource;
 use crate::telemetry::metrics as m;
-use crate::upstream::{UpstreamError, UpstreamRequest, UpstreamResponse, headers};
+use crate::upstream::{FailureKind, UpstreamError, UpstreamRequest, UpstreamResponse, headers};
 
 /// What the attempts ended with.
 pub(super) enum Answer {
@@ -69,6 +69,9 @@ impl Drop for AttemptGuard<'_> {
     }
 }
 
+/// Times one request is sent again after the upstream refused its stream unread.
+const MAX_REFUSED: u32 = 2;
+
 /// `Retry-After` in seconds (the delta-seconds form).
 pub(super) fn retry_after(h: &HeaderMap) -> Option<u64> {
     h.get(header::RETRY_AFTER)
@@ -94,6 +97,7 @@ pub(super) async fn dispatch(
     let mut refreshed = false;
     let mut refreshed_lease: Option<Lease> = None;
     let mut last_failure: Option<Failure> = None;
+    let mut refused = 0;
     loop {
         let lease = match refreshed_lease.take() {
             Some(l) => l,
@@ -133,6 +137,16 @@ pub(super) async fn dispatch(
         };
         let resp = match app.upstream.send(req).await {
             Ok(r) => r,
+            // The upstream turned the stream away before reading it (HTTP/2 `REFUSED_STREAM`,
+            // a `GOAWAY` naming an earlier stream): nothing was sent and no key is to blame,
+            // so the request goes again without counting against the key or the failover
+            // budget, a bounded number of times.
+            Err(e) if e.kind() == Some(FailureKind::Refused) && refused < MAX_REFUSED => {
+                refused += 1;
+                tracing::debug!(request_id = %log.request_id, refused, detail = %e.detail(), "upstream refused the stream before reading it; sending again");
+                drop(guard);
+                continue;
+            }
             Err(e) => {
                 metrics::counter!(m::UPSTREAM_ERRORS, "status" => "0").increment(1);
                 let kind = e.kind().map_or("other", |k| k.as_str());

@@ -77,6 +77,9 @@ pub const MESSAGES_FIELDS: [&str; 8] = [
 ];
 pub const RESPONSES_FIELDS: [&str; 4] = ["model", "instructions", "stream", "reasoning"];
 
+/// Room reserved for the fields a preparer adds or grows.
+const ADDED: usize = 2048;
+
 /// Runs `prepare` on the `touched` fields of `top` and writes the whole body. `None` when a
 /// touched field's text does not parse as a `Value` (the general path decides then); otherwise
 /// the preparer's result, with `body` left `Null` and the encoded body beside it.
@@ -86,12 +89,13 @@ pub fn prepare(
     prepare: impl FnOnce(Value) -> Result<Prepared, TranslateError>,
 ) -> Option<Result<(Prepared, Vec<u8>), TranslateError>> {
     let mut small = Map::new();
-    let mut size = 2;
+    // Every field as written, plus room for what the preparer adds (a system prompt, a
+    // thinking block), so the output is allocated once.
+    let mut size = 2 + ADDED;
     for (k, raw) in &top.fields {
+        size += k.len() + 4 + raw.get().len();
         if touched.contains(&k.as_str()) {
             small.insert(k.clone(), serde_json::from_str(raw.get()).ok()?);
-        } else {
-            size += k.len() + 4 + raw.get().len();
         }
     }
     let mut prepared = match prepare(Value::Object(small)) {
@@ -102,7 +106,7 @@ pub fn prepare(
         // Not reached: the preparers return the object they were given.
         return None;
     };
-    let mut out = String::with_capacity(size + 256);
+    let mut out = String::with_capacity(size);
     out.push('{');
     let mut first = true;
     let mut key = |out: &mut String, k: &str| {

@@ -1,5 +1,6 @@
-//! The HTTP clients behind [`Upstream`](super::Upstream): lanes of reqwest clients per egress
-//! route, picked by in-flight count, and the classification of transport failures.
+//! The HTTP clients behind [`Upstream`](super::Upstream): lanes of clients per egress route
+//! (hyper-util's pool directly, see [`super::direct`], or reqwest through an egress proxy),
+//! picked by in-flight count, and the classification of transport failures.
 //!
 //! **Why lanes.** reqwest (hyper-util's pool) keeps one HTTP/2 connection per origin. Factory's
 //! TLS front negotiates HTTP/2 through ALPN and caps concurrent streams per connection (100 is
@@ -33,11 +34,22 @@ pub const LANE_CAP: usize = 100;
 pub const MAX_LANES: usize = 100;
 
 /// HTTP/2 keep-alive ping period and the wait for its answer.
-const H2_PING_INTERVAL: Duration = Duration::from_secs(30);
-const H2_PING_TIMEOUT: Duration = Duration::from_secs(20);
+pub(super) const H2_PING_INTERVAL: Duration = Duration::from_secs(30);
+pub(super) const H2_PING_TIMEOUT: Duration = Duration::from_secs(20);
+/// How long an idle pooled connection is kept.
+pub(super) const POOL_IDLE: Duration = Duration::from_secs(90);
+
+/// What a lane sends LLM calls with.
+#[derive(Debug)]
+pub(super) enum LaneClient {
+    /// No egress proxy: hyper-util's pool, nothing in between.
+    Direct(Box<super::direct::Client>),
+    /// Through an egress proxy: reqwest (CONNECT, proxy authentication, SOCKS).
+    Proxied(reqwest::Client),
+}
 
 /// How a lane's client is built.
-pub(super) type MakeClient = Box<dyn Fn() -> Result<reqwest::Client, reqwest::Error> + Send + Sync>;
+pub(super) type MakeClient = Box<dyn Fn() -> Result<LaneClient, UpstreamError> + Send + Sync>;
 
 /// The TLS settings every lane shares, built once at start-up: what reqwest builds by
 /// default (aws-lc-rs, TLS 1.2 and 1.3, the platform verifier over the system's CA
@@ -76,7 +88,7 @@ pub(super) fn base_builder(
         .tls_backend_preconfigured(tls.clone())
         .connect_timeout(connect_timeout)
         .read_timeout(idle_read_timeout)
-        .pool_idle_timeout(Duration::from_secs(90))
+        .pool_idle_timeout(POOL_IDLE)
         .pool_max_idle_per_host(LANE_CAP)
         .tcp_nodelay(true)
         .http2_keep_alive_interval(H2_PING_INTERVAL)
@@ -95,7 +107,7 @@ pub(super) fn base_builder(
 
 /// One client and the requests it carries.
 struct Lane {
-    client: reqwest::Client,
+    client: LaneClient,
     in_flight: AtomicUsize,
 }
 
@@ -130,7 +142,7 @@ impl Lane {
 pub struct InFlight(Arc<Lane>);
 
 impl InFlight {
-    pub(super) fn client(&self) -> &reqwest::Client {
+    pub(super) fn client(&self) -> &LaneClient {
         &self.0.client
     }
 }
@@ -151,6 +163,8 @@ impl std::fmt::Debug for InFlight {
 pub(super) struct Lanes {
     lanes: RwLock<Vec<Arc<Lane>>>,
     make: MakeClient,
+    /// The route's client for short side calls (balance, WorkOS).
+    side: reqwest::Client,
 }
 
 impl std::fmt::Debug for Lanes {
@@ -163,7 +177,7 @@ impl std::fmt::Debug for Lanes {
 
 impl Lanes {
     /// Builds the first lane at once (so a bad setup fails at start-up).
-    pub(super) fn new(make: MakeClient) -> Result<Self, reqwest::Error> {
+    pub(super) fn new(make: MakeClient, side: reqwest::Client) -> Result<Self, UpstreamError> {
         let first = Arc::new(Lane {
             client: make()?,
             in_flight: AtomicUsize::new(0),
@@ -171,6 +185,7 @@ impl Lanes {
         Ok(Lanes {
             lanes: RwLock::new(vec![first]),
             make,
+            side,
         })
     }
 
@@ -189,10 +204,9 @@ impl Lanes {
             .sum()
     }
 
-    /// A client of the first lane, for short side calls (balance, WorkOS) that need no place.
-    pub(super) fn first_client(&self) -> reqwest::Client {
-        let lanes = self.lanes.read().unwrap_or_else(|e| e.into_inner());
-        lanes.first().map(|l| l.client.clone()).unwrap_or_default()
+    /// The route's client for short side calls (balance, WorkOS) that need no place.
+    pub(super) fn side_client(&self) -> reqwest::Client {
+        self.side.clone()
     }
 
     /// A place in the first lane with room; opens a lane when every lane is full. Never waits.
@@ -205,7 +219,7 @@ impl Lanes {
         }
         // Built outside the lock (it loads the TLS roots); a concurrent builder may add one
         // too, which only leaves a spare lane.
-        let client = (self.make)().map_err(|e| UpstreamError::Setup(error_chain(&e)))?;
+        let client = (self.make)()?;
         let lane = Arc::new(Lane {
             client,
             in_flight: AtomicUsize::new(0),
@@ -235,7 +249,7 @@ impl Lanes {
             Some(l) => l.force_acquire(),
             // Unreachable: a route always has its first lane.
             None => Arc::new(Lane {
-                client: reqwest::Client::new(),
+                client: LaneClient::Proxied(self.side.clone()),
                 in_flight: AtomicUsize::new(0),
             })
             .force_acquire(),
@@ -247,62 +261,94 @@ impl Lanes {
 /// (the body of a stream included).
 #[derive(Debug)]
 pub struct UpstreamResponse {
-    resp: reqwest::Response,
+    inner: Answer,
     place: InFlight,
 }
 
+#[derive(Debug)]
+enum Answer {
+    Direct(super::direct::Response),
+    Proxied(reqwest::Response),
+}
+
 impl UpstreamResponse {
-    pub(super) fn new(resp: reqwest::Response, place: InFlight) -> Self {
-        UpstreamResponse { resp, place }
+    pub(super) fn direct(resp: super::direct::Response, place: InFlight) -> Self {
+        UpstreamResponse {
+            inner: Answer::Direct(resp),
+            place,
+        }
+    }
+
+    pub(super) fn proxied(resp: reqwest::Response, place: InFlight) -> Self {
+        UpstreamResponse {
+            inner: Answer::Proxied(resp),
+            place,
+        }
     }
 
     pub fn status(&self) -> reqwest::StatusCode {
-        self.resp.status()
+        match &self.inner {
+            Answer::Direct(r) => r.status(),
+            Answer::Proxied(r) => r.status(),
+        }
     }
 
     pub fn headers(&self) -> &reqwest::header::HeaderMap {
-        self.resp.headers()
+        match &self.inner {
+            Answer::Direct(r) => r.headers(),
+            Answer::Proxied(r) => r.headers(),
+        }
     }
 
     /// The whole body.
     pub async fn bytes(self) -> Result<Bytes, UpstreamError> {
-        let UpstreamResponse { resp, place } = self;
-        let b = resp.bytes().await.map_err(UpstreamError::from_reqwest);
+        let UpstreamResponse { inner, place } = self;
+        let b = match inner {
+            Answer::Direct(r) => r.bytes().await,
+            Answer::Proxied(r) => r.bytes().await.map_err(UpstreamError::from_reqwest),
+        };
         drop(place);
         b
     }
 
     /// The next piece of the body (`None` at its end).
     pub async fn chunk(&mut self) -> Result<Option<Bytes>, UpstreamError> {
-        self.resp.chunk().await.map_err(UpstreamError::from_reqwest)
+        match &mut self.inner {
+            Answer::Direct(r) => r.chunk().await,
+            Answer::Proxied(r) => r.chunk().await.map_err(UpstreamError::from_reqwest),
+        }
     }
 
     /// The body as a stream of pieces, exactly as they arrive. The lane place goes with it.
     pub fn into_stream(self) -> BoxStream<'static, Result<Bytes, UpstreamError>> {
-        let UpstreamResponse { resp, place } = self;
-        Box::pin(Body {
-            inner: Box::pin(resp.bytes_stream()),
-            _place: place,
-        })
+        let UpstreamResponse { inner, place } = self;
+        match inner {
+            Answer::Direct(r) => Box::pin(Placed {
+                inner: r.into_stream(),
+                _place: place,
+            }),
+            Answer::Proxied(r) => Box::pin(Placed {
+                inner: Box::pin(r.bytes_stream()).map(|r| r.map_err(UpstreamError::from_reqwest)),
+                _place: place,
+            }),
+        }
     }
 }
 
 /// A response body carrying its lane place.
-struct Body {
-    inner: BoxStream<'static, reqwest::Result<Bytes>>,
+struct Placed<S> {
+    inner: S,
     _place: InFlight,
 }
 
-impl Stream for Body {
+impl<S: Stream<Item = Result<Bytes, UpstreamError>> + Unpin> Stream for Placed<S> {
     type Item = Result<Bytes, UpstreamError>;
 
     fn poll_next(
         mut self: std::pin::Pin<&mut Self>,
         cx: &mut std::task::Context<'_>,
     ) -> std::task::Poll<Option<Self::Item>> {
-        self.inner
-            .poll_next_unpin(cx)
-            .map(|o| o.map(|r| r.map_err(UpstreamError::from_reqwest)))
+        self.inner.poll_next_unpin(cx)
     }
 }
 
@@ -350,7 +396,11 @@ pub(super) fn classify(e: &reqwest::Error) -> FailureKind {
 }
 
 /// [`classify`] over any error chain, given reqwest's own connect and timeout verdicts.
-fn classify_chain(e: &(dyn StdError + 'static), is_connect: bool, is_timeout: bool) -> FailureKind {
+pub(super) fn classify_chain(
+    e: &(dyn StdError + 'static),
+    is_connect: bool,
+    is_timeout: bool,
+) -> FailureKind {
     let mut tls = false;
     let mut refused = false;
     let mut cur: Option<&(dyn StdError + 'static)> = Some(e);
@@ -492,7 +542,11 @@ mod tests {
     }
 
     fn lanes() -> Lanes {
-        Lanes::new(Box::new(|| reqwest::Client::builder().build())).unwrap()
+        Lanes::new(
+            Box::new(|| Ok(LaneClient::Proxied(reqwest::Client::new()))),
+            reqwest::Client::new(),
+        )
+        .unwrap()
     }
 
     #[test]
