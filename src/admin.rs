@@ -16,6 +16,7 @@
 
 mod groups;
 mod keys;
+mod login;
 mod settings;
 mod testing;
 mod usage;
@@ -28,7 +29,7 @@ use axum::Router;
 use axum::body::Body;
 use axum::extract::rejection::PathRejection;
 use axum::extract::{Path, Request, State};
-use axum::http::{Extensions, HeaderMap, HeaderValue, StatusCode, header};
+use axum::http::{Extensions, HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{any, delete, get, patch, post};
@@ -38,6 +39,7 @@ use crate::app::App;
 use crate::credentials::pool::{KeyView, PoolError};
 use crate::inbound::body::{has_body, is_json_content_type, read_limited};
 use crate::inbound::rejected;
+use crate::inbound::session::{self, Check};
 use crate::store::records::Millis;
 
 /// The largest admin request body (a batch import of many keys fits easily).
@@ -66,6 +68,7 @@ where
     // Static segments win over `{id}` whatever the order of registration (the router matches
     // the most specific route), so `/admin/keys/disabled` & co. never reach the `{id}` handlers.
     Router::new()
+        .route("/admin/session", post(login::login).delete(login::logout))
         .route("/admin/stats", get(keys::stats))
         .route("/admin/keys", get(keys::list).post(keys::add))
         .route("/admin/keys/add", post(keys::add))
@@ -130,27 +133,21 @@ fn disabled(app: &App) -> AdminError {
 /// or also `Authorization: Bearer` when `bearer` is true). A wrong key counts against the
 /// address and is logged at warn with it, never with the value tried; every refusal is counted
 /// as a rejected request.
+///
+/// Without a key header, the console's session cookie (contract §11) is accepted instead; a
+/// state-changing method authenticated by it must carry the session's `x-csrf-token` (403
+/// `csrf`). An unknown or ended session is a 401 that does not count as a failed attempt (its
+/// value is 256 random bits: nothing to guess).
 pub(crate) fn admin_gate(
     app: &App,
+    method: &Method,
     headers: &HeaderMap,
     extensions: &Extensions,
     bearer: bool,
 ) -> Result<(), AdminError> {
-    let Some(key) = &app.settings.admin_access_key else {
-        return Err(disabled(app));
-    };
+    let key = unthrottled(app, headers, extensions)?;
     let inbound = &app.inbound;
-    let now = std::time::Instant::now();
     let ip = inbound.client_ip_of(extensions, headers);
-    if let Some(secs) = inbound.admin_failures.blocked(ip, now) {
-        inbound.rejected.record(rejected::THROTTLED);
-        return Err(AdminError::new(
-            StatusCode::TOO_MANY_REQUESTS,
-            "too_many_attempts",
-            format!("too many failed admin-key attempts from this address; retry in {secs} s"),
-        )
-        .with_retry_after(secs));
-    }
     let header_key = headers
         .get("x-admin-key")
         .and_then(|v| v.to_str().ok())
@@ -170,9 +167,37 @@ pub(crate) fn admin_gate(
     if given.is_some_and(|g| key.ct_eq(g)) {
         return Ok(());
     }
+    if given.is_none()
+        && let Some(token) = session::cookie_value(headers)
+    {
+        return match inbound.sessions.check(token, key, now_ms()) {
+            Check::Valid { csrf } => {
+                let safe = matches!(*method, Method::GET | Method::HEAD | Method::OPTIONS);
+                let sent = headers.get("x-csrf-token").and_then(|v| v.to_str().ok());
+                if safe || session::csrf_matches(&csrf, sent) {
+                    Ok(())
+                } else {
+                    inbound.rejected.record(rejected::BAD_ADMIN_KEY);
+                    Err(AdminError::new(
+                        StatusCode::FORBIDDEN,
+                        "csrf",
+                        "a change made with the console's session cookie must carry its x-csrf-token header",
+                    ))
+                }
+            }
+            Check::Invalid => {
+                inbound.rejected.record(rejected::BAD_ADMIN_KEY);
+                Err(AdminError::new(
+                    StatusCode::UNAUTHORIZED,
+                    "unauthorized",
+                    "the console session has ended or expired: log in again",
+                ))
+            }
+        };
+    }
     inbound.rejected.record(rejected::BAD_ADMIN_KEY);
     if given.is_some() {
-        let blocked = inbound.admin_failures.fail(ip, now);
+        let blocked = inbound.admin_failures.fail(ip, std::time::Instant::now());
         tracing::warn!(client = %ip, throttled_for_s = blocked, "wrong admin key");
     }
     Err(AdminError::new(
@@ -184,6 +209,40 @@ pub(crate) fn admin_gate(
             "missing or wrong admin key: send ADMIN_ACCESS_KEY in the x-admin-key header"
         },
     ))
+}
+
+/// The admin key, when one is configured (503 otherwise) and the client's address is not
+/// throttled for failed attempts (429 with `Retry-After`, even with the right key).
+fn unthrottled<'a>(
+    app: &'a App,
+    headers: &HeaderMap,
+    extensions: &Extensions,
+) -> Result<&'a crate::secret::Secret, AdminError> {
+    let Some(key) = &app.settings.admin_access_key else {
+        return Err(disabled(app));
+    };
+    let inbound = &app.inbound;
+    let ip = inbound.client_ip_of(extensions, headers);
+    if let Some(secs) = inbound
+        .admin_failures
+        .blocked(ip, std::time::Instant::now())
+    {
+        inbound.rejected.record(rejected::THROTTLED);
+        return Err(AdminError::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "too_many_attempts",
+            format!("too many failed admin-key attempts from this address; retry in {secs} s"),
+        )
+        .with_retry_after(secs));
+    }
+    Ok(key)
+}
+
+/// Now, in ms since the epoch.
+fn now_ms() -> Millis {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as Millis)
 }
 
 /// An admin request's body, once authenticated: it must be JSON when there is one (415), is
@@ -217,7 +276,17 @@ async fn admin_body(app: &App, headers: &HeaderMap, body: Body) -> Result<Body, 
 /// Authenticates every admin request ([`admin_gate`]), reads its body ([`admin_body`]), and
 /// gives the router's bare 405 answers the admin envelope.
 async fn authenticate(State(st): State<AdminState>, req: Request, next: Next) -> Response {
-    if let Err(e) = admin_gate(&st.app, req.headers(), req.extensions(), false) {
+    // The console's login proves the key itself, from its body (`session::login`).
+    let login = req.method() == Method::POST && req.uri().path() == "/admin/session";
+    if !login
+        && let Err(e) = admin_gate(
+            &st.app,
+            req.method(),
+            req.headers(),
+            req.extensions(),
+            false,
+        )
+    {
         return e.into_response();
     }
     let (parts, body) = req.into_parts();

@@ -9,6 +9,7 @@
 
 pub mod body;
 pub mod rejected;
+pub mod session;
 pub mod throttle;
 
 use std::net::{IpAddr, Ipv6Addr, SocketAddr};
@@ -43,6 +44,8 @@ pub struct Inbound {
     pub client_failures: Throttle,
     /// Requests refused before authentication or before the pipeline.
     pub rejected: Rejected,
+    /// Console sessions (contract §11).
+    pub sessions: session::Sessions,
     trust_proxy: bool,
 }
 
@@ -57,6 +60,7 @@ impl Inbound {
                 THROTTLE_TABLE_CAP,
             ),
             rejected: Rejected::new(settings.time_zone()),
+            sessions: session::Sessions::default(),
             trust_proxy: settings.trust_proxy,
         }
     }
@@ -66,6 +70,19 @@ impl Inbound {
     pub fn client_ip_of(&self, extensions: &Extensions, headers: &HeaderMap) -> IpAddr {
         let peer = extensions.get::<ConnectInfo<SocketAddr>>().map(|c| c.0);
         self.client_ip(peer, headers)
+    }
+
+    /// Whether the browser reached the gateway over https: only knowable behind a trusted
+    /// TLS-terminating proxy (`TRUST_PROXY`), from the last `X-Forwarded-Proto` value.
+    pub fn came_over_https(&self, headers: &HeaderMap) -> bool {
+        self.trust_proxy
+            && headers
+                .get_all("x-forwarded-proto")
+                .iter()
+                .next_back()
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.rsplit(',').next())
+                .is_some_and(|v| v.trim().eq_ignore_ascii_case("https"))
     }
 
     /// The client address of a request: the socket peer, or with `TRUST_PROXY` the last hop of

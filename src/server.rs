@@ -196,7 +196,8 @@ async fn ready(State(app): State<App>) -> Response {
 async fn metrics_text(State(app): State<App>, req: Request) -> Response {
     let settings = &app.settings;
     if (settings.admin_access_key.is_some() || settings.admin_key_disabled.is_some())
-        && let Err(e) = crate::admin::admin_gate(&app, req.headers(), req.extensions(), true)
+        && let Err(e) =
+            crate::admin::admin_gate(&app, req.method(), req.headers(), req.extensions(), true)
     {
         return e.into_response();
     }
