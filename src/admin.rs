@@ -17,6 +17,7 @@
 mod groups;
 mod keys;
 mod login;
+mod logs;
 mod settings;
 mod testing;
 mod usage;
@@ -69,6 +70,7 @@ where
     // the most specific route), so `/admin/keys/disabled` & co. never reach the `{id}` handlers.
     Router::new()
         .route("/admin/session", post(login::login).delete(login::logout))
+        .route("/admin/logs/stream", get(logs::stream))
         .route("/admin/stats", get(keys::stats))
         .route("/admin/keys", get(keys::list).post(keys::add))
         .route("/admin/keys/add", post(keys::add))

@@ -6,13 +6,15 @@
 //! (`batch.rs`: a line costs a request a copy into a buffer; the thread writes the buffer every
 //! 50 ms), so a request never waits on a terminal, a pipe or a disk and never wakes a thread per
 //! line: the writers are lossy (when one's buffer of 8 MiB is full, new lines are dropped and
-//! counted in `droid2api_log_dropped_lines_total`).
+//! counted in `droid2api_log_dropped_lines_total`). The console writer's thread also feeds
+//! the live tail of `GET /admin/logs/stream` (`tail.rs`).
 //! **No log line holds a key, token or prompt body**: secrets are [`crate::secret::Secret`]s,
 //! which print masked, and request bodies are never logged.
 
 pub mod batch;
 pub mod files;
 pub mod metrics;
+pub mod tail;
 
 use std::io::IsTerminal;
 use std::sync::OnceLock;
@@ -51,8 +53,10 @@ pub fn init_logging(settings: &Settings) -> Result<LogGuard, String> {
         || EnvFilter::try_new(&settings.log_level).unwrap_or_else(|_| EnvFilter::new("info"));
     let mut warnings = Vec::new();
     let (console_writer, console_guard) =
-        BatchWriter::spawn("droid2api-console-log", std::io::stdout())
-            .map_err(|e| format!("could not start the console log writer: {e}"))?;
+        BatchWriter::spawn_tee("droid2api-console-log", std::io::stdout(), |b| {
+            tail::tail().publish(b)
+        })
+        .map_err(|e| format!("could not start the console log writer: {e}"))?;
     let mut counters = vec![console_writer.clone()];
     let console = fmt::layer()
         .with_target(false)

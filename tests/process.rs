@@ -1072,3 +1072,94 @@ async fn pool_keys_never_reach_the_logs() {
         assert_clean(&path.display().to_string(), &text, &secrets);
     }
 }
+
+/// Reads an SSE response until its text holds `needle` (10 s at most); the text so far.
+async fn read_until(resp: &mut reqwest::Response, text: &mut String, needle: &str) -> bool {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !text.contains(needle) {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match tokio::time::timeout(left, resp.chunk()).await {
+            Ok(Ok(Some(c))) => text.push_str(&String::from_utf8_lossy(&c)),
+            _ => return false,
+        }
+    }
+    true
+}
+
+#[tokio::test]
+async fn the_console_log_stream_tails_the_log_with_history_and_no_secrets() {
+    let factory_key = format!("fk-SECRET-TAIL-{}", uuid_like());
+    let admin_key = format!("adm-SECRET-TAIL-{}", uuid_like());
+    let mock = MockUpstream::start().await;
+    let dirs = Dirs::new();
+    let mut env = base_env(&dirs, &mock.url());
+    set(&mut env, "LOG_LEVEL", "trace");
+    set(&mut env, "FACTORY_API_KEY", factory_key.clone());
+    set(&mut env, "ADMIN_ACCESS_KEY", admin_key.clone());
+    let mut p = Proc::spawn(&dirs, &env, &["serve"]);
+    let port = p.port().await;
+    let url = |path: &str| format!("http://127.0.0.1:{port}{path}");
+    let c = client();
+
+    // Closed without the admin key or a session.
+    let (s, b) = send(c.get(url("/admin/logs/stream"))).await;
+    assert_eq!(s, 401, "{b}");
+    let v: Value = serde_json::from_str(&b).unwrap();
+    assert_eq!(v["error"]["code"], "unauthorized");
+
+    // A console session opens it; the start-up lines are already there.
+    let login = c
+        .post(url("/admin/session"))
+        .json(&json!({"key": admin_key}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(login.status(), 200);
+    let cookie = login.headers()["set-cookie"]
+        .to_str()
+        .unwrap()
+        .split(';')
+        .next()
+        .unwrap()
+        .to_owned();
+    let mut resp = c
+        .get(url("/admin/logs/stream"))
+        .header("cookie", &cookie)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    assert_eq!(resp.headers()["content-type"], "text/event-stream");
+    let mut text = String::new();
+    assert!(
+        read_until(&mut resp, &mut text, "listening").await,
+        "history: {text}"
+    );
+    // A request made now shows up live.
+    let (s, b) = send(c.post(url("/v1/messages")).json(&json!({
+        "model": "claude-opus-4-6", "max_tokens": 8,
+        "messages": [{"role": "user", "content": "hi"}]})))
+    .await;
+    assert_eq!(s, 200, "{b}");
+    assert!(
+        read_until(&mut resp, &mut text, "request done").await,
+        "live: {text}"
+    );
+    for line in text.lines().filter(|l| !l.is_empty()) {
+        assert!(
+            line.starts_with("data: ") || line.starts_with(": ") || line.starts_with("event: "),
+            "not an SSE field: {line:?}"
+        );
+    }
+    assert!(!text.contains(&factory_key), "a Factory key in the tail");
+    assert!(!text.contains(&admin_key), "the admin key in the tail");
+    assert!(
+        !text.contains('\u{1b}'),
+        "terminal colour codes in the tail"
+    );
+    drop(resp);
+    // Still serving.
+    assert_eq!(health(port).await.unwrap(), 200);
+    p.sigterm();
+    assert!(p.wait(Duration::from_secs(10)).await.success());
+}

@@ -114,7 +114,17 @@ impl BatchWriter {
         name: &str,
         sink: impl Write + Send + 'static,
     ) -> io::Result<(BatchWriter, BatchGuard)> {
-        Self::spawn_with(name, sink, FLUSH_INTERVAL, MAX_BUFFERED_BYTES)
+        Self::spawn_with(name, sink, FLUSH_INTERVAL, MAX_BUFFERED_BYTES, None)
+    }
+
+    /// [`BatchWriter::spawn`], and every batch, once written, is also handed to `tee` (on the
+    /// writer's thread: the console log feeds the live tail this way).
+    pub fn spawn_tee(
+        name: &str,
+        sink: impl Write + Send + 'static,
+        tee: fn(&[u8]),
+    ) -> io::Result<(BatchWriter, BatchGuard)> {
+        Self::spawn_with(name, sink, FLUSH_INTERVAL, MAX_BUFFERED_BYTES, Some(tee))
     }
 
     fn spawn_with(
@@ -122,6 +132,7 @@ impl BatchWriter {
         mut sink: impl Write + Send + 'static,
         interval: Duration,
         max_bytes: usize,
+        tee: Option<fn(&[u8])>,
     ) -> io::Result<(BatchWriter, BatchGuard)> {
         let shared = Arc::new(Shared {
             state: Mutex::new(State {
@@ -144,6 +155,9 @@ impl BatchWriter {
                         // A sink that fails (a closed stdout) loses the batch; nothing else
                         // can be done from a log writer.
                         let _ = sink.write_all(&batch).and_then(|()| sink.flush());
+                        if let Some(tee) = tee {
+                            tee(&batch);
+                        }
                     }
                     batch.clear();
                     if batch.capacity() > 4 * BATCH_BYTES {
@@ -248,7 +262,7 @@ mod tests {
     fn lines_are_written_in_one_batch_after_the_interval() {
         let sink = Sink::default();
         let (w, guard) =
-            BatchWriter::spawn_with("t", sink.clone(), Duration::from_millis(200), 1 << 20)
+            BatchWriter::spawn_with("t", sink.clone(), Duration::from_millis(200), 1 << 20, None)
                 .unwrap();
         for i in 0..100 {
             line(&w, &format!("line {i}\n"));
@@ -270,7 +284,8 @@ mod tests {
     fn dropping_the_guard_writes_out_what_is_left() {
         let sink = Sink::default();
         let (w, guard) =
-            BatchWriter::spawn_with("t", sink.clone(), Duration::from_secs(3600), 1 << 20).unwrap();
+            BatchWriter::spawn_with("t", sink.clone(), Duration::from_secs(3600), 1 << 20, None)
+                .unwrap();
         line(&w, "last words\n");
         drop(guard);
         assert_eq!(sink.writes().concat(), b"last words\n");
@@ -303,6 +318,7 @@ mod tests {
             Stuck(Arc::clone(&gate), sink.clone()),
             Duration::from_millis(1),
             100,
+            None,
         )
         .unwrap();
         // The first line is taken by the writer, which then blocks in the sink.
