@@ -2016,3 +2016,111 @@ async fn a_new_key_serves_at_once() {
     assert!(rec["input_tokens"].as_u64().unwrap() > 0);
     admin.assert_no_secrets();
 }
+
+#[tokio::test]
+async fn keys_are_searched_by_id_or_notes_and_sorted() {
+    let mock = MockUpstream::start().await;
+    let gw = start(&mock).await;
+    let a = Admin::new(&gw);
+    let (s, v) = a
+        .post("/admin/keys", json!({"key": K1, "notes": "Alpha team"}))
+        .await;
+    assert_eq!(s, 201, "{v}");
+    let id1 = v["data"]["id"].as_str().unwrap().to_owned();
+    // K1 alone serves two requests.
+    for _ in 0..2 {
+        let (s, _, b) = post(
+            &gw.url("/v1/messages"),
+            &anthropic_body("claude-opus-4-6"),
+            &[],
+        )
+        .await;
+        assert_eq!(s, 200, "{}", String::from_utf8_lossy(&b));
+    }
+    let (_, v) = a
+        .post("/admin/keys", json!({"key": K2, "notes": "beta 团队"}))
+        .await;
+    let id2 = v["data"]["id"].as_str().unwrap().to_owned();
+    let (_, v) = a.post("/admin/keys", json!({"key": K3})).await;
+    let id3 = v["data"]["id"].as_str().unwrap().to_owned();
+    let ids = |v: &Value| -> Vec<String> {
+        v["data"]["keys"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|k| k["id"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    let list = |query: &'static str| {
+        let a = a.clone();
+        async move {
+            let (s, v) = a.get(&format!("/admin/keys?{query}")).await;
+            assert_eq!(s, 200, "{query}: {v}");
+            v
+        }
+    };
+    // Search: notes or id, any case, any script; the total counts the matches.
+    let v = list("q=ALPHA").await;
+    assert_eq!(ids(&v), [id1.clone()]);
+    assert_eq!(v["data"]["pagination"]["total"], 1);
+    let v = list("q=%E5%9B%A2%E9%98%9F").await;
+    assert_eq!(ids(&v), [id2.clone()]);
+    let v = a
+        .get(&format!("/admin/keys?q={}", id3.to_uppercase()))
+        .await
+        .1;
+    assert_eq!(ids(&v), [id3.clone()]);
+    let v = list("q=no-such-thing").await;
+    assert_eq!(ids(&v), Vec::<String>::new());
+    // The secret itself is not searchable.
+    let v = list("q=fk-admin-test-key-000001").await;
+    assert_eq!(ids(&v), Vec::<String>::new());
+    // Orders: creation (default ascending), requests (default descending), success rate
+    // (keys without requests last either way).
+    assert_eq!(ids(&list("").await), [id1.as_str(), &id2, &id3]);
+    assert_eq!(
+        ids(&list("sort=created&order=desc").await),
+        [id3.as_str(), &id2, &id1]
+    );
+    assert_eq!(
+        ids(&list("sort=requests").await),
+        [id1.as_str(), &id2, &id3]
+    );
+    assert_eq!(
+        ids(&list("sort=requests&order=asc").await),
+        [id2.as_str(), &id3, &id1]
+    );
+    assert_eq!(
+        ids(&list("sort=success_rate&order=asc").await),
+        [id1.as_str(), &id2, &id3]
+    );
+    assert_eq!(ids(&list("sort=tokens&limit=1").await), [id1.as_str()]);
+    // Bad parameters: 400 naming them.
+    for (query, name) in [
+        ("sort=bogus", "sort"),
+        ("order=up", "order"),
+        ("sort=requests&order=", "order"),
+    ] {
+        let (s, v) = a.get(&format!("/admin/keys?{query}")).await;
+        if query.ends_with("order=") {
+            // An empty value counts as absent.
+            assert_eq!(s, 200, "{query}: {v}");
+            continue;
+        }
+        assert_eq!(s, 400, "{query}: {v}");
+        assert_eq!(v["error"]["code"], "bad_request");
+        assert!(
+            v["error"]["message"].as_str().unwrap().starts_with(name),
+            "{v}"
+        );
+    }
+    let long = "x".repeat(201);
+    let (s, v) = a.get(&format!("/admin/keys?q={long}")).await;
+    assert_eq!(s, 400, "{v}");
+    assert!(
+        v["error"]["message"].as_str().unwrap().starts_with("q:"),
+        "{v}"
+    );
+    // Still serving.
+    assert_eq!(a.get("/admin/stats").await.0, 200);
+}

@@ -12,7 +12,7 @@ use super::{
     AdminError, AdminState, Query, Reply, check_pool_filter, json_object, key_json, ok, opt_string,
     opt_string_array, path_id, reply, req_string, time,
 };
-use crate::credentials::pool::{BulkAction, Counts, KeyFilter};
+use crate::credentials::pool::{BulkAction, Counts, KeyFilter, KeySort};
 use crate::store::records::KeyStatus;
 
 const STATUS_FILTERS: [&str; 5] = ["all", "active", "disabled", "banned", "cooling"];
@@ -55,16 +55,39 @@ fn filter_from(st: &AdminState, q: &Query) -> Result<KeyFilter, AdminError> {
     Ok(KeyFilter {
         status: (status != "all").then(|| status.to_string()),
         pool: pool.map(str::to_string),
+        q: None,
     })
 }
 
+/// The longest `q` accepted by the key listing.
+const MAX_SEARCH_CHARS: usize = 200;
+
+/// `GET /admin/keys`: `status`, `pool`, `q` (a case-insensitive substring of the id or the
+/// notes), `sort` (`created` by default, ascending; any other order defaults to descending)
+/// and `order`, then one page.
 pub(super) async fn list(State(st): State<AdminState>, RawQuery(raw): RawQuery) -> Reply {
     let q = Query::parse(raw.as_deref())?;
     let page = q.number("page", 1, 1, 1_000_000_000)?;
     let limit = q.number("limit", 20, 1, 500)?;
-    let filter = filter_from(&st, &q)?;
+    let mut filter = filter_from(&st, &q)?;
+    if let Some(search) = q.get("q").map(str::trim).filter(|s| !s.is_empty()) {
+        if search.chars().count() > MAX_SEARCH_CHARS {
+            return Err(AdminError::bad_request(format!(
+                "q: at most {MAX_SEARCH_CHARS} characters"
+            )));
+        }
+        filter.q = Some(search.to_string());
+    }
+    let sort_name = q.one_of("sort", &KeySort::NAMES, "created")?;
+    let sort = KeySort::parse(sort_name).unwrap_or_default();
+    let default_order = if sort == KeySort::Created {
+        "asc"
+    } else {
+        "desc"
+    };
+    let desc = q.one_of("order", &["asc", "desc"], default_order)? == "desc";
     let now = st.app.pool.now();
-    let (views, total) = st.app.pool.list(&filter, page, limit);
+    let (views, total) = st.app.pool.list(&filter, sort, desc, page, limit);
     ok(json!({
         "keys": views.iter().map(|v| key_json(v, now)).collect::<Vec<_>>(),
         "pagination": {
@@ -392,7 +415,10 @@ pub(super) async fn export(State(st): State<AdminState>, RawQuery(raw): RawQuery
     let format = q.one_of("format", &["txt", "json", "csv"], "txt")?;
     let status = q.one_of("status", &STATUS_FILTERS, "all")?.to_string();
     let filter = filter_from(&st, &q)?;
-    let (views, _) = st.app.pool.list(&filter, 1, usize::MAX);
+    let (views, _) = st
+        .app
+        .pool
+        .list(&filter, KeySort::Created, false, 1, usize::MAX);
     let (content_type, body) = match format {
         "json" => (
             "application/json",

@@ -298,7 +298,11 @@ pub(super) async fn test_all(State(st): State<AdminState>, RawQuery(raw): RawQue
     let pool = q.get("pool").map(str::to_string);
     check_pool_filter(&st.app, pool.as_deref())?;
     test_model(&st.app)?;
-    let ids = st.app.pool.ids(&KeyFilter { status: None, pool });
+    let ids = st.app.pool.ids(&KeyFilter {
+        status: None,
+        pool,
+        q: None,
+    });
     let job_id = format!("job_{}", uuid::Uuid::now_v7().simple());
     let progress = st.jobs.insert(&job_id, ids.len() as u64);
     let app = st.app.clone();

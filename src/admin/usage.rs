@@ -7,7 +7,7 @@ use axum::extract::{RawQuery, State};
 use serde_json::{Value, json};
 
 use super::{AdminError, AdminState, Query, Reply, balance_json, ok, time};
-use crate::credentials::pool::KeyFilter;
+use crate::credentials::pool::{KeyFilter, KeySort};
 use crate::store::records::Millis;
 use crate::store::sqlite::{Tokens, UsageTotals};
 use crate::usage::buckets;
@@ -71,7 +71,13 @@ pub(super) async fn balance_usage(State(st): State<AdminState>) -> Reply {
         .into_iter()
         .map(|(k, all, day)| (k, (all, day)))
         .collect();
-    let (views, _) = st.app.pool.list(&KeyFilter::default(), 1, usize::MAX);
+    let (views, _) = st.app.pool.list(
+        &KeyFilter::default(),
+        KeySort::Created,
+        false,
+        1,
+        usize::MAX,
+    );
     let keys: Vec<Value> = views
         .iter()
         .map(|v| {

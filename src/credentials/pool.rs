@@ -207,6 +207,61 @@ pub struct KeyFilter {
     /// `active|disabled|banned|cooling`; `None` = all.
     pub status: Option<String>,
     pub pool: Option<String>,
+    /// A case-insensitive substring of the id or the notes.
+    pub q: Option<String>,
+}
+
+/// What a key listing is ordered by (ties: creation time, then id).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum KeySort {
+    #[default]
+    Created,
+    LastUsed,
+    Requests,
+    /// successes ÷ requests; keys without requests come last either way.
+    SuccessRate,
+    /// input + output tokens.
+    Tokens,
+    /// The remaining balance of the last sync; keys never synced come last either way.
+    Balance,
+}
+
+impl KeySort {
+    pub const NAMES: [&'static str; 6] = [
+        "created",
+        "last_used",
+        "requests",
+        "success_rate",
+        "tokens",
+        "balance",
+    ];
+
+    pub fn parse(name: &str) -> Option<KeySort> {
+        Some(match name {
+            "created" => KeySort::Created,
+            "last_used" => KeySort::LastUsed,
+            "requests" => KeySort::Requests,
+            "success_rate" => KeySort::SuccessRate,
+            "tokens" => KeySort::Tokens,
+            "balance" => KeySort::Balance,
+            _ => return None,
+        })
+    }
+
+    /// The key's value for this order (`None` sorts last in both directions), scaled to an
+    /// integer (success rate in millionths).
+    fn value(self, s: &Slot) -> Option<u64> {
+        let r = &s.rec;
+        match self {
+            KeySort::Created => Some(r.created_at.max(0) as u64),
+            KeySort::LastUsed => r.last_used_at.map(|t| t.max(0) as u64),
+            KeySort::Requests => Some(r.requests),
+            KeySort::SuccessRate => (r.requests > 0)
+                .then(|| r.successes.min(r.requests).saturating_mul(1_000_000) / r.requests),
+            KeySort::Tokens => Some(r.input_tokens.saturating_add(r.output_tokens)),
+            KeySort::Balance => s.balance.map(|b| b.allowance.saturating_sub(b.used)),
+        }
+    }
 }
 
 /// A key as admin views see it.
@@ -411,7 +466,11 @@ impl Inner {
             None | Some("") => true,
             Some(p) => s.rec.pool_group == p,
         };
-        status_ok && pool_ok
+        let q_ok = match f.q.as_deref() {
+            None | Some("") => true,
+            Some(q) => contains_ci(&s.rec.id, q) || contains_ci(&s.rec.notes, q),
+        };
+        status_ok && pool_ok && q_ok
     }
 }
 
@@ -687,8 +746,16 @@ impl KeyPool {
         (total, per)
     }
 
-    /// Keys matching a filter, in insertion order, one page (`page` from 1).
-    pub fn list(&self, filter: &KeyFilter, page: usize, limit: usize) -> (Vec<KeyView>, usize) {
+    /// Keys matching a filter, in `sort` order (descending with `desc`; ties by creation time
+    /// and id), one page (`page` from 1).
+    pub fn list(
+        &self,
+        filter: &KeyFilter,
+        sort: KeySort,
+        desc: bool,
+        page: usize,
+        limit: usize,
+    ) -> (Vec<KeyView>, usize) {
         let now = self.now();
         let inner = self.lock();
         let mut all: Vec<&Slot> = inner
@@ -697,7 +764,16 @@ impl KeyPool {
             .flatten()
             .filter(|s| inner.matches(s, filter, now))
             .collect();
-        all.sort_by(|a, b| (a.rec.created_at, &a.rec.id).cmp(&(b.rec.created_at, &b.rec.id)));
+        all.sort_by(|a, b| {
+            let by = match (sort.value(a), sort.value(b)) {
+                (Some(x), Some(y)) if desc => y.cmp(&x),
+                (Some(x), Some(y)) => x.cmp(&y),
+                (Some(_), None) => std::cmp::Ordering::Less,
+                (None, Some(_)) => std::cmp::Ordering::Greater,
+                (None, None) => std::cmp::Ordering::Equal,
+            };
+            by.then_with(|| (a.rec.created_at, &a.rec.id).cmp(&(b.rec.created_at, &b.rec.id)))
+        });
         let total = all.len();
         let start = page.saturating_sub(1).saturating_mul(limit);
         let views = all
@@ -726,7 +802,7 @@ impl KeyPool {
     }
 
     pub fn ids(&self, filter: &KeyFilter) -> Vec<String> {
-        self.list(filter, 1, usize::MAX)
+        self.list(filter, KeySort::Created, false, 1, usize::MAX)
             .0
             .into_iter()
             .map(|v| v.rec.id)
@@ -742,3 +818,14 @@ impl KeyPool {
 
 #[cfg(test)]
 mod tests;
+
+/// Whether `needle` occurs in `hay`, ignoring case (Unicode simple case folding).
+fn contains_ci(hay: &str, needle: &str) -> bool {
+    if hay.is_ascii() && needle.is_ascii() {
+        return hay
+            .as_bytes()
+            .windows(needle.len().max(1))
+            .any(|w| w.eq_ignore_ascii_case(needle.as_bytes()));
+    }
+    hay.to_lowercase().contains(&needle.to_lowercase())
+}

@@ -26,7 +26,7 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 use crate::credentials::Scrubber;
-use crate::credentials::pool::{Balance, KeyFilter, KeyPool, Outcome};
+use crate::credentials::pool::{Balance, KeyFilter, KeyPool, KeySort, Outcome};
 use crate::store::records::{BalanceRecord, DisabledBy, EventSource, KeyStatus, StoreOp};
 use crate::store::sqlite::Store;
 use crate::upstream::Upstream;
@@ -342,7 +342,13 @@ impl BalanceSync {
 
     /// Totals over the last known balances (every key holding one).
     pub fn totals(&self) -> SyncTotals {
-        let (views, _) = self.pool.list(&KeyFilter::default(), 1, usize::MAX);
+        let (views, _) = self.pool.list(
+            &KeyFilter::default(),
+            KeySort::Created,
+            false,
+            1,
+            usize::MAX,
+        );
         let mut t = SyncTotals::default();
         for b in views.iter().filter_map(|v| v.balance) {
             t.used = t.used.saturating_add(b.used);

@@ -400,6 +400,7 @@ impl KeyPool {
         let filter = KeyFilter {
             status: Some(status.as_str().into()),
             pool: None,
+            q: None,
         };
         let n = self
             .commit(|inner, now, ops| {
