@@ -215,7 +215,7 @@ async fn banner() -> Html<String> {
     Html(format!(
         r#"<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>droid2api {v}</title></head>
-<body style="font-family: system-ui, sans-serif; max-width: 46rem; margin: 3rem auto; line-height: 1.5">
+<body>
 <h1>droid2api {v}</h1>
 <p>A gateway to Factory.ai models in the OpenAI Chat Completions, Anthropic Messages and OpenAI Responses formats.</p>
 <ul>

@@ -302,3 +302,61 @@ async fn without_an_admin_key_there_is_no_login() {
     .await;
     assert_error(&out, 503, "admin_disabled");
 }
+
+#[tokio::test]
+async fn console_responses_carry_the_csp_and_nosniff_and_admin_answers_are_not_cached() {
+    let mock = MockUpstream::start().await;
+    let gw = gateway(&mock)
+        .env("ADMIN_ACCESS_KEY", ADMIN)
+        .env("API_ACCESS_KEY", "client-access-key-0123456789")
+        .start()
+        .await;
+    const CSP: &str =
+        "default-src 'self'; script-src 'self'; object-src 'none'; frame-ancestors 'none'";
+    for (path, headers) in [
+        ("/", vec![]),
+        ("/health", vec![]),
+        ("/admin/stats", vec![("x-admin-key", ADMIN)]),
+        ("/admin/stats", vec![]),
+        ("/admin/no-such-route", vec![("x-admin-key", ADMIN)]),
+    ] {
+        let out = call(&gw, reqwest::Method::GET, path, &headers, None).await;
+        assert_eq!(out.headers["content-security-policy"], CSP, "{path}");
+        assert_eq!(out.headers["x-content-type-options"], "nosniff", "{path}");
+        if path.starts_with("/admin") {
+            assert_eq!(out.headers["cache-control"], "no-store", "{path}");
+        }
+    }
+    // The export too (a file with whole keys).
+    let out = client()
+        .get(gw.url("/admin/keys/export"))
+        .header("x-admin-key", ADMIN)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(out.status(), 200);
+    assert_eq!(out.headers()["cache-control"], "no-store");
+    assert_eq!(out.headers()["x-content-type-options"], "nosniff");
+    // The client API is left as it was.
+    let out = call(
+        &gw,
+        reqwest::Method::GET,
+        "/v1/models",
+        &[("authorization", "Bearer client-access-key-0123456789")],
+        None,
+    )
+    .await;
+    assert_eq!(out.status, 200);
+    assert!(out.headers.get("content-security-policy").is_none());
+    // A console session is no client key: /v1/* refuses it.
+    let (cookie, _, _) = login(&gw, &[]).await;
+    let out = call(
+        &gw,
+        reqwest::Method::GET,
+        "/v1/models",
+        &[("cookie", &cookie)],
+        None,
+    )
+    .await;
+    assert_eq!(out.status, 401, "{}", out.body);
+}

@@ -252,6 +252,30 @@ fn check_v1(app: &App, req: &Request, path: &str) -> Result<(), ApiError> {
 
 /// Request id, CORS, throttling and client authentication on `/v1/*`, the content-type rule,
 /// access log and request metrics.
+/// The console's content security policy (contract §11): nothing but this origin, no inline
+/// script, no plugins, no framing.
+pub const CSP: HeaderValue = HeaderValue::from_static(
+    "default-src 'self'; script-src 'self'; object-src 'none'; frame-ancestors 'none'",
+);
+
+/// Headers of every response outside `/v1/*` (the console, the admin API, health, metrics):
+/// the CSP and `nosniff`; admin and `/factory/*` answers are never cached unless their handler
+/// said otherwise.
+fn console_headers(path: &str, h: &mut axum::http::HeaderMap) {
+    h.insert(header::CONTENT_SECURITY_POLICY, CSP);
+    h.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    let private = path == "/admin"
+        || path.starts_with("/admin/")
+        || path == "/factory"
+        || path.starts_with("/factory/");
+    if private && !h.contains_key(header::CACHE_CONTROL) {
+        h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    }
+}
+
 pub(super) async fn edge(State(app): State<App>, mut req: Request, next: Next) -> Response {
     let started = Instant::now();
     let request_id = uuid::Uuid::now_v7().to_string();
@@ -288,6 +312,9 @@ pub(super) async fn edge(State(app): State<App>, mut req: Request, next: Next) -
     }
     if let Ok(v) = HeaderValue::from_str(&request_id) {
         resp.headers_mut().insert("x-request-id", v);
+    }
+    if !is_v1 {
+        console_headers(&path, resp.headers_mut());
     }
     let status = resp.status().as_u16();
     let info = resp.extensions().get::<ProxyInfo>().cloned();
