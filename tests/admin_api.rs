@@ -2061,15 +2061,15 @@ async fn keys_are_searched_by_id_or_notes_and_sorted() {
     };
     // Search: notes or id, any case, any script; the total counts the matches.
     let v = list("q=ALPHA").await;
-    assert_eq!(ids(&v), [id1.clone()]);
+    assert_eq!(ids(&v), [id1.as_str()]);
     assert_eq!(v["data"]["pagination"]["total"], 1);
     let v = list("q=%E5%9B%A2%E9%98%9F").await;
-    assert_eq!(ids(&v), [id2.clone()]);
+    assert_eq!(ids(&v), [id2.as_str()]);
     let v = a
         .get(&format!("/admin/keys?q={}", id3.to_uppercase()))
         .await
         .1;
-    assert_eq!(ids(&v), [id3.clone()]);
+    assert_eq!(ids(&v), [id3.as_str()]);
     let v = list("q=no-such-thing").await;
     assert_eq!(ids(&v), Vec::<String>::new());
     // The secret itself is not searchable.
