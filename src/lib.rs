@@ -19,5 +19,6 @@ pub mod sse;
 pub mod store;
 pub mod telemetry;
 pub mod translate;
+pub mod ui;
 pub mod upstream;
 pub mod usage;

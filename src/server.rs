@@ -14,7 +14,7 @@ use axum::body::Body;
 use axum::extract::{Path, Request, State};
 use axum::http::{StatusCode, header};
 use axum::middleware;
-use axum::response::{Html, IntoResponse, Response};
+use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use serde_json::json;
 use tokio::net::TcpListener;
@@ -41,7 +41,6 @@ pub struct RequestId(pub String);
 /// Builds the router.
 pub fn router(app: App) -> Router {
     Router::new()
-        .route("/", get(banner))
         .route("/health", get(health))
         .route("/ready", get(ready))
         .route("/metrics", get(metrics_text))
@@ -52,6 +51,7 @@ pub fn router(app: App) -> Router {
         .route("/v1/messages", post(messages))
         .route("/v1/messages/count_tokens", post(count_tokens))
         .merge(crate::admin::router(app.clone()))
+        .merge(crate::ui::router())
         .fallback(not_found)
         .layer(middleware::from_fn_with_state(app.clone(), edge::edge))
         .with_state(app)
@@ -209,26 +209,6 @@ async fn metrics_text(State(app): State<App>, req: Request) -> Response {
         app.metrics.render(),
     )
         .into_response()
-}
-
-async fn banner() -> Html<String> {
-    Html(format!(
-        r#"<!doctype html>
-<html lang="en"><head><meta charset="utf-8"><title>droid2api {v}</title></head>
-<body>
-<h1>droid2api {v}</h1>
-<p>A gateway to Factory.ai models in the OpenAI Chat Completions, Anthropic Messages and OpenAI Responses formats.</p>
-<ul>
-<li><code>GET /v1/models</code>, <code>GET /v1/models/{{id}}</code></li>
-<li><code>POST /v1/chat/completions</code></li>
-<li><code>POST /v1/messages</code>, <code>POST /v1/messages/count_tokens</code></li>
-<li><code>POST /v1/responses</code></li>
-<li><code>GET /health</code>, <code>GET /ready</code>, <code>GET /metrics</code></li>
-</ul>
-</body></html>
-"#,
-        v = env!("CARGO_PKG_VERSION")
-    ))
 }
 
 async fn not_found(req: Request) -> Response {

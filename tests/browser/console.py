@@ -1,0 +1,227 @@
+"""The admin console in a real browser (Debian's Chromium driven by Playwright; contract §11).
+
+Starts `droid2api-mock` and `droid2api` (paths on the command line) on loopback with a fresh data
+folder, opens the console and checks, failing on any console error, page error, native dialog
+or request to another origin:
+
+- login with a wrong key (error shown), then the right one; the dashboard counts;
+- keys: add one with an XSS payload in its notes (shown as text, never run), batch import with
+  results, test a key, toggle it, delete it through the in-page confirmation;
+- a change without the CSRF token is refused (403 `csrf`), the CSP header is sent;
+- the language switch, the other views, logout;
+- screenshots of the dashboard and the keys view (desktop and 360 px) into docs/screenshots/.
+
+    python tests/browser/console.py target/debug/droid2api target/debug/droid2api-mock
+"""
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+import urllib.request
+from urllib.parse import urlparse
+
+from playwright.sync_api import expect, sync_playwright
+
+ADMIN = "browser-test-admin-key-0123456789"
+XSS = '<img src=x onerror="window.__xss=1"><script>window.__xss=2</script>'
+SHOTS = os.path.join(os.path.dirname(__file__), "..", "..", "docs", "screenshots")
+
+
+class Proc:
+    """A child process whose stdout is scanned for a line matching `pattern`."""
+
+    def __init__(self, argv, env, pattern, what):
+        self.lines: list[str] = []
+        self.p = subprocess.Popen(
+            argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1
+        )
+        self.match = None
+        found = threading.Event()
+
+        def pump():
+            assert self.p.stdout is not None
+            for line in self.p.stdout:
+                self.lines.append(line)
+                if self.match is None:
+                    m = re.search(pattern, line)
+                    if m:
+                        self.match = m
+                        found.set()
+
+        threading.Thread(target=pump, daemon=True).start()
+        if not found.wait(30):
+            self.stop()
+            raise RuntimeError(f"{what} did not start:\n" + "".join(self.lines))
+
+    def stop(self):
+        if self.p.poll() is None:
+            self.p.terminate()
+            try:
+                self.p.wait(15)
+            except subprocess.TimeoutExpired:
+                self.p.kill()
+
+
+def chromium_path() -> str:
+    for name in ("chromium", "chromium-browser"):
+        p = shutil.which(name)
+        if p:
+            return p
+    raise SystemExit("Chromium is not installed (Debian: apt-get install chromium)")
+
+
+def main() -> int:
+    gateway_bin, mock_bin = sys.argv[1], sys.argv[2]
+    work = tempfile.mkdtemp(prefix="droid2api-browser-")
+    mock = Proc([mock_bin, "--port", "0", "--host", "127.0.0.1"], dict(os.environ), r"MOCK_LISTENING (\S+)", "mock")
+    mock_url = mock.match.group(1)
+    env = {
+        "PATH": os.environ.get("PATH", ""),
+        "HOME": work,
+        "HOST": "127.0.0.1",
+        "PORT": "0",
+        "DATA_DIR": os.path.join(work, "data"),
+        "ADMIN_ACCESS_KEY": ADMIN,
+        "FACTORY_BASE_URL": mock_url,
+        "WORKOS_BASE_URL": mock_url,
+        "LOG_LEVEL": "info",
+    }
+    gw = Proc([gateway_bin], env, r"listening addr=(\S+)", "gateway")
+    base = "http://" + gw.match.group(1)
+    origin = urlparse(base).netloc
+    problems: list[str] = []
+    exe = chromium_path()
+    print("chromium:", subprocess.run([exe, "--version"], capture_output=True, text=True).stdout.strip())
+    try:
+        with sync_playwright() as pw:
+            browser = pw.chromium.launch(executable_path=exe, args=["--no-sandbox"])
+            ctx = browser.new_context(viewport={"width": 1280, "height": 900}, locale="en-US")
+            page = ctx.new_page()
+            page.on("console", lambda m: console_error(m, problems))
+            page.on("pageerror", lambda e: problems.append(f"page error: {e}"))
+            page.on("dialog", lambda d: (problems.append(f"native dialog: {d.message}"), d.dismiss()))
+            page.on(
+                "request",
+                lambda r: urlparse(r.url).netloc not in (origin, "")
+                and problems.append(f"request to another origin: {r.url}"),
+            )
+            run(page, base)
+            browser.close()
+    finally:
+        gw.stop()
+        mock.stop()
+    if problems:
+        print("FAIL\n" + "\n".join(problems))
+        return 1
+    print("PASS console in Chromium")
+    return 0
+
+
+def console_error(m, problems: list[str]):
+    """Every console error fails the run (CSP violations land here), except Chromium's own
+    report of a 4xx answer the test provokes on purpose (a wrong login, the CSRF refusal)."""
+    if m.type != "error":
+        return
+    if re.match(r"Failed to load resource: the server responded with a status of 40[0-9]", m.text):
+        return
+    problems.append(f"console error: {m.text}")
+
+
+def headers_of(base: str, path: str) -> dict:
+    with urllib.request.urlopen(base + path, timeout=10) as r:
+        return {k.lower(): v for k, v in r.headers.items()}
+
+
+def run(page, base: str):
+    tid = page.get_by_test_id
+    h = headers_of(base, "/")
+    assert h["content-security-policy"] == (
+        "default-src 'self'; script-src 'self'; object-src 'none'; frame-ancestors 'none'"
+    ), h
+    assert h["x-content-type-options"] == "nosniff", h
+
+    # Login: a wrong key is refused in the page, the right one opens the dashboard.
+    page.goto(base + "/")
+    tid("login-key").fill("not-the-admin-key-000000")
+    tid("login-submit").click()
+    expect(tid("login-error")).to_be_visible()
+    tid("login-key").fill(ADMIN)
+    tid("login-submit").click()
+    expect(tid("stat-total")).to_have_text("0")
+    assert tid("login-key").count() == 0 or tid("login-key").input_value() == ""
+    assert ADMIN not in json.dumps(page.evaluate("() => ({...localStorage, ...sessionStorage})"))
+
+    # Keys: add one whose notes try to inject markup.
+    tid("nav-keys").click()
+    tid("add-key-input").fill("fk-browser-test-key-000001")
+    tid("add-key-notes").fill(XSS)
+    tid("add-key-submit").click()
+    row = tid("key-row").first
+    expect(row).to_be_visible()
+    expect(row.get_by_test_id("key-notes")).to_have_text(XSS)
+    expect(row.get_by_test_id("key-masked")).not_to_have_text("fk-browser-test-key-000001")
+    assert page.evaluate("() => window.__xss") is None, "the notes ran as markup"
+    assert page.locator("main img[src='x']").count() == 0
+
+    # Batch import: results with line errors.
+    tid("batch-import-text").fill("fk-browser-test-key-000002\nbad key\nfk-browser-test-key-000001\n")
+    tid("batch-import-submit").click()
+    result = tid("batch-result")
+    expect(result).to_contain_text("1")
+    expect(tid("key-row")).to_have_count(2)
+
+    # A change without the CSRF token is refused even with the session cookie.
+    status = page.evaluate(
+        """async () => (await fetch('/admin/keys', {method: 'POST', credentials: 'same-origin',
+            headers: {'content-type': 'application/json'},
+            body: JSON.stringify({key: 'fk-browser-csrf-key-000003'})})).status"""
+    )
+    assert status == 403, status
+
+    # Test, toggle, delete (in-page confirmation).
+    first = tid("key-row").first
+    first.get_by_test_id("key-test").click()
+    expect(tid("toast")).to_be_visible()
+    first.get_by_test_id("key-toggle").click()
+    expect(first.get_by_test_id("key-status")).to_contain_text("disabled")
+    page.screenshot(path=os.path.join(SHOTS, "keys.png"), full_page=True)
+    first.get_by_test_id("key-delete").click()
+    tid("confirm-ok").click()
+    expect(tid("key-row")).to_have_count(1)
+
+    # Dashboard counts follow; the other views open.
+    tid("nav-dashboard").click()
+    expect(tid("stat-total")).to_have_text("1")
+    page.screenshot(path=os.path.join(SHOTS, "dashboard.png"), full_page=True)
+    tid("nav-usage").click()
+    expect(tid("heatmap")).to_be_visible()
+    tid("nav-settings").click()
+    expect(tid("config-form")).to_be_visible()
+    tid("nav-logs").click()
+
+    # Language switch, at phone width.
+    page.set_viewport_size({"width": 360, "height": 800})
+    tid("nav-dashboard").click()
+    page.screenshot(path=os.path.join(SHOTS, "dashboard-360.png"), full_page=True)
+    before = tid("nav-keys").inner_text()
+    tid("lang-toggle").click()
+    expect(tid("nav-keys")).not_to_have_text(before)
+    assert page.evaluate("() => document.documentElement.lang") == "zh-CN"
+    tid("lang-toggle").click()
+    expect(tid("nav-keys")).to_have_text(before)
+
+    # Logout ends the session: the login comes back and the cookie is refused.
+    tid("logout").click()
+    expect(tid("login-key")).to_be_visible()
+    status = page.evaluate("async () => (await fetch('/admin/stats', {credentials: 'same-origin'})).status")
+    assert status == 401, status
+
+
+if __name__ == "__main__":
+    os.makedirs(SHOTS, exist_ok=True)
+    sys.exit(main())
