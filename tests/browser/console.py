@@ -6,7 +6,10 @@ or request to another origin:
 
 - login with a wrong key (error shown), then the right one; the dashboard counts;
 - keys: add one with an XSS payload in its notes (shown as text, never run), batch import with
-  results, test a key, toggle it, delete it through the in-page confirmation;
+  results, test all to the end, export (the whole keys only in the download), test a key,
+  toggle it, delete it through the in-page confirmation;
+- per key: move to a group, edit notes, history, reset; pool groups: create one whose name is an
+  XSS payload (shown as text), delete it through the in-page confirmation;
 - a change without the CSRF token is refused (403 `csrf`), the CSP header is sent;
 - the language switch, the other views, logout;
 - screenshots of the dashboard and the keys view (desktop and 360 px) into docs/screenshots/.
@@ -183,6 +186,27 @@ def run(page, base: str):
     )
     assert status == 403, status
 
+    # Test all: the progress bar fills and the job ends.
+    tid("test-all").click()
+    progress = tid("test-all-progress")
+    expect(progress).to_be_visible()
+    page.wait_for_function(
+        "() => { const p = document.querySelector('[data-testid=test-all-progress]');"
+        " return p && p.max >= 2 && p.value === p.max; }",
+        timeout=20000,
+    )
+    expect(tid("test-all")).to_be_enabled()
+
+    # Export: a download holding the whole keys (the only place they appear).
+    with page.expect_download() as dl:
+        tid("export-link").click()
+    exported = open(dl.value.path(), encoding="utf-8").read()
+    assert "fk-browser-test-key-000001" in exported and "fk-browser-test-key-000002" in exported, exported
+    assert "fk-browser-test-key-000001" not in page.content(), "a whole key in the page"
+
+    # Per-key actions and pool groups.
+    rows_and_groups(page)
+
     # Test, toggle, delete (in-page confirmation).
     first = tid("key-row").first
     first.get_by_test_id("key-test").click()
@@ -220,6 +244,49 @@ def run(page, base: str):
     expect(tid("login-key")).to_be_visible()
     status = page.evaluate("async () => (await fetch('/admin/stats', {credentials: 'same-origin'})).status")
     assert status == 401, status
+
+
+GROUP_XSS = '<b onmouseover="window.__xss=3">grp</b>'
+
+
+def rows_and_groups(page):
+    tid = page.get_by_test_id
+    # A group whose name tries to inject markup.
+    tid("nav-groups").click()
+    tid("group-id-input").fill("team-a")
+    tid("group-name-input").fill(GROUP_XSS)
+    tid("group-priority-input").fill("10")
+    tid("group-create-submit").click()
+    row = page.locator("[data-testid=group-row][data-group-id=team-a]")
+    expect(row.get_by_test_id("group-name")).to_have_text(GROUP_XSS)
+    assert page.locator("main b").count() == 0, "the group name ran as markup"
+    # Move the first key into it, edit its notes, read its history, reset it.
+    tid("nav-keys").click()
+    first = tid("key-row").first
+    first.get_by_test_id("key-move").click()
+    tid("key-move-group").select_option("team-a")
+    tid("key-move-ok").click()
+    expect(tid("toast")).to_be_visible()
+    first = tid("key-row").first
+    first.get_by_test_id("key-edit-notes").click()
+    tid("key-notes-input").fill(XSS + " edited")
+    tid("key-notes-ok").click()
+    expect(tid("key-row").first.get_by_test_id("key-notes")).to_have_text(XSS + " edited")
+    tid("key-row").first.get_by_test_id("key-history").click()
+    expect(tid("key-history-list")).to_be_visible()
+    page.keyboard.press("Escape")
+    tid("key-row").first.get_by_test_id("key-reset").click()
+    expect(tid("toast")).to_be_visible()
+    # The group counts the key; deleting it (confirmed in the page) moves the key back.
+    tid("nav-groups").click()
+    row = page.locator("[data-testid=group-row][data-group-id=team-a]")
+    expect(row).to_contain_text("1")
+    row.get_by_test_id("group-delete").click()
+    tid("confirm-ok").click()
+    expect(page.locator("[data-testid=group-row][data-group-id=team-a]")).to_have_count(0)
+    assert page.evaluate("() => window.__xss") is None
+    tid("nav-keys").click()
+    expect(tid("key-row")).to_have_count(2)
 
 
 if __name__ == "__main__":

@@ -8,7 +8,7 @@ const ATTRS = new Set([
   'tabindex', 'title', 'lang', 'min', 'max', 'step', 'rows', 'cols', 'accept', 'autocomplete',
   'required', 'disabled', 'checked', 'selected', 'hidden', 'multiple', 'maxlength', 'minlength',
   'scope', 'colspan', 'rowspan', 'method', 'open', 'datetime', 'spellcheck', 'inputmode',
-  'readonly', 'rel', 'size', 'wrap', 'novalidate', 'autocapitalize',
+  'readonly', 'rel', 'size', 'wrap', 'novalidate', 'autocapitalize', 'pattern',
   // SVG
   'viewBox', 'width', 'height', 'x', 'y', 'rx', 'ry', 'd', 'x1', 'x2', 'y1', 'y2', 'cx', 'cy', 'r',
   'text-anchor', 'dominant-baseline', 'transform', 'preserveAspectRatio', 'focusable',

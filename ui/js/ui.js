@@ -1,5 +1,5 @@
-// Page-wide pieces: the toast, the confirm dialog.
-import { $, replace } from './dom.js';
+// Page-wide pieces: the toast, the confirm dialog, dialogs built on demand.
+import { h, $, replace } from './dom.js';
 import { t } from './i18n.js';
 
 let toastTimer = 0;
@@ -31,4 +31,58 @@ export function confirmDialog(message, okLabel) {
     dlg.addEventListener('close', () => resolve(dlg.returnValue === 'ok'), { once: true });
     dlg.showModal();
   });
+}
+
+let dialogSeq = 0;
+
+/**
+ * Opens a modal <dialog> built from nodes: a title, the body, Cancel and OK (okTestid). OK runs
+ * onOk(); the dialog stays open while it runs and when it resolves to false. Without onOk there
+ * is a single Close button. Esc or Cancel close it; then the dialog leaves the page and focus
+ * goes back to returnFocus() (an element or a function that finds one, e.g. a re-rendered row's
+ * button). parent (default: the body) holds it; a view passes its root, so leaving the view
+ * drops an open dialog too.
+ */
+export function formDialog({ title, body, okLabel, okTestid, onOk, returnFocus, testid, parent }) {
+  dialogSeq += 1;
+  const titleId = 'dialog-title-' + dialogSeq;
+  let dlg = null;
+  const actions = onOk
+    ? [h('button', { type: 'button', class: 'btn', on: { click: () => dlg.close() } }, t('confirm.cancel')),
+      h('button', { type: 'submit', class: 'btn btn-primary', 'data-testid': okTestid }, okLabel || t('confirm.ok'))]
+    : [h('button', { type: 'submit', class: 'btn', 'data-testid': okTestid }, okLabel || t('dialog.close'))];
+  const form = h('form', { method: 'dialog', novalidate: true },
+    h('h2', { id: titleId, class: 'dialog-title' }, title),
+    body,
+    h('div', { class: 'dialog-actions' }, actions));
+  dlg = h('dialog', { class: 'dialog dialog-form', 'aria-labelledby': titleId, 'data-testid': testid }, form);
+  let busy = false;
+  form.addEventListener('submit', async (ev) => {
+    if (!onOk) return; // method="dialog" closes it
+    ev.preventDefault();
+    if (busy) return;
+    busy = true;
+    const buttons = form.querySelectorAll('button');
+    for (const b of buttons) b.disabled = true;
+    let done = false;
+    try {
+      done = (await onOk()) !== false;
+    } catch (e) {
+      toastError(e);
+    } finally {
+      busy = false;
+      for (const b of buttons) b.disabled = false;
+    }
+    if (done && dlg.open) dlg.close();
+  });
+  // Esc while a change is on its way does not drop the dialog.
+  dlg.addEventListener('cancel', (ev) => { if (busy) ev.preventDefault(); });
+  dlg.addEventListener('close', () => {
+    dlg.remove();
+    const el = typeof returnFocus === 'function' ? returnFocus() : returnFocus;
+    if (el && el.isConnected && typeof el.focus === 'function') el.focus();
+  }, { once: true });
+  (parent || document.body).appendChild(dlg);
+  dlg.showModal();
+  return dlg;
 }

@@ -1,9 +1,10 @@
 // Keys: one server page at a time (GET /admin/keys), add one, batch import, export, test all,
-// per row test / enable-disable / delete, delete all disabled or banned.
+// per row test / enable-disable / reset / move to a group / notes / history / delete, delete all
+// disabled or banned.
 import { h, replace, clear } from '../dom.js';
 import { t, fmtInt, fmtPct, fmtDate } from '../i18n.js';
 import { api, withQuery } from '../api.js';
-import { toast, toastError, confirmDialog } from '../ui.js';
+import { toast, toastError, confirmDialog, formDialog } from '../ui.js';
 
 const STATUSES = ['all', 'active', 'disabled', 'banned', 'cooling'];
 const LIMITS = [20, 50, 100];
@@ -231,10 +232,14 @@ export function mount(root, params) {
       td('tokens', { class: 'num' }, fmtInt(tokens)),
       td('balance', { class: 'num' }, remaining),
       td('lastUsed', null, fmtDate(k.last_used_at)),
-      td('actions', null, h('div', { class: 'actions' },
+      td('actions', { class: 'actions-cell' }, h('div', { class: 'actions' },
         h('button', { type: 'button', class: 'btn btn-sm', 'data-testid': 'key-test', on: { click: (ev) => testOne(k, ev.currentTarget) } }, t('keys.test')),
         h('button', { type: 'button', class: 'btn btn-sm', 'data-testid': 'key-toggle', on: { click: (ev) => toggle(k, enable, ev.currentTarget) } },
           enable ? t('keys.enable') : t('keys.disable')),
+        h('button', { type: 'button', class: 'btn btn-sm', 'data-testid': 'key-reset', on: { click: (ev) => reset(k, ev.currentTarget) } }, t('keys.reset')),
+        h('button', { type: 'button', class: 'btn btn-sm', 'data-testid': 'key-move', on: { click: (ev) => move(k, ev.currentTarget) } }, t('keys.move')),
+        h('button', { type: 'button', class: 'btn btn-sm', 'data-testid': 'key-edit-notes', on: { click: () => editNotes(k) } }, t('keys.editNotes')),
+        h('button', { type: 'button', class: 'btn btn-sm', 'data-testid': 'key-history', on: { click: (ev) => showHistory(k, ev.currentTarget) } }, t('keys.history')),
         h('button', { type: 'button', class: 'btn btn-sm btn-danger', 'data-testid': 'key-delete', on: { click: () => del(k) } }, t('keys.delete')))));
   }
 
@@ -255,6 +260,108 @@ export function mount(root, params) {
       toast(enable ? t('keys.enabled', { id: k.id }) : t('keys.disabled', { id: k.id }), 'ok');
       load();
     } catch (e) { toastError(e); } finally { btn.disabled = false; }
+  }
+
+  // The same button in the key's row once the table has been drawn again.
+  const rowButton = (id, testid) => () => {
+    for (const tr of tbody.querySelectorAll('tr[data-testid="key-row"]')) {
+      if (tr.dataset.keyId === String(id)) return tr.querySelector('[data-testid="' + testid + '"]');
+    }
+    return null;
+  };
+  const keyPath = (k, rest) => '/admin/keys/' + encodeURIComponent(k.id) + (rest || '');
+
+  async function reset(k, btn) {
+    btn.disabled = true;
+    try {
+      await api('POST', keyPath(k, '/reset'));
+      toast(t('keys.resetDone', { id: k.id }), 'ok');
+      await load();
+      const again = rowButton(k.id, 'key-reset')();
+      if (again) again.focus();
+    } catch (e) { toastError(e); } finally { btn.disabled = false; }
+  }
+
+  async function move(k, btn) {
+    btn.disabled = true;
+    let groups;
+    try {
+      groups = await api('GET', '/admin/pool-groups');
+    } catch (e) { toastError(e); return; } finally { btn.disabled = false; }
+    if (!alive) return;
+    const list = Array.isArray(groups) ? groups : [];
+    const current = String(k.poolGroup ?? '');
+    const pick = h('select', { id: 'key-move-group', name: 'poolGroup', 'data-testid': 'key-move-group' },
+      list.map((g) => h('option', { value: String(g.id), selected: String(g.id) === current },
+        g.name && g.name !== g.id ? g.name + ' (' + g.id + ')' : String(g.id))));
+    formDialog({
+      parent: root,
+      testid: 'key-move-dialog',
+      title: t('keys.moveTitle', { id: k.id }),
+      body: h('div', { class: 'field' }, h('label', { for: 'key-move-group' }, t('keys.pool')), pick),
+      okLabel: t('keys.moveOk'),
+      okTestid: 'key-move-ok',
+      returnFocus: rowButton(k.id, 'key-move'),
+      onOk: async () => {
+        if (!pick.value) { toast(t('keys.moveNone'), 'error'); return false; }
+        await api('PATCH', keyPath(k, '/pool'), { poolGroup: pick.value });
+        toast(t('keys.moved', { id: k.id, pool: pick.value }), 'ok');
+        await load();
+        return true;
+      },
+    });
+  }
+
+  function editNotes(k) {
+    const input = h('textarea', { id: 'key-notes-input', name: 'notes', rows: 4, maxlength: 1000,
+      spellcheck: 'false', autocomplete: 'off', 'data-testid': 'key-notes-input', prop: { value: String(k.notes ?? '') } });
+    formDialog({
+      parent: root,
+      testid: 'key-notes-dialog',
+      title: t('keys.notesTitle', { id: k.id }),
+      body: h('div', { class: 'field' }, h('label', { for: 'key-notes-input' }, t('keys.notes')), input),
+      okLabel: t('keys.save'),
+      okTestid: 'key-notes-ok',
+      returnFocus: rowButton(k.id, 'key-edit-notes'),
+      onOk: async () => {
+        await api('PUT', keyPath(k), { notes: input.value });
+        toast(t('keys.notesSaved', { id: k.id }), 'ok');
+        await load();
+        return true;
+      },
+    });
+    input.focus();
+  }
+
+  const statusText = (s) => (s === null || s === undefined ? t('history.created')
+    : (['active', 'disabled', 'banned', 'cooling', 'deleted'].includes(s) ? t('status.' + s) : String(s)));
+  const sourceText = (s) => (['admin', 'traffic', 'test', 'sync', 'import'].includes(s) ? t('history.source.' + s) : String(s ?? ''));
+
+  async function showHistory(k, btn) {
+    btn.disabled = true;
+    let items;
+    try {
+      items = await api('GET', keyPath(k, '/history'));
+    } catch (e) { toastError(e); return; } finally { btn.disabled = false; }
+    if (!alive) return;
+    const list = (Array.isArray(items) ? items.slice() : []).map((e, i) => ({ e, i, ms: new Date(e.at).getTime() || 0 }));
+    // Newest first; the server's order breaks ties.
+    list.sort((a, b) => b.ms - a.ms || a.i - b.i);
+    const ol = h('ol', { class: 'history-list', 'data-testid': 'key-history-list' },
+      list.length ? list.map(({ e }) => h('li', { 'data-testid': 'key-history-item' },
+        h('time', { datetime: String(e.at ?? '') }, fmtDate(e.at)), ' ',
+        h('span', { class: 'history-change' }, t('history.change', { from: statusText(e.from), to: statusText(e.to) })),
+        e.reason ? h('span', { class: 'reason' }, String(e.reason)) : null,
+        h('span', { class: 'reason' }, t('history.by', { source: sourceText(e.source) }))))
+        : h('li', { class: 'muted' }, t('history.none')));
+    formDialog({
+      parent: root,
+      testid: 'key-history-dialog',
+      title: t('keys.historyTitle', { id: k.id }),
+      body: ol,
+      okTestid: 'key-history-close',
+      returnFocus: btn,
+    });
   }
 
   async function del(k) {
