@@ -101,12 +101,13 @@ mod tests {
         assert_eq!(&*history[1], "second line");
         t.publish(b"\x1b[2m2026-12-06T00:00:00Z\x1b[0m \x1b[32m INFO\x1b[0m third\n\n");
         assert_eq!(&*rx.try_recv().unwrap(), "2026-12-06T00:00:00Z  INFO third");
-        for i in 0..HISTORY + 10 {
+        let n = BACKLOG + 10;
+        for i in 0..n {
             t.publish(format!("line {i}\n").as_bytes());
         }
         let (history, _) = t.subscribe();
         assert_eq!(history.len(), HISTORY);
-        assert_eq!(&*history[HISTORY - 1], format!("line {}", HISTORY + 9));
+        assert_eq!(&*history[HISTORY - 1], format!("line {}", n - 1));
         // The slow receiver learns how many it missed.
         assert!(matches!(
             rx.try_recv(),
