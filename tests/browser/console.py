@@ -4,14 +4,15 @@ Starts `droid2api-mock` and `droid2api` (paths on the command line) on loopback 
 folder, opens the console and checks, failing on any console error, page error, native dialog
 or request to another origin:
 
-- login with a wrong key (error shown), then the right one; the dashboard counts;
+- login with a wrong key (error shown), then the right one by keyboard alone; a visible focus
+  ring; the dashboard counts;
 - keys: add one with an XSS payload in its notes (shown as text, never run), batch import with
   results, test all to the end, export (the whole keys only in the download), test a key,
   toggle it, delete it through the in-page confirmation;
 - per key: move to a group, edit notes, history, reset; pool groups: create one whose name is an
   XSS payload (shown as text), delete it through the in-page confirmation;
 - a change without the CSRF token is refused (403 `csrf`), the CSP header is sent;
-- the language switch, the other views, logout;
+- the language switch, the other views (the live log shows the start-up lines), logout;
 - screenshots of the dashboard and the keys view (desktop and 360 px) into docs/screenshots/.
 
     python tests/browser/console.py target/debug/droid2api target/debug/droid2api-mock
@@ -153,9 +154,19 @@ def run(page, base: str):
     tid("login-key").fill("not-the-admin-key-000000")
     tid("login-submit").click()
     expect(tid("login-error")).to_be_visible()
-    tid("login-key").fill(ADMIN)
-    tid("login-submit").click()
+    # By keyboard alone: type the key, Enter submits.
+    tid("login-key").fill("")
+    tid("login-key").focus()
+    page.keyboard.type(ADMIN)
+    page.keyboard.press("Enter")
     expect(tid("stat-total")).to_have_text("0")
+    # Tab moves a visible focus ring through the page.
+    page.keyboard.press("Tab")
+    ring = page.evaluate(
+        "() => { const e = document.activeElement; const s = getComputedStyle(e);"
+        " return [e.tagName, s.outlineStyle, s.outlineWidth]; }"
+    )
+    assert ring[0] != "BODY" and ring[1] != "none" and ring[2] != "0px", ring
     assert tid("login-key").count() == 0 or tid("login-key").input_value() == ""
     assert ADMIN not in json.dumps(page.evaluate("() => ({...localStorage, ...sessionStorage})"))
 
@@ -227,6 +238,7 @@ def run(page, base: str):
     tid("nav-settings").click()
     expect(tid("config-form")).to_be_visible()
     tid("nav-logs").click()
+    expect(tid("log-lines")).to_contain_text("listening")
 
     # Language switch, at phone width.
     page.set_viewport_size({"width": 360, "height": 800})
