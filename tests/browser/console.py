@@ -25,50 +25,17 @@ import shutil
 import subprocess
 import sys
 import tempfile
-import threading
 import urllib.request
 from urllib.parse import urlparse
 
 from playwright.sync_api import expect, sync_playwright
 
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "support"))
+from procs import Proc  # noqa: E402
+
 ADMIN = "browser-test-admin-key-0123456789"
 XSS = '<img src=x onerror="window.__xss=1"><script>window.__xss=2</script>'
 SHOTS = os.path.join(os.path.dirname(__file__), "..", "..", "docs", "screenshots")
-
-
-class Proc:
-    """A child process whose stdout is scanned for a line matching `pattern`."""
-
-    def __init__(self, argv, env, pattern, what):
-        self.lines: list[str] = []
-        self.p = subprocess.Popen(
-            argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1
-        )
-        self.match = None
-        found = threading.Event()
-
-        def pump():
-            assert self.p.stdout is not None
-            for line in self.p.stdout:
-                self.lines.append(line)
-                if self.match is None:
-                    m = re.search(pattern, line)
-                    if m:
-                        self.match = m
-                        found.set()
-
-        threading.Thread(target=pump, daemon=True).start()
-        if not found.wait(30):
-            self.stop()
-            raise RuntimeError(f"{what} did not start:\n" + "".join(self.lines))
-
-    def stop(self):
-        if self.p.poll() is None:
-            self.p.terminate()
-            try:
-                self.p.wait(15)
-            except subprocess.TimeoutExpired:
-                self.p.kill()
 
 
 def chromium_path() -> str:

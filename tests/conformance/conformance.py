@@ -12,14 +12,14 @@ from __future__ import annotations
 
 import json
 import os
-import re
-import subprocess
 import sys
 import tempfile
-import threading
 import time
 import traceback
 import urllib.request
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "support"))
+from procs import Proc  # noqa: E402
 
 import anthropic
 import openai
@@ -27,42 +27,6 @@ import openai
 MOCK_TEXT = "Hello from mock! 你好，世界 🌍🚀"
 CLAUDE = "claude-sonnet-4-6"
 GPT = "gpt-5.4"
-
-
-class Proc:
-    """A child process whose stdout is scanned for a line matching `pattern`."""
-
-    def __init__(self, argv, env, pattern, what):
-        self.what = what
-        self.lines: list[str] = []
-        self.p = subprocess.Popen(
-            argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1
-        )
-        self.match = None
-        found = threading.Event()
-
-        def pump():
-            assert self.p.stdout is not None
-            for line in self.p.stdout:
-                self.lines.append(line)
-                if self.match is None:
-                    m = re.search(pattern, line)
-                    if m:
-                        self.match = m
-                        found.set()
-
-        threading.Thread(target=pump, daemon=True).start()
-        if not found.wait(30):
-            self.stop()
-            raise RuntimeError(f"{what} did not start:\n" + "".join(self.lines))
-
-    def stop(self):
-        if self.p.poll() is None:
-            self.p.terminate()
-            try:
-                self.p.wait(15)
-            except subprocess.TimeoutExpired:
-                self.p.kill()
 
 
 def control(mock_url: str, method: str, path: str, body=None):
