@@ -389,6 +389,10 @@ impl From<PoolError> for AdminError {
                 tracing::warn!(error = %m, "admin change not acknowledged by the store");
                 AdminError::new(StatusCode::SERVICE_UNAVAILABLE, "store_unavailable", m)
             }
+            PoolError::Shared(m) => {
+                tracing::warn!(error = %m, "admin change refused: the shared state is unreachable");
+                AdminError::new(StatusCode::SERVICE_UNAVAILABLE, "redis_unavailable", m)
+            }
         }
     }
 }

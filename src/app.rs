@@ -8,10 +8,12 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::config::Settings;
+use crate::credentials::fleet::{FleetApplier, Replicated};
 use crate::credentials::pool::Balance;
 use crate::credentials::pool::{KeyPool, Persist, SystemClock};
 use crate::credentials::{Credentials, CredentialsError};
 use crate::store::StoreError;
+use crate::store::redis::{Shared, SharedError};
 use crate::store::sqlite::Store;
 use crate::telemetry;
 use crate::upstream::{Upstream, UpstreamError};
@@ -45,6 +47,8 @@ pub struct App {
     pub inbound: Arc<crate::inbound::Inbound>,
     /// The `GET /v1/models` body, encoded once (the model list is fixed at start).
     pub models_list: Arc<std::sync::OnceLock<bytes::Bytes>>,
+    /// The shared state of several instances (contract §12), when `REDIS_URL` is set.
+    pub shared: Option<Arc<Shared>>,
 }
 
 /// Failures while building the app.
@@ -56,6 +60,8 @@ pub enum AppError {
     Credentials(#[from] CredentialsError),
     #[error(transparent)]
     Store(#[from] StoreError),
+    #[error(transparent)]
+    Shared(#[from] SharedError),
 }
 
 /// How often usage records past retention are removed (in chunks, by the store's writer).
@@ -85,11 +91,25 @@ impl App {
         let stored_key_pool = Arc::new(std::sync::Mutex::new(loaded.settings.clone()));
         let settings = Arc::new(settings);
         let upstream = Arc::new(Upstream::new(&settings)?);
+        let shared = match &settings.redis_url {
+            Some(url) => Some(Shared::open(
+                url,
+                crate::store::redis::instance_id(&settings.data_dir)?,
+            )?),
+            None => None,
+        };
+        let persist: Arc<dyn Persist> = match &shared {
+            Some(shared) => Arc::new(Replicated {
+                local: store.clone(),
+                shared: Arc::clone(shared),
+            }),
+            None => Arc::new(store.clone()),
+        };
         let pool = Arc::new(KeyPool::new(
             loaded.keys,
             loaded.groups,
             key_pool,
-            Some(Arc::new(store.clone()) as Arc<dyn Persist>),
+            Some(persist),
             Arc::new(SystemClock),
         ));
         for b in &loaded.balances {
@@ -136,7 +156,18 @@ impl App {
             tasks,
             inbound,
             models_list: Arc::default(),
+            shared,
         };
+        if let Some(shared) = &app.shared {
+            let applier = Arc::new(FleetApplier {
+                pool: Arc::clone(&app.pool),
+                settings: Arc::clone(&app.settings),
+                stored: Arc::clone(&app.stored_key_pool),
+                local: app.store.clone(),
+            });
+            shared.start(applier, &app.tasks, app.shutdown.clone());
+            app.balance_sync.use_lease(Arc::clone(shared));
+        }
         if let Some(r) = app.credentials.refresh_manager()
             && app.credentials.refresh_may_serve()
         {

@@ -12,6 +12,7 @@
 //! serves only when levels 1–4 are all unconfigured and `API_ACCESS_KEY` is unset.
 
 pub mod authfile;
+pub mod fleet;
 pub mod pool;
 pub mod refresh;
 pub mod scrub;

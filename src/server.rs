@@ -31,6 +31,8 @@ pub use edge::{JSON_ROUTES, client_auth_on, envelope_for};
 
 /// How often rejected counts are handed to the store's writer.
 const REJECTED_FLUSH_PERIOD: Duration = Duration::from_secs(2);
+/// How long start-up waits for the shared state before serving from the local copy.
+const FIRST_SYNC_WAIT: Duration = Duration::from_secs(3);
 /// How often the failed-key tables drop addresses whose failures all expired.
 const THROTTLE_SWEEP_PERIOD: Duration = Duration::from_secs(30);
 
@@ -166,7 +168,9 @@ async fn health() -> Response {
 }
 
 /// `/ready`: 200, or 503 with reason codes (never upstream error text): `shutting_down`;
-/// `no_access_token` when the refresh token serves and no access token could be obtained.
+/// `no_access_token` when the refresh token serves and no access token could be obtained. With
+/// `REDIS_URL`, `"redis": "up"` or `"degraded"` (still 200: traffic goes on from the last known
+/// state).
 async fn ready(State(app): State<App>) -> Response {
     let mut reasons: Vec<&'static str> = Vec::new();
     if app.shutdown.is_cancelled() {
@@ -179,15 +183,21 @@ async fn ready(State(app): State<App>) -> Response {
     {
         reasons.push("no_access_token");
     }
-    if reasons.is_empty() {
-        axum::Json(json!({"status": "ready"})).into_response()
+    let mut body = if reasons.is_empty() {
+        json!({"status": "ready"})
     } else {
-        (
-            StatusCode::SERVICE_UNAVAILABLE,
-            axum::Json(json!({"status": "not_ready", "reasons": reasons})),
-        )
-            .into_response()
+        json!({"status": "not_ready", "reasons": reasons})
+    };
+    // Several instances: a Redis outage degrades sharing, not serving (contract §12).
+    if let Some(shared) = &app.shared {
+        body["redis"] = json!(if shared.is_up() { "up" } else { "degraded" });
     }
+    let status = if reasons.is_empty() {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (status, axum::Json(body)).into_response()
 }
 
 /// `/metrics`: open when no admin key is set; with a usable one it needs it (as `x-admin-key`
@@ -259,9 +269,6 @@ pub fn startup_warnings(settings: &Settings, app: &App) -> Vec<String> {
             settings.listen_addr()
         ));
     }
-    if settings.redis_url.is_some() {
-        w.push("REDIS_URL is set but shared Redis state is not supported yet: this instance uses its embedded store only".into());
-    }
     if settings.limits.max_inflight_body_bytes() < MAX_BODY_BYTES as u64 {
         w.push(format!(
             "limits.max_inflight_body_mb ({}) is below the {} MiB body cap: larger bodies are always refused with 503",
@@ -287,6 +294,14 @@ impl Running {
             .local_addr()
             .map_err(|source| StartError::Bind { addr, source })?;
         let app = App::start(settings)?;
+        if let Some(shared) = &app.shared {
+            // Start with the fleet's keys when Redis answers; without it, from the local copy.
+            if shared.first_sync(FIRST_SYNC_WAIT).await {
+                tracing::info!(redis = %shared.masked_url(), instance = shared.instance(), "sharing pool state through Redis");
+            } else {
+                tracing::warn!(redis = %shared.masked_url(), instance = shared.instance(), "Redis did not answer at start-up: serving from this instance's data folder until it does");
+            }
+        }
         if let Some(reason) = &app.settings.admin_key_disabled {
             tracing::error!("{reason}");
         }

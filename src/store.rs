@@ -8,6 +8,7 @@
 
 pub mod import;
 pub mod records;
+pub mod redis;
 pub mod sqlite;
 
 use std::fs::{self, File, OpenOptions};

@@ -45,15 +45,12 @@ fn stored_layer(st: &AdminState) -> BTreeMap<String, Value> {
 
 /// Recomputes the effective settings from a stored layer and applies them to the pool.
 fn apply(st: &AdminState, stored: BTreeMap<String, Value>) {
-    let (effective, findings) = st.app.settings.key_pool_with(&stored);
-    for w in findings.warnings.iter().chain(&findings.errors) {
-        tracing::warn!("stored key_pool setting ignored: {w}");
-    }
-    *st.app
-        .stored_key_pool
-        .lock()
-        .unwrap_or_else(|e| e.into_inner()) = stored;
-    st.app.pool.set_settings(effective);
+    crate::credentials::fleet::apply_stored_settings(
+        &st.app.settings,
+        &st.app.stored_key_pool,
+        &st.app.pool,
+        stored,
+    );
 }
 
 pub(super) async fn get_config(State(st): State<AdminState>) -> Reply {

@@ -16,6 +16,7 @@
 
 mod admin;
 pub mod health;
+mod remote;
 pub mod select;
 mod tiers;
 
@@ -54,12 +55,31 @@ impl Clock for SystemClock {
     }
 }
 
-/// Where pool changes go (the SQLite store; a recorder in tests). `enqueue` never blocks.
+/// Why a change was not acknowledged.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum PersistError {
+    #[error(transparent)]
+    Store(#[from] SqliteError),
+    /// The shared state (Redis) did not take it.
+    #[error("{0}")]
+    Shared(String),
+}
+
+/// Where pool changes go (the SQLite store, and Redis when instances share state; a recorder in
+/// tests). `enqueue` never blocks.
 pub trait Persist: Send + Sync + std::fmt::Debug {
     /// Queues ops (order preserved across calls).
     fn enqueue(&self, ops: Vec<StoreOp>);
     /// Queues ops and returns a receiver resolved once they are durable.
-    fn enqueue_acked(&self, ops: Vec<StoreOp>) -> oneshot::Receiver<Result<(), SqliteError>>;
+    fn enqueue_acked(&self, ops: Vec<StoreOp>) -> oneshot::Receiver<Result<(), PersistError>>;
+    /// Queues ops for this instance's local store only (changes another instance made).
+    fn enqueue_local(&self, ops: Vec<StoreOp>) {
+        self.enqueue(ops);
+    }
+    /// Whether an admin change may be made now (not while the shared state is unreachable).
+    fn writable(&self) -> Result<(), PersistError> {
+        Ok(())
+    }
 }
 
 impl Persist for Store {
@@ -67,8 +87,24 @@ impl Persist for Store {
         self.submit(ops);
     }
 
-    fn enqueue_acked(&self, ops: Vec<StoreOp>) -> oneshot::Receiver<Result<(), SqliteError>> {
-        Store::enqueue_acked(self, ops)
+    fn enqueue_acked(&self, ops: Vec<StoreOp>) -> oneshot::Receiver<Result<(), PersistError>> {
+        let rx = Store::enqueue_acked(self, ops);
+        let (tx, out) = oneshot::channel();
+        match tokio::runtime::Handle::try_current() {
+            Ok(rt) => {
+                rt.spawn(async move {
+                    let r = match rx.await {
+                        Ok(r) => r.map_err(PersistError::from),
+                        Err(_) => Err(PersistError::Store(SqliteError::Closed)),
+                    };
+                    let _ = tx.send(r);
+                });
+            }
+            Err(_) => {
+                let _ = tx.send(Err(PersistError::Store(SqliteError::Closed)));
+            }
+        }
+        out
     }
 }
 
@@ -94,6 +130,9 @@ pub enum PoolError {
     /// The store did not take or confirm the change in time (it is applied in memory).
     #[error("{0}")]
     Unavailable(String),
+    /// The shared state (Redis) is unreachable: the change was not made, or not confirmed.
+    #[error("{0}")]
+    Shared(String),
 }
 
 /// A key's balance from the last Factory sync (filled by the usage issue's sync).
@@ -320,6 +359,8 @@ struct Inner {
     rebuilds: u64,
     /// Bumped whenever a secret enters, leaves or changes (the scrubber rebuilds on it).
     secrets_generation: u64,
+    /// The other instances' counters per key (contract §12), added to the admin views.
+    fleet: HashMap<String, crate::store::redis::Counters>,
 }
 
 /// The pool.
@@ -501,6 +542,7 @@ impl KeyPool {
             rerank: Vec::new(),
             rebuilds: 0,
             secrets_generation: 0,
+            fleet: HashMap::new(),
         };
         inner
             .groups
@@ -780,11 +822,16 @@ impl KeyPool {
             .into_iter()
             .skip(start)
             .take(limit)
-            .map(|s| KeyView {
-                rec: s.rec.clone(),
-                cooling: s.rec.status == KeyStatus::Active
-                    && s.rec.cooldown_until.is_some_and(|t| t > now),
-                balance: s.balance,
+            .map(|s| {
+                remote::with_fleet(
+                    &inner,
+                    KeyView {
+                        rec: s.rec.clone(),
+                        cooling: s.rec.status == KeyStatus::Active
+                            && s.rec.cooldown_until.is_some_and(|t| t > now),
+                        balance: s.balance,
+                    },
+                )
             })
             .collect();
         (views, total)
@@ -793,11 +840,16 @@ impl KeyPool {
     pub fn get(&self, id: &str) -> Option<KeyView> {
         let now = self.now();
         let inner = self.lock();
-        inner.slot(id).map(|s| KeyView {
-            rec: s.rec.clone(),
-            cooling: s.rec.status == KeyStatus::Active
-                && s.rec.cooldown_until.is_some_and(|t| t > now),
-            balance: s.balance,
+        inner.slot(id).map(|s| {
+            remote::with_fleet(
+                &inner,
+                KeyView {
+                    rec: s.rec.clone(),
+                    cooling: s.rec.status == KeyStatus::Active
+                        && s.rec.cooldown_until.is_some_and(|t| t > now),
+                    balance: s.balance,
+                },
+            )
         })
     }
 

@@ -92,6 +92,8 @@ pub struct BalanceSync {
     last: Mutex<Option<SyncReport>>,
     /// Scrubs every live secret out of failure messages and 402 reasons (set at start-up).
     scrubber: OnceLock<Arc<Scrubber>>,
+    /// With several instances: only the holder of the fleet-wide lease runs the periodic sync.
+    lease: OnceLock<Arc<crate::store::redis::Shared>>,
 }
 
 impl std::fmt::Debug for BalanceSync {
@@ -186,6 +188,7 @@ impl BalanceSync {
             running: Mutex::new(None),
             last: Mutex::new(None),
             scrubber: OnceLock::new(),
+            lease: OnceLock::new(),
         })
     }
 
@@ -310,7 +313,7 @@ impl BalanceSync {
             }
         };
         let synced_at = self.pool.now();
-        self.store.submit(vec![StoreOp::PutBalance(BalanceRecord {
+        let ops = vec![StoreOp::PutBalance(BalanceRecord {
             key_id: id.to_string(),
             used: b.used,
             allowance: b.allowance,
@@ -318,7 +321,11 @@ impl BalanceSync {
             premium_allowance: b.premium_allowance,
             trial_end: b.trial_end,
             synced_at,
-        })]);
+        })];
+        if let Some(shared) = self.lease.get() {
+            shared.submit(&ops, false); // the other instances take it from the log
+        }
+        self.store.submit(ops);
         self.pool.set_balance(
             id,
             Balance {
@@ -369,6 +376,11 @@ impl BalanceSync {
 
     /// Background loop: a run after [`FIRST_RUN_DELAY`] (or `interval`, when shorter), then
     /// every `interval` after the previous run ended, until `cancel`.
+    /// Runs the periodic sync only under a fleet-wide lease (several instances).
+    pub fn use_lease(&self, shared: Arc<crate::store::redis::Shared>) {
+        let _ = self.lease.set(shared);
+    }
+
     pub async fn run(
         self: Arc<Self>,
         interval: Duration,
@@ -382,11 +394,16 @@ impl BalanceSync {
                 _ = cancel.cancelled() => break,
                 _ = tokio::time::sleep(wait) => {}
             }
+            wait = interval;
+            if let Some(shared) = self.lease.get()
+                && !shared.lease("balance-sync", interval + interval / 2).await
+            {
+                continue; // another instance syncs the fleet's balances this round
+            }
             tokio::select! {
                 _ = cancel.cancelled() => break,
                 _ = self.sync_all(tester.as_ref()) => {}
             }
-            wait = interval;
         }
     }
 }

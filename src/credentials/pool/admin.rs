@@ -6,18 +6,17 @@
 use tokio::sync::oneshot;
 
 use super::{
-    BatchResult, BulkAction, Health, Inner, KeyFilter, KeyPool, Outcome, PoolError, fingerprint,
-    health, transition_label, valid_group_id, valid_key,
+    BatchResult, BulkAction, Health, Inner, KeyFilter, KeyPool, Outcome, PersistError, PoolError,
+    fingerprint, health, transition_label, valid_group_id, valid_key,
 };
 use crate::secret::Secret;
 use crate::store::records::{
     DEFAULT_GROUP, DisabledBy, EventSource, KeyEvent, KeyRecord, KeyStatus, LastTest, Millis,
     PoolGroup, StoreOp,
 };
-use crate::store::sqlite::SqliteError;
 use crate::telemetry::metrics as m;
 
-type Ack = Option<oneshot::Receiver<Result<(), SqliteError>>>;
+type Ack = Option<oneshot::Receiver<Result<(), PersistError>>>;
 
 fn not_found(id: &str) -> PoolError {
     PoolError::NotFound(format!("key {id} not found"))
@@ -187,10 +186,22 @@ impl KeyPool {
             None => Ok(()),
             Some(rx) => match rx.await {
                 Ok(Ok(())) => Ok(()),
-                Ok(Err(e)) if e.is_unavailable() => Err(PoolError::Unavailable(e.to_string())),
+                Ok(Err(PersistError::Shared(m))) => Err(PoolError::Shared(m)),
+                Ok(Err(PersistError::Store(e))) if e.is_unavailable() => {
+                    Err(PoolError::Unavailable(e.to_string()))
+                }
                 Ok(Err(e)) => Err(PoolError::Persist(e.to_string())),
                 Err(_) => Err(PoolError::Persist("the store stopped".into())),
             },
+        }
+    }
+
+    /// Refuses an admin change up front while the shared state is unreachable (it would
+    /// diverge from the other instances).
+    pub fn writable(&self) -> Result<(), PoolError> {
+        match &self.persist {
+            Some(p) => p.writable().map_err(|e| PoolError::Shared(e.to_string())),
+            None => Ok(()),
         }
     }
 
@@ -208,6 +219,7 @@ impl KeyPool {
         &self,
         change: impl FnOnce(&mut Inner, Millis, &mut Vec<StoreOp>) -> Result<T, PoolError>,
     ) -> Result<T, PoolError> {
+        self.writable()?;
         let now = self.now();
         let (value, rx) = {
             let mut inner = self.lock();
@@ -606,6 +618,7 @@ impl KeyPool {
 
     /// Waits until everything queued so far is durable (admin settings changes use this).
     pub async fn persist_ops(&self, ops: Vec<StoreOp>) -> Result<(), PoolError> {
+        self.writable()?;
         let rx = self.persist.as_ref().map(|p| p.enqueue_acked(ops));
         self.acked(rx).await
     }

@@ -28,7 +28,7 @@ impl Persist for Recorder {
     fn enqueue(&self, ops: Vec<StoreOp>) {
         self.0.lock().unwrap().extend(ops);
     }
-    fn enqueue_acked(&self, ops: Vec<StoreOp>) -> oneshot::Receiver<Result<(), SqliteError>> {
+    fn enqueue_acked(&self, ops: Vec<StoreOp>) -> oneshot::Receiver<Result<(), PersistError>> {
         self.1.fetch_add(1, Ordering::SeqCst);
         self.enqueue(ops);
         let (tx, rx) = oneshot::channel();
@@ -730,9 +730,9 @@ async fn bulk_operations_take_one_commit() {
 struct Refusing;
 impl Persist for Refusing {
     fn enqueue(&self, _: Vec<StoreOp>) {}
-    fn enqueue_acked(&self, _: Vec<StoreOp>) -> oneshot::Receiver<Result<(), SqliteError>> {
+    fn enqueue_acked(&self, _: Vec<StoreOp>) -> oneshot::Receiver<Result<(), PersistError>> {
         let (tx, rx) = oneshot::channel();
-        let _ = tx.send(Err(SqliteError::Closed));
+        let _ = tx.send(Err(PersistError::Store(SqliteError::Closed)));
         rx
     }
 }
