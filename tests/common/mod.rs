@@ -1,6 +1,7 @@
 //! Shared test harness: a real gateway on a loopback port, pointed at the in-repo mock upstream.
 #![allow(dead_code)]
 
+pub mod cluster;
 pub mod store;
 pub mod streams;
 
