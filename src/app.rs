@@ -8,7 +8,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::config::Settings;
-use crate::credentials::fleet::{FleetApplier, Replicated};
+use crate::credentials::fleet::{FleetApplier, Replicated, SharedPositions};
 use crate::credentials::pool::Balance;
 use crate::credentials::pool::{KeyPool, Persist, SystemClock};
 use crate::credentials::{Credentials, CredentialsError};
@@ -166,6 +166,8 @@ impl App {
                 local: app.store.clone(),
             });
             shared.start(applier, &app.tasks, app.shutdown.clone());
+            app.pool
+                .set_positions(Arc::new(SharedPositions(Arc::clone(shared))));
             app.balance_sync.use_lease(Arc::clone(shared));
         }
         if let Some(r) = app.credentials.refresh_manager()

@@ -448,6 +448,18 @@ async fn round_robin_spreads_evenly_across_three_instances() {
             "{k}: {n} requests (want 30 ± 16): {per_key:?}"
         );
     }
+    // The positions came from the fleet counter (claimed in blocks of 16), not from each
+    // instance's own cursor (only the first pick of each instance, before its first claim, may
+    // use the cursor), and at most two blocks per instance are claimed beyond what was used.
+    let handed: u64 = redis
+        .cmd(&["GET", "droid2api:{v1}:rr:1000"])
+        .await
+        .parse()
+        .unwrap_or(0);
+    assert!(
+        (290..=300 + 3 * 2 * 16).contains(&handed),
+        "fleet round-robin counter at {handed}"
+    );
 }
 
 // ----- 5. usage answers for the fleet ---------------------------------------------------------------

@@ -95,6 +95,16 @@ impl Persist for Replicated {
     }
 }
 
+/// Fleet-wide round-robin positions from the shared counter.
+#[derive(Debug)]
+pub struct SharedPositions(pub Arc<Shared>);
+
+impl super::pool::Positions for SharedPositions {
+    fn next(&self, tier: i64) -> Option<u64> {
+        self.0.rr_next(tier)
+    }
+}
+
 /// Applies other instances' changes to this one.
 #[derive(Debug)]
 pub struct FleetApplier {

@@ -108,6 +108,12 @@ impl Persist for Store {
     }
 }
 
+/// Fleet-wide round-robin positions (several instances), handed out without waiting.
+pub trait Positions: Send + Sync + std::fmt::Debug {
+    /// The next position of a tier (by priority), or `None` to use this instance's cursor.
+    fn next(&self, tier: i64) -> Option<u64>;
+}
+
 /// The outcome of a pick.
 #[derive(Debug)]
 pub enum PoolPick {
@@ -164,11 +170,14 @@ struct Slot {
     balance: Option<Balance>,
     /// This gateway's tokens on the key since the last balance sync.
     tokens_since_sync: u64,
+    /// The key's place in the fleet-wide round-robin order.
+    order: u64,
 }
 
 impl Slot {
     fn new(rec: KeyRecord, priority: i64) -> Self {
         Slot {
+            order: select::ring_order(&rec.id),
             rec,
             health: Health::default(),
             priority,
@@ -215,6 +224,7 @@ impl Slot {
             None => self.rec.input_tokens.saturating_add(self.rec.output_tokens),
         };
         Rank {
+            order: self.order,
             requests_24h: self.requests_24h(now),
             weight: ratio * ratio,
             tokens_used: self
@@ -361,6 +371,8 @@ struct Inner {
     secrets_generation: u64,
     /// The other instances' counters per key (contract §12), added to the admin views.
     fleet: HashMap<String, crate::store::redis::Counters>,
+    /// Fleet-wide round-robin positions, when instances share state.
+    positions: Option<Arc<dyn Positions>>,
 }
 
 /// The pool.
@@ -543,6 +555,7 @@ impl KeyPool {
             rebuilds: 0,
             secrets_generation: 0,
             fleet: HashMap::new(),
+            positions: None,
         };
         inner
             .groups
@@ -620,6 +633,11 @@ impl KeyPool {
             inner.alg = alg;
             inner.rebuild(now);
         }
+    }
+
+    /// Takes round-robin positions from the fleet (several instances).
+    pub fn set_positions(&self, positions: Arc<dyn Positions>) {
+        self.lock().positions = Some(positions);
     }
 
     /// Chooses an eligible key not in `exclude` (contract §5 and §7 tier rules).

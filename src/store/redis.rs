@@ -24,6 +24,7 @@
 
 mod link;
 mod outbox;
+pub mod rr;
 mod sync;
 pub mod wire;
 
@@ -170,6 +171,8 @@ pub struct Shared {
     check: Notify,
     apply: OnceLock<Arc<dyn Apply>>,
     dropped: AtomicU64,
+    /// Round-robin positions claimed from the fleet counter.
+    rr: rr::Blocks,
 }
 
 impl std::fmt::Debug for Shared {
@@ -211,6 +214,7 @@ impl Shared {
             check: Notify::new(),
             apply: OnceLock::new(),
             dropped: AtomicU64::new(0),
+            rr: rr::Blocks::default(),
         }))
     }
 
@@ -264,7 +268,18 @@ impl Shared {
         let _ = self.apply.set(apply);
         metrics::gauge!(REDIS_UP).set(0.0);
         tasks.spawn(sync::supervise(Arc::clone(self), stop.clone()));
+        tasks.spawn(rr::claim_loop(Arc::clone(self), stop.clone()));
         tasks.spawn(outbox::write_loop(Arc::clone(self), stop));
+    }
+
+    /// The next fleet-wide round-robin position of a tier, when a claimed block has one (never
+    /// waits: `None` means "use your own cursor").
+    pub fn rr_next(&self, tier: i64) -> Option<u64> {
+        if self.is_up() {
+            self.rr.next(tier)
+        } else {
+            None
+        }
     }
 
     /// Waits (bounded) until the first check and resync are done, so an instance starts serving

@@ -62,6 +62,16 @@ pub struct Rank {
     pub tokens_used: u64,
     /// Tokens remaining, when a balance is known (max-remaining).
     pub remaining: Option<u64>,
+    /// The key's place in the fleet-wide round-robin order: the same on every instance (a
+    /// hash of its id), so a shared position picks the same key everywhere.
+    pub order: u64,
+}
+
+/// A stable 64-bit hash of a key id (FNV-1a): the fleet-wide round-robin order.
+pub fn ring_order(id: &str) -> u64 {
+    id.bytes().fold(0xcbf2_9ce4_8422_2325, |h, b| {
+        (h ^ b as u64).wrapping_mul(0x0100_0000_01b3)
+    })
 }
 
 /// A 1 %-wide logarithmic bucket: values in one bucket are within 1 % of each other.
@@ -221,6 +231,9 @@ pub struct TierIndex {
     entries: Vec<(u64, u64)>,
     /// position → roulette weight (weighted-score).
     weights: Fenwick,
+    /// Round-robin: the members in fleet order (`Rank::order`, then slot), for positions
+    /// handed out by the shared counter.
+    ring: Vec<(u64, usize)>,
 }
 
 const NO_POSITION: usize = usize::MAX;
@@ -242,6 +255,7 @@ impl TierIndex {
             seq: 1 << 63,
             entries: Vec::new(),
             weights: Fenwick::default(),
+            ring: Vec::new(),
         };
         match alg {
             Algorithm::LeastUsed | Algorithm::LeastTokenUsed | Algorithm::MaxRemaining => {
@@ -264,6 +278,10 @@ impl TierIndex {
                 } else {
                     rng.usize(..members.len())
                 };
+                if alg == Algorithm::RoundRobin {
+                    idx.ring = members.iter().map(|(s, r)| (r.order, *s)).collect();
+                    idx.ring.sort_unstable();
+                }
             }
         }
         idx
@@ -304,7 +322,12 @@ impl TierIndex {
                 self.ordered.insert((entry.0, entry.1, slot));
             }
             Algorithm::WeightedScore => self.weights.push(scale(rank.weight)),
-            Algorithm::RoundRobin | Algorithm::Random => {}
+            Algorithm::RoundRobin => {
+                let e = (rank.order, slot);
+                let at = self.ring.partition_point(|x| *x < e);
+                self.ring.insert(at, e);
+            }
+            Algorithm::Random => {}
         }
     }
 
@@ -323,7 +346,8 @@ impl TierIndex {
                 self.entries.swap_remove(p);
             }
             Algorithm::WeightedScore => self.weights.swap_remove(p),
-            Algorithm::RoundRobin | Algorithm::Random => {}
+            Algorithm::RoundRobin => self.ring.retain(|(_, s)| *s != slot),
+            Algorithm::Random => {}
         }
         self.members.swap_remove(p);
         self.position[slot] = NO_POSITION;
@@ -337,17 +361,25 @@ impl TierIndex {
 
     /// Picks a slot `eligible` accepts, or `None` when it accepts no member. Every member is
     /// expected to be eligible but for the few keys a request already tried, so the fast paths
-    /// nearly always serve.
+    /// nearly always serve. `shared` is a fleet-wide round-robin position (several instances):
+    /// it picks in the fleet order instead of this instance's cursor.
     pub fn pick(
         &mut self,
         eligible: &mut impl FnMut(usize) -> bool,
         rng: &mut fastrand::Rng,
+        shared: Option<u64>,
     ) -> Option<usize> {
         let n = self.members.len();
         if n == 0 {
             return None;
         }
         match self.alg {
+            Algorithm::RoundRobin if let Some(pos) = shared => {
+                let start = (pos % self.ring.len().max(1) as u64) as usize;
+                (0..self.ring.len())
+                    .map(|i| self.ring[(start + i) % self.ring.len()].1)
+                    .find(|s| eligible(*s))
+            }
             Algorithm::RoundRobin => {
                 for i in 0..n {
                     let p = (self.cursor + i) % n;
@@ -472,6 +504,7 @@ mod tests {
 
     fn rank(requests_24h: u64, weight: f64, tokens_used: u64) -> Rank {
         Rank {
+            order: 0,
             requests_24h,
             weight,
             tokens_used,
@@ -491,7 +524,7 @@ mod tests {
         let mut c = vec![0; ranks.len()];
         let mut ok = |s: usize| eligible(s);
         for _ in 0..picks {
-            if let Some(s) = idx.pick(&mut ok, &mut rng) {
+            if let Some(s) = idx.pick(&mut ok, &mut rng, None) {
                 c[s] += 1;
             }
         }
@@ -596,6 +629,7 @@ mod tests {
             weight: 1.0,
             tokens_used: tokens,
             remaining: rem,
+            order: 0,
         };
         assert_eq!(bucket(9_000_000), bucket(9_030_000));
         let c = counts(
@@ -629,11 +663,11 @@ mod tests {
         let members = vec![(3, rank(0, 1.0, 0)), (8, rank(0, 1.0, 10))];
         let mut idx = TierIndex::new(Algorithm::LeastTokenUsed, &members, &mut rng);
         let mut all = |_| true;
-        assert_eq!(idx.pick(&mut all, &mut rng), Some(3));
+        assert_eq!(idx.pick(&mut all, &mut rng, None), Some(3));
         idx.update(3, &rank(0, 1.0, 1_000_000), &mut rng);
-        assert_eq!(idx.pick(&mut all, &mut rng), Some(8));
-        assert_eq!(idx.pick(&mut |s| s == 3, &mut rng), Some(3));
-        assert_eq!(idx.pick(&mut |_| false, &mut rng), None);
+        assert_eq!(idx.pick(&mut all, &mut rng, None), Some(8));
+        assert_eq!(idx.pick(&mut |s| s == 3, &mut rng, None), Some(3));
+        assert_eq!(idx.pick(&mut |_| false, &mut rng, None), None);
     }
 
     #[test]
@@ -717,7 +751,7 @@ mod tests {
                 inside[s] = !inside[s];
                 assert_eq!(idx.len(), inside.iter().filter(|x| **x).count());
                 assert_eq!(idx.contains(s), inside[s]);
-                match idx.pick(&mut |_| true, &mut rng) {
+                match idx.pick(&mut |_| true, &mut rng, None) {
                     Some(p) => assert!(inside[p], "{alg:?} round {round}: picked removed {p}"),
                     None => assert!(idx.is_empty(), "{alg:?}: nothing picked from a full index"),
                 }
@@ -733,7 +767,7 @@ mod tests {
             }
             let mut seen = [0u32; 50];
             for _ in 0..1_000 {
-                seen[idx.pick(&mut |_| true, &mut rng).unwrap()] += 1;
+                seen[idx.pick(&mut |_| true, &mut rng, None).unwrap()] += 1;
             }
             assert!(seen[..10].iter().all(|c| *c > 0), "{alg:?}: {seen:?}");
             assert!(seen[10..].iter().all(|c| *c == 0), "{alg:?}: {seen:?}");
@@ -743,7 +777,80 @@ mod tests {
                 idx.remove(s);
             }
             assert!(idx.is_empty());
-            assert_eq!(idx.pick(&mut |_| true, &mut rng), None);
+            assert_eq!(idx.pick(&mut |_| true, &mut rng, None), None);
         }
+    }
+
+    #[test]
+    fn a_shared_position_picks_the_same_key_on_every_instance() {
+        // Two instances hold the same keys under different slot numbers, added in other orders.
+        let ids = ["key_a", "key_b", "key_c", "key_d", "key_e"];
+        let with = |slots: &[(usize, &str)]| {
+            let members: Vec<(usize, Rank)> = slots
+                .iter()
+                .map(|(s, id)| {
+                    (
+                        *s,
+                        Rank {
+                            order: ring_order(id),
+                            ..rank(0, 1.0, 0)
+                        },
+                    )
+                })
+                .collect();
+            TierIndex::new(
+                Algorithm::RoundRobin,
+                &members,
+                &mut fastrand::Rng::with_seed(1),
+            )
+        };
+        let mut a = with(&[
+            (0, ids[0]),
+            (1, ids[1]),
+            (2, ids[2]),
+            (3, ids[3]),
+            (4, ids[4]),
+        ]);
+        let mut b = with(&[(9, ids[4]), (7, ids[2]), (5, ids[0])]);
+        b.insert(
+            6,
+            &Rank {
+                order: ring_order(ids[3]),
+                ..rank(0, 1.0, 0)
+            },
+            &mut fastrand::Rng::new(),
+        );
+        b.insert(
+            8,
+            &Rank {
+                order: ring_order(ids[1]),
+                ..rank(0, 1.0, 0)
+            },
+            &mut fastrand::Rng::new(),
+        );
+        let a_id = |s: usize| ids[s];
+        let b_id = |s: usize| match s {
+            5 => ids[0],
+            8 => ids[1],
+            7 => ids[2],
+            6 => ids[3],
+            _ => ids[4],
+        };
+        let mut rng = fastrand::Rng::new();
+        let mut seen = std::collections::HashSet::new();
+        for pos in 0..5u64 {
+            let x = a.pick(&mut |_| true, &mut rng, Some(pos)).map(a_id);
+            let y = b.pick(&mut |_| true, &mut rng, Some(pos)).map(b_id);
+            assert_eq!(x, y, "position {pos}");
+            seen.insert(x);
+        }
+        assert_eq!(seen.len(), 5, "five positions, five different keys");
+        // A removed key leaves the ring; a tried key is skipped to the next in order.
+        b.remove(7);
+        assert_eq!(b.len(), 4);
+        let first = b.pick(&mut |_| true, &mut rng, Some(0));
+        let skipped = b.pick(&mut |s| Some(s) != first, &mut rng, Some(0));
+        assert_ne!(first, skipped);
+        assert!(skipped.is_some());
     }
 }

@@ -379,6 +379,10 @@ impl Inner {
     /// A key of tier `priority` that may serve and is not `excluded`.
     fn pick_in(&mut self, priority: i64, excluded: &[usize], now: Millis) -> Option<usize> {
         let t = self.tier_position(priority).ok()?;
+        let shared = match (&self.positions, self.alg) {
+            (Some(p), Algorithm::RoundRobin) => p.next(priority),
+            _ => None,
+        };
         let Inner {
             tiers, slots, rng, ..
         } = self;
@@ -390,7 +394,7 @@ impl Inner {
                     .as_ref()
                     .is_some_and(|s| s.health.eligible(&s.rec, now))
         };
-        tiers[t].index.pick(&mut eligible, rng)
+        tiers[t].index.pick(&mut eligible, rng, shared)
     }
 
     /// Records the pick of key `i` and hands it out.
