@@ -409,6 +409,8 @@ pub struct Settings {
     pub home_dir: Option<PathBuf>,
     /// Non-fatal findings (unknown fields, ignored settings), logged at start-up.
     pub warnings: Vec<String>,
+    /// Things worth saying at start-up that are not problems (logged at info).
+    pub notes: Vec<String>,
     /// Test hook, never read from the environment or config.json: speak HTTP/2 without TLS
     /// ("prior knowledge", h2c) to the upstream, so tests can reproduce against the mock what
     /// ALPN negotiates with Factory's TLS front (see `upstream::client`).
@@ -452,6 +454,7 @@ impl Settings {
     pub fn from_sources(env: &Env, file: Option<ConfigFile>) -> Result<Settings, ConfigError> {
         let mut errors = Vec::new();
         let mut warnings = Vec::new();
+        let mut notes = Vec::new();
         let file = file.unwrap_or_default();
         warnings.extend(file.warnings.iter().cloned());
         errors.extend(file.errors.iter().cloned());
@@ -588,12 +591,30 @@ impl Settings {
                 let port = env.get("REDIS_PORT").unwrap_or("6379");
                 let db = env.get("REDIS_DB").unwrap_or("0");
                 match env.get("REDIS_PASSWORD") {
-                    Some(pw) => format!("redis://:{pw}@{h}:{port}/{db}"),
+                    Some(pw) => format!("redis://:{}@{h}:{port}/{db}", url_escape(pw)),
                     None => format!("redis://{h}:{port}/{db}"),
                 }
             })
         });
+        if let Some(url) = &redis_url
+            && let Some(e) = redis_url_error(url)
+        {
+            errors.push(e);
+        }
         let redis_url = redis_url.map(Secret::new);
+        if env.get("CLUSTER_MODE").is_some() || env.get("CLUSTER_WORKERS").is_some() {
+            let threads = env
+                .get("TOKIO_WORKER_THREADS")
+                .map(str::to_string)
+                .unwrap_or_else(|| {
+                    std::thread::available_parallelism()
+                        .map_or(1, |n| n.get())
+                        .to_string()
+                });
+            notes.push(format!(
+                "CLUSTER_MODE/CLUSTER_WORKERS are not needed: one droid2api process already serves on every core ({threads} worker threads; TOKIO_WORKER_THREADS in the process environment changes that). To run several instances, give them one REDIS_URL (README: Several instances)"
+            ));
+        }
 
         let cors_origins = match env.get("CORS_ORIGINS") {
             Some(list) => exposure::origins(
@@ -671,6 +692,7 @@ impl Settings {
             batch_size,
             data_retention_days,
             redis_url,
+            notes,
             home_dir: env.get("HOME").map(PathBuf::from),
             warnings,
             upstream_http2_prior_knowledge: false,
@@ -960,6 +982,46 @@ impl fmt::Display for Redacted<'_> {
 /// True when `path` exists and is a file.
 pub fn file_exists(path: &Path) -> bool {
     path.is_file()
+}
+
+/// Percent-encodes a URL component (a Redis password from `REDIS_PASSWORD`).
+fn url_escape(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+/// Why a Redis URL cannot be used (the message never holds the password).
+fn redis_url_error(url: &str) -> Option<String> {
+    const WANT: &str = "expected redis://[:password@]host[:port][/db] or rediss://… (REDIS_HOST, REDIS_PORT, REDIS_PASSWORD and REDIS_DB build one)";
+    let Some(parsed) = redis::parse_redis_url(url) else {
+        return Some(format!(
+            "REDIS_URL: {} is not a Redis URL; {WANT}",
+            crate::secret::mask_userinfo(url)
+        ));
+    };
+    if parsed.scheme().contains("unix") {
+        return None;
+    }
+    let db = parsed.path().trim_start_matches('/');
+    if !db.is_empty() && db.parse::<u32>().is_err() {
+        return Some(format!(
+            "REDIS_URL: database {db:?} is not a number; {WANT}"
+        ));
+    }
+    if parsed.host_str().is_none_or(str::is_empty) {
+        return Some(format!(
+            "REDIS_URL: {} names no host; {WANT}",
+            crate::secret::mask_userinfo(url)
+        ));
+    }
+    None
 }
 
 #[cfg(test)]

@@ -308,6 +308,9 @@ impl Running {
         for w in startup_warnings(&app.settings, &app) {
             tracing::warn!("{w}");
         }
+        for n in &app.settings.notes {
+            tracing::info!("{n}");
+        }
         tracing::info!(
             addr = %local,
             credential = app.credentials.describe(),

@@ -498,3 +498,76 @@ fn debug_output_masks_proxy_and_redis_credentials() {
     assert!(!shown.contains("redispassword123"), "{shown}");
     assert!(shown.contains("***@proxy.local:8080"), "{shown}");
 }
+
+#[test]
+fn redis_settings_build_one_url_with_the_password_escaped() {
+    let s = settings(
+        &[
+            ("REDIS_HOST", "10.0.0.5"),
+            ("REDIS_PORT", "6380"),
+            ("REDIS_PASSWORD", "p@ss:w/rd"),
+            ("REDIS_DB", "3"),
+        ],
+        json!({}),
+    )
+    .unwrap();
+    assert_eq!(
+        s.redis_url.as_ref().map(|u| u.expose().to_string()),
+        Some("redis://:p%40ss%3Aw%2Frd@10.0.0.5:6380/3".to_string())
+    );
+    let url = s.redis_url.unwrap();
+    let info = redis::Client::open(url.expose()).unwrap();
+    let info = info.get_connection_info();
+    assert_eq!(info.redis_settings().password(), Some("p@ss:w/rd"));
+    assert_eq!(info.redis_settings().db(), 3);
+}
+
+#[test]
+fn a_bad_redis_url_stops_start_up_without_showing_the_password() {
+    for (url, want) in [
+        ("http://:topsecret99@host:6379", "is not a Redis URL"),
+        (
+            "redis://:topsecret99@host:6379/two",
+            "database \"two\" is not a number",
+        ),
+        ("redis://:topsecret99@/0", "expected redis://"),
+    ] {
+        let e = errors(settings(&[("REDIS_URL", url)], json!({}))).join("\n");
+        assert!(e.contains(want), "{url}: {e}");
+        assert!(!e.contains("topsecret99"), "{url}: {e}");
+    }
+    assert!(
+        errors(settings(
+            &[("REDIS_URL", "rediss://u:pw@h:6380/1")],
+            json!({})
+        ))
+        .is_empty()
+    );
+    assert!(
+        errors(settings(
+            &[("REDIS_URL", "unix:///run/redis.sock")],
+            json!({})
+        ))
+        .is_empty()
+    );
+}
+
+#[test]
+fn cluster_mode_from_the_seed_is_accepted_with_a_note() {
+    let s = settings(
+        &[
+            ("CLUSTER_MODE", "true"),
+            ("CLUSTER_WORKERS", "4"),
+            ("TOKIO_WORKER_THREADS", "6"),
+        ],
+        json!({}),
+    )
+    .unwrap();
+    let notes = s.notes.join("\n");
+    assert!(
+        notes.contains("one droid2api process already serves on every core (6 worker threads"),
+        "{notes}"
+    );
+    assert!(notes.contains("REDIS_URL"), "{notes}");
+    assert!(settings(&[], json!({})).unwrap().notes.is_empty());
+}

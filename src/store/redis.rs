@@ -54,10 +54,7 @@ pub const ADMIN_WAIT: Duration = Duration::from_secs(1);
 /// Traffic changes held while Redis is unreachable (older ones are dropped and counted).
 pub const OUTBOX_CAP: usize = 10_000;
 
-/// `droid2api_redis_up`: 1 while Redis answers, 0 otherwise.
-pub const REDIS_UP: &str = "droid2api_redis_up";
-/// `droid2api_redis_dropped_total`: shared writes dropped because the outage buffer was full.
-pub const REDIS_DROPPED: &str = "droid2api_redis_dropped_total";
+use crate::telemetry::metrics::{REDIS_DROPPED, REDIS_UP};
 
 pub(crate) fn k(name: &str) -> String {
     format!("{PREFIX}{name}")

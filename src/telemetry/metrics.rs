@@ -58,6 +58,10 @@ pub const STORE_QUEUED: &str = "droid2api_store_queued";
 pub const STORE_QUEUE_CAPACITY: &str = "droid2api_store_queue_capacity";
 /// Console log lines dropped because the console writer fell behind (lossy, never blocking).
 pub const LOG_DROPPED: &str = "droid2api_log_dropped_lines_total";
+/// 1 while Redis answers and the shared state is in step, 0 otherwise (only with `REDIS_URL`).
+pub const REDIS_UP: &str = "droid2api_redis_up";
+/// Shared writes dropped because the outage buffer was full.
+pub const REDIS_DROPPED: &str = "droid2api_redis_dropped_total";
 
 const LATENCY_BUCKETS: &[f64] = &[
     0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0,
@@ -136,6 +140,14 @@ fn describe() {
     metrics::describe_counter!(
         LOG_DROPPED,
         "Console log lines dropped because the console writer fell behind"
+    );
+    metrics::describe_gauge!(
+        REDIS_UP,
+        "1 while Redis answers and this instance's shared state is in step (REDIS_URL set)"
+    );
+    metrics::describe_counter!(
+        REDIS_DROPPED,
+        "Shared writes dropped because the buffer held while Redis was unreachable was full"
     );
 }
 
