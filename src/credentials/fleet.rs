@@ -88,10 +88,14 @@ impl Persist for Replicated {
         self.local.submit(ops);
     }
 
-    fn writable(&self) -> Result<(), PersistError> {
-        self.shared
-            .writable()
-            .map_err(|e| PersistError::Shared(e.to_string()))
+    fn writable(&self) -> futures_util::future::BoxFuture<'static, Result<(), PersistError>> {
+        let shared = Arc::clone(&self.shared);
+        Box::pin(async move {
+            shared
+                .confirm_writable()
+                .await
+                .map_err(|e| PersistError::Shared(e.to_string()))
+        })
     }
 }
 

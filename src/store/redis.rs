@@ -48,6 +48,9 @@ pub const PREFIX: &str = "droid2api:{v1}:";
 /// Name of the file in the data folder holding this instance's stable id.
 pub const INSTANCE_FILE: &str = "instance.id";
 
+/// How long the round trip before an admin write may take.
+const PING_LIMIT: Duration = Duration::from_millis(300);
+
 /// How long an admin write waits for Redis to take it.
 pub const ADMIN_WAIT: Duration = Duration::from_secs(1);
 
@@ -298,6 +301,23 @@ impl Shared {
             Ok(())
         } else {
             Err(SharedError::Down)
+        }
+    }
+
+    /// [`Shared::writable`], then a round trip: an admin change is made only while Redis
+    /// answers, so a Redis that stopped answering since the last check refuses it too.
+    pub async fn confirm_writable(&self) -> Result<(), SharedError> {
+        self.writable()?;
+        match self
+            .link
+            .query::<String>(PING_LIMIT, &redis::cmd("PING"))
+            .await
+        {
+            Ok(_) => Ok(()),
+            Err(_) => {
+                self.check.notify_one();
+                Err(SharedError::Down)
+            }
         }
     }
 

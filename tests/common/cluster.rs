@@ -105,6 +105,8 @@ pub fn redis_server_path() -> PathBuf {
 /// A `redis-server` on a free loopback port, without persistence, killed on drop.
 pub struct RedisServer {
     port: u16,
+    /// Persistence on (append-only file, fsync always): a restart keeps the data.
+    aof: bool,
     password: Option<String>,
     dir: tempfile::TempDir,
     child: Option<tokio::process::Child>,
@@ -122,10 +124,20 @@ impl RedisServer {
         Self::start_inner(Some(password.to_string())).await
     }
 
+    /// A server with an append-only file (fsync always): `restart_keeping_data` keeps it all.
+    pub async fn start_with_aof() -> Self {
+        Self::start_inner_aof(None, true).await
+    }
+
     async fn start_inner(password: Option<String>) -> Self {
+        Self::start_inner_aof(password, false).await
+    }
+
+    async fn start_inner_aof(password: Option<String>, aof: bool) -> Self {
         redis_server_path();
         let dir = tempfile::tempdir().expect("temp dir for redis");
         let mut server = RedisServer {
+            aof,
             port: 0,
             password,
             dir,
@@ -151,7 +163,12 @@ impl RedisServer {
         let mut cmd = tokio::process::Command::new(redis_server_path());
         cmd.arg("--port")
             .arg(self.port.to_string())
-            .args(["--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+            .args(["--bind", "127.0.0.1", "--save", ""])
+            .args(if self.aof {
+                ["--appendonly", "yes", "--appendfsync", "always"]
+            } else {
+                ["--appendonly", "no", "--appendfsync", "everysec"]
+            })
             .arg("--dir")
             .arg(self.dir.path())
             .current_dir(self.dir.path())
@@ -241,11 +258,22 @@ impl RedisServer {
 
     /// kill -9, then a fresh, empty server on the same port with the same password.
     pub async fn restart_empty(&mut self) {
+        assert!(
+            !self.aof,
+            "a server with an append-only file restarts with its data"
+        );
+        self.respawn("===== restarted empty =====\n").await;
+    }
+
+    /// kill -9, then the same server again: it reloads its append-only file.
+    pub async fn restart_keeping_data(&mut self) {
+        assert!(self.aof, "start_with_aof keeps data across restarts");
+        self.respawn("===== restarted with its data =====\n").await;
+    }
+
+    async fn respawn(&mut self, label: &str) {
         self.kill9().await;
-        self.output
-            .lock()
-            .expect("redis output")
-            .push_str("===== restarted empty =====\n");
+        self.output.lock().expect("redis output").push_str(label);
         // The port is normally free at once (redis sets SO_REUSEADDR); retry briefly if not.
         for _ in 0..10 {
             if self.spawn(Duration::from_secs(3)).await {

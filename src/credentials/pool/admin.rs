@@ -198,9 +198,12 @@ impl KeyPool {
 
     /// Refuses an admin change up front while the shared state is unreachable (it would
     /// diverge from the other instances).
-    pub fn writable(&self) -> Result<(), PoolError> {
+    pub async fn writable(&self) -> Result<(), PoolError> {
         match &self.persist {
-            Some(p) => p.writable().map_err(|e| PoolError::Shared(e.to_string())),
+            Some(p) => p
+                .writable()
+                .await
+                .map_err(|e| PoolError::Shared(e.to_string())),
             None => Ok(()),
         }
     }
@@ -219,7 +222,7 @@ impl KeyPool {
         &self,
         change: impl FnOnce(&mut Inner, Millis, &mut Vec<StoreOp>) -> Result<T, PoolError>,
     ) -> Result<T, PoolError> {
-        self.writable()?;
+        self.writable().await?;
         let now = self.now();
         let (value, rx) = {
             let mut inner = self.lock();
@@ -618,7 +621,7 @@ impl KeyPool {
 
     /// Waits until everything queued so far is durable (admin settings changes use this).
     pub async fn persist_ops(&self, ops: Vec<StoreOp>) -> Result<(), PoolError> {
-        self.writable()?;
+        self.writable().await?;
         let rx = self.persist.as_ref().map(|p| p.enqueue_acked(ops));
         self.acked(rx).await
     }

@@ -39,6 +39,9 @@ struct Cursor {
     epoch: Option<String>,
     last_id: String,
     last_v: u64,
+    /// `ver` was ahead of the log position at the last check too (entries this reader never
+    /// got: trimmed while it was away).
+    behind: bool,
 }
 
 fn version(map: &HashMap<String, redis::Value>) -> u64 {
@@ -197,13 +200,25 @@ async fn resync(shared: &Shared, cur: &mut Cursor) -> Result<(), SharedError> {
 
 /// One check of `meta`; seeds, merges and resyncs as needed.
 async fn check(shared: &Shared, cur: &mut Cursor) -> Result<(), SharedError> {
-    let epoch: Option<String> = shared
-        .link
-        .query(CHECK_LIMIT, redis::cmd("HGET").arg(k("meta")).arg("epoch"))
-        .await?;
+    let mut probe = redis::pipe();
+    probe.cmd("HGET").arg(k("meta")).arg("epoch");
+    probe.cmd("GET").arg(k("ver"));
+    let (epoch, ver): (Option<String>, Option<u64>) = shared.link.pipe(CHECK_LIMIT, &probe).await?;
     if epoch.is_some() && epoch == cur.epoch {
-        return Ok(());
+        // Backstop: the reader follows the log within milliseconds, so `ver` ahead of it at
+        // two checks in a row means entries it can no longer read.
+        let ahead = ver.unwrap_or(0) > cur.last_v;
+        if !(ahead && cur.behind) {
+            cur.behind = ahead;
+            return Ok(());
+        }
+        tracing::info!(
+            ver = ver.unwrap_or(0),
+            read = cur.last_v,
+            "the shared change log moved on without this instance: reloading the shared state"
+        );
     }
+    cur.behind = false;
     shared.settled.store(false, Ordering::Release);
     let merged = merge_local(shared).await?;
     if epoch.is_none() {
