@@ -164,7 +164,9 @@ impl App {
                 settings: Arc::clone(&app.settings),
                 stored: Arc::clone(&app.stored_key_pool),
                 local: app.store.clone(),
+                sessions: Arc::clone(&app.inbound) as Arc<dyn crate::store::redis::SessionTable>,
             });
+            app.inbound.sessions.share_through(Arc::clone(shared));
             shared.start(applier, &app.tasks, app.shutdown.clone());
             app.pool
                 .set_positions(Arc::new(SharedPositions(Arc::clone(shared))));

@@ -179,3 +179,18 @@ mod tests {
         );
     }
 }
+
+impl crate::store::redis::SessionTable for Inbound {
+    fn apply_session(&self, digest: &str, data: Option<&str>) {
+        self.sessions.apply_remote(digest, data);
+    }
+
+    fn replace_sessions(&self, all: Vec<(String, String)>) {
+        self.sessions
+            .replace_remote(all, jiff::Timestamp::now().as_millisecond());
+    }
+
+    fn local_sessions(&self) -> Vec<(String, String)> {
+        self.sessions.records()
+    }
+}

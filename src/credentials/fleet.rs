@@ -13,7 +13,7 @@ use tokio::sync::oneshot;
 use super::pool::{Balance, KeyPool, Persist, PersistError};
 use crate::config::Settings;
 use crate::store::records::StoreOp;
-use crate::store::redis::{ADMIN_WAIT, Apply, Counters, Remote, Shared, Snapshot};
+use crate::store::redis::{ADMIN_WAIT, Apply, Counters, Remote, SessionTable, Shared, Snapshot};
 use crate::store::sqlite::Store;
 
 /// The stored admin layer of `key_pool` settings (name → JSON value).
@@ -116,6 +116,14 @@ pub struct FleetApplier {
     pub settings: Arc<Settings>,
     pub stored: StoredSettings,
     pub local: Store,
+    /// The console's sessions (kept by the inbound layer).
+    pub sessions: Arc<dyn SessionTable>,
+}
+
+impl std::fmt::Debug for dyn SessionTable {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("SessionTable")
+    }
 }
 
 impl FleetApplier {
@@ -169,10 +177,13 @@ impl Apply for FleetApplier {
                 self.set_balance(&b);
                 self.local.submit(vec![StoreOp::PutBalance(b)]);
             }
+            Remote::Session { digest, data } => self.sessions.apply_session(&digest, Some(&data)),
+            Remote::EndSession { digest } => self.sessions.apply_session(&digest, None),
         }
     }
 
     fn replace_all(&self, snap: Snapshot) {
+        self.sessions.replace_sessions(snap.sessions);
         self.pool.replace_shared(snap.keys, snap.groups);
         if snap.settings != self.stored() {
             let mut ops = vec![StoreOp::ClearSettings];
@@ -199,6 +210,7 @@ impl Apply for FleetApplier {
             groups,
             settings: self.stored(),
             balances: Vec::new(),
+            sessions: self.sessions.local_sessions(),
         }
     }
 

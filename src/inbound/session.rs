@@ -5,11 +5,15 @@
 //! `droid2api_session` cookie and kept here only as its SHA-256 digest, with its CSRF token
 //! (32 more random bytes), its expiry (12 h) and the digest of the admin key it was opened
 //! with: a session opened under another `ADMIN_ACCESS_KEY` is never accepted. Sessions live in
-//! this process's memory, so a restart ends them all (the console asks for the key again).
+//! this process's memory, so a restart ends them all (the console asks for the key again) —
+//! unless instances share state through Redis (contract §12): then every session opened or
+//! ended is shared (digest, CSRF token, expiry, admin-key digest; never the cookie itself), so
+//! a login on one instance behind a load balancer is valid on all of them, a logout ends it
+//! everywhere, and a restarted instance gets the open sessions back from Redis.
 //! The table is bounded: past [`MAX_SESSIONS`] the session closest to its end is dropped.
 
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex, OnceLock};
 
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
@@ -61,6 +65,38 @@ pub enum SessionError {
 #[derive(Debug, Default)]
 pub struct Sessions {
     open: Mutex<HashMap<Digest32, Session>>,
+    /// Several instances: where opened and ended sessions are shared.
+    shared: OnceLock<Arc<crate::store::redis::Shared>>,
+}
+
+#[derive(serde::Serialize, serde::Deserialize)]
+struct SessionWire {
+    csrf: String,
+    expires_at: Millis,
+    admin_key: String,
+}
+
+fn wire(s: &Session) -> String {
+    serde_json::to_string(&SessionWire {
+        csrf: s.csrf.clone(),
+        expires_at: s.expires_at,
+        admin_key: hex::encode(s.admin_key),
+    })
+    .unwrap_or_default()
+}
+
+fn unwire(digest_hex: &str, data: &str) -> Option<(Digest32, Session)> {
+    let w: SessionWire = serde_json::from_str(data).ok()?;
+    let id: Digest32 = hex::decode(digest_hex).ok()?.try_into().ok()?;
+    let admin_key: Digest32 = hex::decode(&w.admin_key).ok()?.try_into().ok()?;
+    Some((
+        id,
+        Session {
+            csrf: w.csrf,
+            expires_at: w.expires_at,
+            admin_key,
+        },
+    ))
 }
 
 fn digest(s: &str) -> Digest32 {
@@ -79,26 +115,42 @@ impl Sessions {
         let token = random_hex()?;
         let csrf = random_hex()?;
         let expires_at = now + LIFETIME_MS;
-        let mut open = self.open.lock().unwrap_or_else(|e| e.into_inner());
-        open.retain(|_, s| s.expires_at > now);
-        while open.len() >= MAX_SESSIONS {
-            let Some(first) = open
-                .iter()
-                .min_by_key(|(_, s)| s.expires_at)
-                .map(|(k, _)| *k)
-            else {
-                break;
-            };
-            open.remove(&first);
+        let session = Session {
+            csrf: csrf.clone(),
+            expires_at,
+            admin_key: digest(admin_key.expose()),
+        };
+        let id = digest(&token);
+        let shared = wire(&session);
+        let mut gone = Vec::new();
+        {
+            let mut open = self.open.lock().unwrap_or_else(|e| e.into_inner());
+            open.retain(|k, s| {
+                let keep = s.expires_at > now;
+                if !keep {
+                    gone.push(*k);
+                }
+                keep
+            });
+            while open.len() >= MAX_SESSIONS {
+                let Some(first) = open
+                    .iter()
+                    .min_by_key(|(_, s)| s.expires_at)
+                    .map(|(k, _)| *k)
+                else {
+                    break;
+                };
+                open.remove(&first);
+                gone.push(first);
+            }
+            open.insert(id, session);
         }
-        open.insert(
-            digest(&token),
-            Session {
-                csrf: csrf.clone(),
-                expires_at,
-                admin_key: digest(admin_key.expose()),
-            },
-        );
+        if let Some(sh) = self.shared.get() {
+            for g in gone {
+                sh.share_session(&hex::encode(g), None);
+            }
+            sh.share_session(&hex::encode(id), Some(shared));
+        }
         Ok(Opened {
             token,
             csrf,
@@ -125,8 +177,64 @@ impl Sessions {
 
     /// Ends a session; whether it was open.
     pub fn end(&self, token: &str) -> bool {
+        let id = digest(token);
+        let ended = self
+            .open
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&id)
+            .is_some();
+        if ended && let Some(sh) = self.shared.get() {
+            sh.share_session(&hex::encode(id), None);
+        }
+        ended
+    }
+
+    /// Shares every session opened or ended from now on (several instances).
+    pub fn share_through(&self, shared: Arc<crate::store::redis::Shared>) {
+        let _ = self.shared.set(shared);
+    }
+
+    /// A session opened (`Some`) or ended (`None`) on another instance.
+    pub fn apply_remote(&self, digest_hex: &str, data: Option<&str>) {
         let mut open = self.open.lock().unwrap_or_else(|e| e.into_inner());
-        open.remove(&digest(token)).is_some()
+        match data.and_then(|d| unwire(digest_hex, d)) {
+            Some((id, s)) => {
+                if open.len() < MAX_SESSIONS || open.contains_key(&id) {
+                    open.insert(id, s);
+                }
+            }
+            None => {
+                if let Some(id) = hex::decode(digest_hex)
+                    .ok()
+                    .and_then(|v| Digest32::try_from(v).ok())
+                {
+                    open.remove(&id);
+                }
+            }
+        }
+    }
+
+    /// Replaces the table with the fleet's sessions (expired ones are left out).
+    pub fn replace_remote(&self, all: Vec<(String, String)>, now: Millis) {
+        let mut fresh: Vec<(Digest32, Session)> = all
+            .iter()
+            .filter_map(|(d, data)| unwire(d, data))
+            .filter(|(_, s)| s.expires_at > now)
+            .collect();
+        fresh.sort_by_key(|(_, s)| std::cmp::Reverse(s.expires_at));
+        fresh.truncate(MAX_SESSIONS);
+        *self.open.lock().unwrap_or_else(|e| e.into_inner()) = fresh.into_iter().collect();
+    }
+
+    /// Every open session as shared records (digest, record).
+    pub fn records(&self) -> Vec<(String, String)> {
+        self.open
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .map(|(id, s)| (hex::encode(id), wire(s)))
+            .collect()
     }
 
     /// Sessions currently held (expired ones included until the next login prunes them).
@@ -213,6 +321,44 @@ mod tests {
         assert!(s.end(&o.token));
         assert!(!s.end(&o.token));
         assert_eq!(s.check(&o.token, &k, 2_000), Check::Invalid);
+    }
+
+    #[test]
+    fn a_session_shared_by_another_instance_is_valid_here_until_it_ends_there() {
+        let (a, b) = (Sessions::default(), Sessions::default());
+        let k = key("admin-key-0123456789");
+        let opened = a.open(&k, 1_000).unwrap();
+        // What instance A shares, instance B applies.
+        for (d, data) in a.records() {
+            b.apply_remote(&d, Some(&data));
+        }
+        assert_eq!(
+            b.check(&opened.token, &k, 2_000),
+            Check::Valid {
+                csrf: opened.csrf.clone()
+            }
+        );
+        assert_eq!(
+            b.check(&opened.token, &key("another-admin-key-987"), 2_000),
+            Check::Invalid
+        );
+        let d = hex::encode(digest(&opened.token));
+        b.apply_remote(&d, None);
+        assert_eq!(b.check(&opened.token, &k, 2_000), Check::Invalid);
+        // A resync keeps only what the fleet holds, unexpired; garbage is skipped.
+        b.replace_remote(
+            vec![
+                (d.clone(), a.records()[0].1.clone()),
+                ("zz".into(), "{}".into()),
+            ],
+            2_000,
+        );
+        assert!(matches!(
+            b.check(&opened.token, &k, 2_000),
+            Check::Valid { .. }
+        ));
+        b.replace_remote(a.records(), opened.expires_at + 1);
+        assert!(b.is_empty());
     }
 
     #[test]

@@ -105,6 +105,24 @@ pub enum Remote {
     /// History rows written by another instance.
     Events(Vec<KeyEvent>),
     Balance(BalanceRecord),
+    /// A console session opened elsewhere (its digest and its record, opaque here).
+    Session {
+        digest: String,
+        data: String,
+    },
+    EndSession {
+        digest: String,
+    },
+}
+
+/// The console's session table, shared like the pool (a login on one instance is valid on
+/// every one; a logout ends it everywhere). Records are opaque strings to this module.
+pub trait SessionTable: Send + Sync {
+    fn apply_session(&self, digest: &str, data: Option<&str>);
+    /// Replaces every session with Redis's (a full resync).
+    fn replace_sessions(&self, all: Vec<(String, String)>);
+    /// The sessions this instance holds (to seed an empty Redis).
+    fn local_sessions(&self) -> Vec<(String, String)>;
 }
 
 /// The whole shared state (a full resync), or an instance's local state (seeding).
@@ -114,6 +132,8 @@ pub struct Snapshot {
     pub groups: Vec<PoolGroup>,
     pub settings: BTreeMap<String, serde_json::Value>,
     pub balances: Vec<BalanceRecord>,
+    /// Console sessions: digest → record.
+    pub sessions: Vec<(String, String)>,
 }
 
 /// The pool's side: applies what other instances changed. Calls never block on I/O (the local
@@ -504,6 +524,28 @@ impl Shared {
     /// Shared writes dropped because the outage buffer was full.
     pub fn dropped(&self) -> u64 {
         self.dropped.load(Ordering::Relaxed)
+    }
+
+    /// Shares a console session just opened (`Some(record)`) or ended (`None`).
+    pub fn share_session(&self, digest: &str, data: Option<String>) {
+        let mut writes = Vec::new();
+        {
+            let mut st = self.state();
+            let w = match &data {
+                Some(_) => ("put", "sess", "sesstomb", "session"),
+                None => ("del", "sess", "sesstomb", "endsession"),
+            };
+            self.push(
+                &mut st,
+                &mut writes,
+                w,
+                digest.to_string(),
+                data.unwrap_or_default(),
+                true,
+            );
+            st.outbox.extend(writes);
+        }
+        self.wake.notify_one();
     }
 
     /// Runs a command with the engine's command deadline (for other shared features: usage,

@@ -66,12 +66,12 @@ async fn snapshot(shared: &Shared) -> Result<(Snapshot, String, u64), SharedErro
         .arg("-")
         .arg("COUNT")
         .arg(1);
-    for h in ["keys", "groups", "settings", "bal"] {
+    for h in ["keys", "groups", "settings", "bal", "sess"] {
         pipe.cmd("HGETALL").arg(k(h));
     }
     type Last = Vec<(String, HashMap<String, redis::Value>)>;
     type H = HashMap<String, String>;
-    let (last, keys, groups, settings, bal): (Last, H, H, H, H) =
+    let (last, keys, groups, settings, bal, sess): (Last, H, H, H, H, H) =
         shared.link.pipe(Duration::from_secs(5), &pipe).await?;
     let (last_id, last_v) = match last.first() {
         Some((id, map)) => (id.clone(), version(map)),
@@ -103,6 +103,12 @@ async fn snapshot(shared: &Shared) -> Result<(Snapshot, String, u64), SharedErro
         match split_versioned(v).map(|(_, j)| wire::balance_from_json(j)) {
             Some(Ok(b)) => snap.balances.push(b),
             _ => bad += 1,
+        }
+    }
+    for (digest, v) in sess {
+        match split_versioned(&v) {
+            Some((_, j)) => snap.sessions.push((digest, j.to_string())),
+            None => bad += 1,
         }
     }
     if bad > 0 {
@@ -176,6 +182,7 @@ async fn merge_local(shared: &Shared) -> Result<u64, SharedError> {
             .collect(),
     )
     .await?;
+    run("sess", "sesstomb", local.sessions).await?;
     // Our counters are published again in full (absolute totals: exact after an empty restart).
     {
         let mut st = shared.state();
@@ -272,6 +279,7 @@ fn entry(
             "group" | "delgroup" => "groups",
             "setting" => "settings",
             "balance" => "bal",
+            "session" | "endsession" => "sess",
             "events" => return Ok(None),
             _ => "",
         };
@@ -302,6 +310,8 @@ fn entry(
         "clearsettings" => Remote::ClearSettings,
         "events" => Remote::Events(wire::events_from_json(&data)?),
         "balance" => Remote::Balance(wire::balance_from_json(&data)?),
+        "session" => Remote::Session { digest: id, data },
+        "endsession" => Remote::EndSession { digest: id },
         other => return Err(SharedError::Data(format!("unknown change kind {other:?}"))),
     }))
 }
