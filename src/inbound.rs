@@ -121,6 +121,21 @@ pub fn canonical(ip: IpAddr) -> IpAddr {
     }
 }
 
+impl crate::store::redis::SessionTable for Inbound {
+    fn apply_session(&self, digest: &str, data: Option<&str>) {
+        self.sessions.apply_remote(digest, data);
+    }
+
+    fn replace_sessions(&self, all: Vec<(String, String)>) {
+        self.sessions
+            .replace_remote(all, jiff::Timestamp::now().as_millisecond());
+    }
+
+    fn local_sessions(&self) -> Vec<(String, String)> {
+        self.sessions.records()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -177,20 +192,5 @@ mod tests {
             trusting.client_ip(Some(peer), &HeaderMap::new()),
             v4("10.0.0.1")
         );
-    }
-}
-
-impl crate::store::redis::SessionTable for Inbound {
-    fn apply_session(&self, digest: &str, data: Option<&str>) {
-        self.sessions.apply_remote(digest, data);
-    }
-
-    fn replace_sessions(&self, all: Vec<(String, String)>) {
-        self.sessions
-            .replace_remote(all, jiff::Timestamp::now().as_millisecond());
-    }
-
-    fn local_sessions(&self) -> Vec<(String, String)> {
-        self.sessions.records()
     }
 }
