@@ -49,6 +49,8 @@ impl Persist for Replicated {
 
     fn enqueue_acked(&self, ops: Vec<StoreOp>) -> oneshot::Receiver<Result<(), PersistError>> {
         let shared = self.shared.submit(&ops, true);
+        // A bulk change (thousands of keys) is sent in pipelines: allow for it.
+        let wait = ADMIN_WAIT + std::time::Duration::from_micros(200 * ops.len() as u64);
         let local = Persist::enqueue_acked(&self.local, ops);
         let (tx, rx) = oneshot::channel();
         let joined = async move {
@@ -59,7 +61,7 @@ impl Persist for Replicated {
             let Some(shared) = shared else {
                 return Ok(());
             };
-            match tokio::time::timeout(ADMIN_WAIT, shared).await {
+            match tokio::time::timeout(wait, shared).await {
                 Ok(Ok(Ok(()))) => Ok(()),
                 Ok(Ok(Err(e))) => Err(PersistError::Shared(format!(
                     "saved on this instance, but Redis did not take it: {e}; it is sent again when Redis answers"
@@ -67,7 +69,7 @@ impl Persist for Replicated {
                 Ok(Err(_)) => Err(PersistError::Shared("the shared writer stopped".into())),
                 Err(_) => Err(PersistError::Shared(format!(
                     "saved on this instance, but Redis did not confirm it within {} ms; it is sent again when Redis answers",
-                    ADMIN_WAIT.as_millis()
+                    wait.as_millis()
                 ))),
             }
         };

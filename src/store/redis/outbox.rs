@@ -37,41 +37,60 @@ redis.call('XADD', KEYS[2], 'MAXLEN', '~', 10000, '*', 'v', v, 'kind', ARGV[4], 
 return v
 ";
 
-async fn write_one(shared: &Shared, script: &redis::Script, w: &Write) -> Result<(), SharedError> {
+/// Writes sent in one pipeline at most.
+const BATCH: usize = 512;
+
+fn add_write(pipe: &mut redis::Pipeline, inst: &str, w: &Write) {
     let hash = if w.hash.is_empty() { "log" } else { w.hash };
     let tomb = if w.tomb.is_empty() { "tomb" } else { w.tomb };
-    let mut inv = script.key(k("ver"));
-    inv.key(k("log"))
-        .key(k(hash))
-        .key(k(tomb))
+    // EVAL with the source (not EVALSHA): Redis caches the compiled script by its digest, and a
+    // Redis restarted empty cannot answer NOSCRIPT halfway through a pipeline.
+    pipe.cmd("EVAL")
+        .arg(WRITE_SCRIPT)
+        .arg(4)
+        .arg(k("ver"))
+        .arg(k("log"))
+        .arg(k(hash))
+        .arg(k(tomb))
         .arg(w.op)
         .arg(&w.id)
         .arg(&w.data)
         .arg(w.kind)
-        .arg(format!("{}:{}", shared.inst, w.seq))
-        .arg(if w.hash == "keys" { "1" } else { "0" });
-    shared
-        .link
-        .script::<i64>(WRITE_LIMIT, &inv)
-        .await
-        .map(|_| ())
+        .arg(format!("{inst}:{}", w.seq))
+        .arg(if w.hash == "keys" { "1" } else { "0" })
+        .ignore();
 }
 
-/// Writes the queued changes in order; stops at the first failure (the write stays first in
-/// the queue and is retried when Redis is back).
-async fn drain(shared: &Shared, script: &redis::Script) -> Result<(), SharedError> {
+/// Writes the queued changes in order, up to [`BATCH`] per pipeline; stops at the first failure
+/// (the batch goes back to the front of the queue and is sent again when Redis is back: every
+/// write is a whole record, so running one twice is harmless).
+async fn drain(shared: &Shared) -> Result<(), SharedError> {
     loop {
-        let Some(w) = shared.state().outbox.pop_front() else {
-            return Ok(());
+        let batch: Vec<Write> = {
+            let mut st = shared.state();
+            let n = st.outbox.len().min(BATCH);
+            st.outbox.drain(..n).collect()
         };
-        match write_one(shared, script, &w).await {
+        if batch.is_empty() {
+            return Ok(());
+        }
+        let mut pipe = redis::pipe();
+        for w in &batch {
+            add_write(&mut pipe, &shared.inst, w);
+        }
+        match shared.link.pipe::<()>(WRITE_LIMIT * 4, &pipe).await {
             Ok(()) => {
-                if let Some(ack) = w.ack {
-                    let _ = ack.send(Ok(()));
+                for w in batch {
+                    if let Some(ack) = w.ack {
+                        let _ = ack.send(Ok(()));
+                    }
                 }
             }
             Err(e) => {
-                shared.state().outbox.push_front(w);
+                let mut st = shared.state();
+                for w in batch.into_iter().rev() {
+                    st.outbox.push_front(w);
+                }
                 return Err(e);
             }
         }
@@ -148,7 +167,6 @@ async fn read_fleet(shared: &Shared) -> Result<(), SharedError> {
 
 /// The writer task.
 pub(super) async fn write_loop(shared: Arc<Shared>, stop: CancellationToken) {
-    let script = redis::Script::new(WRITE_SCRIPT);
     let mut last_fleet = tokio::time::Instant::now() - FLEET_READ;
     loop {
         tokio::select! {
@@ -160,7 +178,7 @@ pub(super) async fn write_loop(shared: Arc<Shared>, stop: CancellationToken) {
             continue;
         }
         let result = async {
-            drain(&shared, &script).await?;
+            drain(&shared).await?;
             publish_counters(&shared).await?;
             if last_fleet.elapsed() >= FLEET_READ {
                 last_fleet = tokio::time::Instant::now();
@@ -177,7 +195,7 @@ pub(super) async fn write_loop(shared: Arc<Shared>, stop: CancellationToken) {
     // Last chance at shutdown: what Redis takes within a second is not lost to the fleet view.
     if shared.is_up() {
         let _ = tokio::time::timeout(Duration::from_secs(1), async {
-            let _ = drain(&shared, &script).await;
+            let _ = drain(&shared).await;
             let _ = publish_counters(&shared).await;
         })
         .await;
