@@ -167,6 +167,9 @@ impl App {
             });
             shared.start(applier, &app.tasks, app.shutdown.clone());
             app.balance_sync.use_lease(Arc::clone(shared));
+            if let Some(r) = app.credentials.refresh_manager() {
+                r.use_shared(Arc::clone(shared));
+            }
         }
         if let Some(r) = app.credentials.refresh_manager()
             && app.credentials.refresh_may_serve()
