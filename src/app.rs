@@ -171,6 +171,9 @@ impl App {
             app.pool
                 .set_positions(Arc::new(SharedPositions(Arc::clone(shared))));
             app.balance_sync.use_lease(Arc::clone(shared));
+            if let Some(r) = app.credentials.refresh_manager() {
+                r.use_shared(Arc::clone(shared));
+            }
         }
         if let Some(r) = app.credentials.refresh_manager()
             && app.credentials.refresh_may_serve()

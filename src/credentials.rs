@@ -142,6 +142,7 @@ impl Credentials {
                         minted_at: f.last_refresh,
                         seed_sha256: hash,
                         source: RefreshSource::Env,
+                        generation: f.generation.unwrap_or(0),
                     }
                 }
                 None => RefreshSeed {
@@ -150,6 +151,7 @@ impl Credentials {
                     minted_at: None,
                     seed_sha256: hash,
                     source: RefreshSource::Env,
+                    generation: 0,
                 },
             });
         } else if let Some(f) = data_auth.as_ref().filter(|f| f.refresh_token.is_some()) {
@@ -163,6 +165,7 @@ impl Credentials {
                         .clone()
                         .unwrap_or_else(|| authfile::sha256_hex(rt)),
                     source: RefreshSource::DataFile,
+                    generation: f.generation.unwrap_or(0),
                 });
             }
         } else if let Some((path, f)) = cli_auth.as_ref().filter(|(_, f)| f.refresh_token.is_some())
@@ -178,6 +181,7 @@ impl Credentials {
                 minted_at: None,
                 seed_sha256: authfile::sha256_hex(rt),
                 source: RefreshSource::FactoryCli,
+                generation: 0,
             });
         }
 

@@ -915,3 +915,163 @@ async fn first_instance_seeds_an_empty_redis_and_a_joiner_adopts_it() {
     // And B's traffic uses them.
     assert_eq!(b.chat().await.0, 200);
 }
+
+// ----- 11. level-3 tokens shared: one WorkOS exchange for the fleet -----------------------------------
+
+const TOK: &str = "droid2api:{v1}:tok";
+const REFRESH_LOCK: &str = "droid2api:{v1}:lock:refresh";
+
+/// An instance whose only credential is the refresh token `seed` (level 3).
+async fn level_three(name: &str, mock: &MockUpstream, redis: &RedisServer, seed: &str) -> Instance {
+    Instance::builder(name, mock)
+        .redis(redis)
+        .env("DROID_REFRESH_KEY", seed)
+        .start()
+        .await
+}
+
+/// The instance's data/auth.json (Null while it does not exist).
+fn auth_file(inst: &Instance) -> Value {
+    std::fs::read(inst.data_dir().join("auth.json"))
+        .ok()
+        .and_then(|b| serde_json::from_slice(&b).ok())
+        .unwrap_or(Value::Null)
+}
+
+/// One chat on `inst` must answer 200 with `token` as the upstream bearer.
+async fn chat_with_token(inst: &Instance, mock: &MockUpstream, token: &str) {
+    let mark = mock.llm_requests().len();
+    let (s, v) = inst.chat().await;
+    assert_eq!(s, 200, "{}: {v}\n{}", inst.name, inst.dump());
+    let used = llm_bearers(mock, mark);
+    assert_eq!(
+        used.last().map(String::as_str),
+        Some(token),
+        "{} used {used:?}",
+        inst.name
+    );
+}
+
+/// Waits until the instance has taken (and persisted) `token` of generation `generation`.
+async fn wait_adopted(inst: &Instance, token: &str, generation: u64) {
+    let mut last = Value::Null;
+    let ok = eventually(Duration::from_secs(5), async || {
+        last = auth_file(inst);
+        last["access_token"] == token && last["gen"] == generation
+    })
+    .await;
+    assert!(
+        ok,
+        "{} did not adopt generation {generation}: auth.json {last}\n{}",
+        inst.name,
+        inst.dump()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn three_instances_share_one_workos_refresh_and_its_rotations() {
+    const SEED: &str = "rt-fleet-seed-0123456789";
+    let redis = RedisServer::start().await;
+    let mock = MockUpstream::start().await;
+    mock.add_refresh_token(SEED);
+    // Someone holds the refresh lock for 3 s: all three instances start, need a token at once,
+    // and must wait for it, then race for the lock when it expires.
+    redis
+        .cmd(&["SET", REFRESH_LOCK, "elsewhere:0", "PX", "3000"])
+        .await;
+    let (a, b, c) = tokio::join!(
+        level_three("A", &mock, &redis, SEED),
+        level_three("B", &mock, &redis, SEED),
+        level_three("C", &mock, &redis, SEED),
+    );
+    let chats = futures_util::future::join_all([&a, &b, &c].map(|i| i.chat())).await;
+    for (inst, (s, v)) in [&a, &b, &c].iter().zip(&chats) {
+        assert_eq!(*s, 200, "{}: {v}\n{}", inst.name, inst.dump());
+    }
+    assert_eq!(mock.refresh_count(), 1, "WorkOS calls for three instances");
+    let minted = mock.minted_access_tokens();
+    assert_eq!(minted.len(), 1, "{minted:?}");
+    let at1 = minted[0].clone();
+    let used: BTreeSet<String> = llm_bearers(&mock, 0).into_iter().collect();
+    assert_eq!(used, BTreeSet::from([at1.clone()]), "bearers used");
+    assert_eq!(redis.cmd(&["HGET", TOK, "gen"]).await, "1");
+    assert_eq!(redis.cmd(&["HGET", TOK, "access"]).await, at1);
+    assert_eq!(
+        redis.cmd(&["EXISTS", REFRESH_LOCK]).await,
+        "0",
+        "lock released"
+    );
+    // Each persisted the pair (the rotated refresh token, generation 1).
+    let rotated = mock.refresh_tokens();
+    for inst in [&a, &b, &c] {
+        wait_adopted(inst, &at1, 1).await;
+        assert_eq!(auth_file(inst)["refresh_token"], rotated[0].as_str());
+    }
+
+    // A forced refresh on A (Factory refuses the access token): A exchanges once, B and C
+    // take the new pair without calling WorkOS.
+    mock.expire_access_token(&at1);
+    let mark = mock.llm_requests().len();
+    let (s, v) = a.chat().await;
+    assert_eq!(s, 200, "{v}\n{}", a.dump());
+    assert_eq!(mock.refresh_count(), 2);
+    let at2 = llm_bearers(&mock, mark).last().cloned().unwrap();
+    assert_ne!(at2, at1);
+    assert!(mock.minted_access_tokens().contains(&at2));
+    assert_eq!(redis.cmd(&["HGET", TOK, "gen"]).await, "2");
+    for inst in [&b, &c] {
+        wait_adopted(inst, &at2, 2).await;
+        chat_with_token(inst, &mock, &at2).await;
+    }
+    chat_with_token(&a, &mock, &at2).await;
+    assert_eq!(mock.refresh_count(), 2, "B or C called WorkOS");
+    // No secret of the pair in any log line.
+    for inst in [&a, &b, &c] {
+        let text = inst.all_text();
+        for secret in [SEED, at1.as_str(), at2.as_str(), rotated[0].as_str()] {
+            assert!(!text.contains(secret), "{} logged a token", inst.name);
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_refresh_during_a_redis_outage_is_shared_when_redis_returns() {
+    const SEED: &str = "rt-fleet-outage-0123456789";
+    let mut redis = RedisServer::start().await;
+    let mock = MockUpstream::start().await;
+    mock.add_refresh_token(SEED);
+    let a = level_three("A", &mock, &redis, SEED).await;
+    let b = level_three("B", &mock, &redis, SEED).await;
+    assert_eq!(a.chat().await.0, 200);
+    assert_eq!(b.chat().await.0, 200);
+    assert_eq!(mock.refresh_count(), 1);
+    let at1 = mock.minted_access_tokens()[0].clone();
+    wait_adopted(&b, &at1, 1).await;
+
+    // Redis gone; A's token is refused: A refreshes alone (generation 2), B, not asked to, keeps
+    // its token and calls nobody.
+    redis.kill9().await;
+    mock.expire_access_token(&at1);
+    let mark = mock.llm_requests().len();
+    let (s, v) = a.chat().await;
+    assert_eq!(s, 200, "{v}\n{}", a.dump());
+    assert_eq!(mock.refresh_count(), 2);
+    let at2 = llm_bearers(&mock, mark).last().cloned().unwrap();
+    assert_eq!(auth_file(&a)["gen"], 2);
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(mock.refresh_count(), 2, "B refreshed while Redis was down");
+
+    // Redis back, empty: A offers its newer pair, B adopts it without calling WorkOS.
+    redis.restart_empty().await;
+    assert!(
+        eventually(Duration::from_secs(5), async || {
+            redis.try_cmd(&["HGET", TOK, "gen"]).await.as_deref() == Ok("2")
+        })
+        .await,
+        "A never shared generation 2:\n{}",
+        a.dump()
+    );
+    wait_adopted(&b, &at2, 2).await;
+    chat_with_token(&b, &mock, &at2).await;
+    assert_eq!(mock.refresh_count(), 2);
+}

@@ -20,6 +20,8 @@ pub struct AuthFile {
     pub last_refresh: Option<SystemTime>,
     /// Hash of the seed refresh token the stored rotated token descends from.
     pub seed_sha256: Option<String>,
+    /// The fleet generation of the stored pair (contract §12; absent in files written before it).
+    pub generation: Option<u64>,
 }
 
 #[derive(Deserialize)]
@@ -29,6 +31,8 @@ struct Raw {
     api_key: Option<String>,
     last_refresh: Option<u64>,
     seed_sha256: Option<String>,
+    #[serde(rename = "gen")]
+    generation: Option<u64>,
 }
 
 #[derive(Serialize)]
@@ -37,6 +41,8 @@ struct Written<'a> {
     access_token: &'a str,
     last_refresh: u64,
     seed_sha256: &'a str,
+    #[serde(rename = "gen")]
+    generation: u64,
     written_by: &'static str,
 }
 
@@ -77,16 +83,19 @@ pub fn read(path: &Path) -> Result<Option<AuthFile>, AuthFileError> {
             .last_refresh
             .map(|ms| UNIX_EPOCH + Duration::from_millis(ms)),
         seed_sha256: raw.seed_sha256,
+        generation: raw.generation,
     }))
 }
 
-/// Writes a rotated token pair to `data/auth.json` (0600, atomic).
+/// Writes a rotated token pair of fleet generation `generation` to `data/auth.json` (0600,
+/// atomic).
 pub fn write(
     path: &Path,
     refresh_token: &Secret,
     access_token: &Secret,
     minted_at: SystemTime,
     seed_sha256: &str,
+    generation: u64,
 ) -> Result<(), StoreError> {
     let w = Written {
         refresh_token: refresh_token.expose(),
@@ -96,6 +105,7 @@ pub fn write(
             .map(|d| d.as_millis() as u64)
             .unwrap_or(0),
         seed_sha256,
+        generation,
         written_by: "droid2api",
     };
     let mut bytes = serde_json::to_vec_pretty(&w).unwrap_or_default();
@@ -118,16 +128,26 @@ mod tests {
         let p = dir.path().join("auth.json");
         assert!(read(&p).unwrap().is_none());
         let t = UNIX_EPOCH + Duration::from_millis(1_700_000_000_123);
-        write(&p, &Secret::new("rt-new"), &Secret::new("at-new"), t, "abc").unwrap();
+        write(
+            &p,
+            &Secret::new("rt-new"),
+            &Secret::new("at-new"),
+            t,
+            "abc",
+            7,
+        )
+        .unwrap();
         let f = read(&p).unwrap().unwrap();
         assert_eq!(f.refresh_token.unwrap().expose(), "rt-new");
         assert_eq!(f.access_token.unwrap().expose(), "at-new");
         assert_eq!(f.last_refresh, Some(t));
         assert_eq!(f.seed_sha256.as_deref(), Some("abc"));
+        assert_eq!(f.generation, Some(7));
 
         std::fs::write(&p, r#"{"api_key": "fk-static", "refresh_token": ""}"#).unwrap();
         let f = read(&p).unwrap().unwrap();
         assert!(f.refresh_token.is_none());
+        assert_eq!(f.generation, None);
         assert_eq!(f.access_token.unwrap().expose(), "fk-static");
 
         std::fs::write(&p, "{not json").unwrap();

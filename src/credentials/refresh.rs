@@ -16,10 +16,14 @@
 //!   (0600, atomic) **before** the access token is used, together with the SHA-256 of the seed
 //!   token it descends from, so a restart with the same `DROID_REFRESH_KEY` resumes from it.
 //! - A failed exchange keeps the last access token (with a warning).
+//! - With several instances ([`RefreshManager::use_shared`], contract §12) one instance
+//!   exchanges under a Redis lock and the others adopt its result (`refresh/fleet.rs`).
+
+mod fleet;
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, Mutex, OnceLock, RwLock};
 use std::time::{Duration, Instant, SystemTime};
 
 use futures_util::FutureExt;
@@ -29,8 +33,9 @@ use tokio_util::task::TaskTracker;
 
 use super::authfile;
 use crate::secret::Secret;
+use crate::store::redis::Shared as Fleet;
 use crate::telemetry::metrics as m;
-use crate::upstream::{RefreshError, Upstream, UpstreamError};
+use crate::upstream::{RefreshError, Upstream, UpstreamError, WorkosTokens};
 
 /// Where the refresh token came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -49,10 +54,23 @@ struct TokenState {
     refresh: Secret,
     access: Option<Secret>,
     minted_at: Option<SystemTime>,
-    /// Bumped on every successful exchange; lets a 401 handler see whether someone already
-    /// refreshed after its token was issued.
+    /// Rises with every new token (an exchange here, or one adopted from the fleet); lets a
+    /// 401 handler see whether someone already refreshed after its token was issued. With
+    /// several instances it is the fleet's fencing number (`tok.gen`), stored in auth.json.
     generation: u64,
 }
+
+/// A complete token pair with its generation.
+#[derive(Debug, Clone)]
+struct Minted {
+    access: Secret,
+    refresh: Secret,
+    minted_at: SystemTime,
+    generation: u64,
+}
+
+/// How long an access token is assumed to live (`upstream-factory.md` §1.5: 8 h).
+pub const TOKEN_LIFETIME: Duration = Duration::from_secs(8 * 3600);
 
 /// A shared outcome of one exchange: the new access token and its generation.
 type Flight = Shared<BoxFuture<'static, Result<(Secret, u64), Arc<RefreshError>>>>;
@@ -147,6 +165,11 @@ pub struct RefreshManager {
     source: RefreshSource,
     /// Exchanges run here: shutdown waits for them.
     tasks: TaskTracker,
+    /// The shared engine of several instances, when `REDIS_URL` is set.
+    fleet: OnceLock<Arc<Fleet>>,
+    /// Serialises writing a new pair to disk and putting it in use (an adoption and an
+    /// exchange never interleave, so auth.json always holds the pair in use).
+    installing: tokio::sync::Mutex<()>,
 }
 
 impl std::fmt::Debug for RefreshManager {
@@ -165,6 +188,8 @@ pub struct RefreshSeed {
     pub minted_at: Option<SystemTime>,
     pub seed_sha256: String,
     pub source: RefreshSource,
+    /// The generation stored with the tokens (0 when unknown).
+    pub generation: u64,
 }
 
 /// Clears the manager's in-flight slot when the exchange task ends, however it ends.
@@ -200,7 +225,7 @@ impl RefreshManager {
                 refresh: seed.refresh_token,
                 access: seed.access_token,
                 minted_at: seed.minted_at,
-                generation: 0,
+                generation: seed.generation,
             }),
             inflight: Mutex::new(None),
             flights: AtomicU64::new(0),
@@ -210,11 +235,26 @@ impl RefreshManager {
             interval,
             source: seed.source,
             tasks,
+            fleet: OnceLock::new(),
+            installing: tokio::sync::Mutex::new(()),
         })
+    }
+
+    /// Shares the tokens with the other instances through Redis (contract §12): exchanges run
+    /// under the fleet's lock, the others' results are adopted. Call before [`Self::run`].
+    pub fn use_shared(&self, shared: Arc<Fleet>) {
+        let _ = self.fleet.set(shared);
     }
 
     pub fn source(&self) -> RefreshSource {
         self.source
+    }
+
+    fn generation(&self) -> u64 {
+        self.state
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .generation
     }
 
     fn gate(&self) -> std::sync::MutexGuard<'_, Gate> {
@@ -344,55 +384,57 @@ impl RefreshManager {
         }
     }
 
-    /// One exchange at WorkOS, persisted before the new token is published.
+    /// One exchange (run by the single-flight task): under the fleet's lock when instances
+    /// share the tokens, else directly.
     async fn exchange(self: Arc<Self>) -> Result<(Secret, u64), Arc<RefreshError>> {
+        match self.fleet.get().cloned() {
+            Some(shared) => fleet::exchange(&self, &shared).await,
+            None => self
+                .exchange_alone(0, None)
+                .await
+                .map(|t| (t.access, t.generation)),
+        }
+    }
+
+    /// Calls WorkOS with the refresh token in use (within `limit`, if given); the new pair gets
+    /// a generation above both `floor` and the current one and is persisted before use. A
+    /// failure sets the backoff and keeps the last access token.
+    async fn exchange_alone(
+        &self,
+        floor: u64,
+        limit: Option<Duration>,
+    ) -> Result<Minted, Arc<RefreshError>> {
         let refresh = self
             .state
             .read()
             .unwrap_or_else(|e| e.into_inner())
             .refresh
             .clone();
-        match self.upstream.refresh(&refresh).await {
-            Ok(tokens) => {
-                let minted = SystemTime::now();
-                let path = self.auth_path.clone();
-                let (rt, at, seed) = (
-                    tokens.refresh_token.clone(),
-                    tokens.access_token.clone(),
-                    self.seed_sha256.clone(),
-                );
-                let saved = tokio::task::spawn_blocking(move || {
-                    authfile::write(&path, &rt, &at, minted, &seed)
-                })
-                .await;
-                match saved {
-                    Ok(Ok(())) => {}
-                    Ok(Err(e)) => tracing::error!(
-                        error = %e,
-                        "could not save the rotated refresh token; it is kept in memory only and a restart will need a new DROID_REFRESH_KEY"
-                    ),
-                    Err(e) => {
-                        tracing::error!(error = %e, "saving the rotated refresh token failed")
-                    }
-                }
-                let generation = {
-                    let mut s = self.state.write().unwrap_or_else(|e| e.into_inner());
-                    s.refresh = tokens.refresh_token;
-                    s.access = Some(tokens.access_token.clone());
-                    s.minted_at = Some(minted);
-                    s.generation += 1;
-                    s.generation
+        let answer = match limit {
+            Some(limit) => tokio::time::timeout(limit, self.upstream.refresh(&refresh))
+                .await
+                .unwrap_or(Err(RefreshError::Transport(UpstreamError::Timeout))),
+            None => self.upstream.refresh(&refresh).await,
+        };
+        match answer {
+            Ok(WorkosTokens {
+                access_token,
+                refresh_token,
+            }) => {
+                let _installing = self.installing.lock().await;
+                let t = Minted {
+                    access: access_token,
+                    refresh: refresh_token,
+                    minted_at: SystemTime::now(),
+                    generation: floor.max(self.generation()) + 1,
                 };
-                {
-                    let mut gate = self.gate();
-                    gate.backoff.succeed();
-                    gate.last_error = None;
-                }
+                self.persist(&t).await;
+                self.install(&t);
                 tracing::info!(
-                    generation,
+                    generation = t.generation,
                     "refreshed the Factory access token through WorkOS"
                 );
-                Ok((tokens.access_token, generation))
+                Ok(t)
             }
             Err(e) => {
                 metrics::counter!(m::REFRESH_FAILURES).increment(1);
@@ -414,6 +456,82 @@ impl RefreshManager {
         }
     }
 
+    /// Writes a pair to `data/auth.json` (WorkOS has already spent the old refresh token, so
+    /// this comes before any use of the new one).
+    async fn persist(&self, t: &Minted) {
+        let path = self.auth_path.clone();
+        let (rt, at, minted, seed, generation) = (
+            t.refresh.clone(),
+            t.access.clone(),
+            t.minted_at,
+            self.seed_sha256.clone(),
+            t.generation,
+        );
+        let saved = tokio::task::spawn_blocking(move || {
+            authfile::write(&path, &rt, &at, minted, &seed, generation)
+        })
+        .await;
+        match saved {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::error!(
+                error = %e,
+                "could not save the rotated refresh token; it is kept in memory only and a restart will need a new DROID_REFRESH_KEY"
+            ),
+            Err(e) => tracing::error!(error = %e, "saving the rotated refresh token failed"),
+        }
+    }
+
+    /// Puts a pair in use and clears the backoff.
+    fn install(&self, t: &Minted) {
+        {
+            let mut s = self.state.write().unwrap_or_else(|e| e.into_inner());
+            s.refresh = t.refresh.clone();
+            s.access = Some(t.access.clone());
+            s.minted_at = Some(t.minted_at);
+            s.generation = t.generation;
+        }
+        let mut gate = self.gate();
+        gate.backoff.succeed();
+        gate.last_error = None;
+    }
+
+    /// Takes a pair another instance minted, if it is newer than ours: persisted, then used.
+    async fn adopt(&self, t: &Minted) -> bool {
+        let _installing = self.installing.lock().await;
+        if t.generation <= self.generation() {
+            return false;
+        }
+        self.persist(t).await;
+        self.install(t);
+        tracing::info!(
+            generation = t.generation,
+            "using the Factory access token another instance refreshed"
+        );
+        true
+    }
+
+    /// The pair in use, if complete.
+    fn minted(&self) -> Option<Minted> {
+        let s = self.state.read().unwrap_or_else(|e| e.into_inner());
+        Some(Minted {
+            access: s.access.clone()?,
+            refresh: s.refresh.clone(),
+            minted_at: s.minted_at?,
+            generation: s.generation,
+        })
+    }
+
+    /// Whether the access token is missing, of unknown age, or past its assumed lifetime.
+    fn expired(&self) -> bool {
+        let s = self.state.read().unwrap_or_else(|e| e.into_inner());
+        match (&s.access, s.minted_at) {
+            (Some(_), Some(minted)) => SystemTime::now()
+                .duration_since(minted)
+                .is_ok_and(|age| age >= TOKEN_LIFETIME),
+            _ => true,
+        }
+    }
+
     /// When the next background exchange is due.
     fn next_due(&self) -> Duration {
         let s = self.state.read().unwrap_or_else(|e| e.into_inner());
@@ -432,6 +550,9 @@ impl RefreshManager {
     /// Background loop: exchanges ahead of expiry until `cancel` fires; after a failure it waits
     /// out the backoff (shared with the request path).
     pub async fn run(self: Arc<Self>, cancel: CancellationToken) {
+        if let Some(shared) = self.fleet.get().cloned() {
+            return fleet::run(self, shared, cancel).await;
+        }
         loop {
             let wait = self.next_due().max(self.backoff_remaining());
             tokio::select! {

@@ -575,6 +575,19 @@ impl Shared {
         r
     }
 
+    /// Runs a script with a deadline (loaded again automatically after a Redis restart).
+    pub async fn script<T: redis::FromRedisValue>(
+        &self,
+        limit: Duration,
+        inv: &redis::ScriptInvocation<'_>,
+    ) -> Result<T, SharedError> {
+        let r = self.link.script(limit, inv).await;
+        if r.is_err() {
+            self.check.notify_one();
+        }
+        r
+    }
+
     /// Takes (or renews) a fleet-wide lease on a job for `ttl`: true when this instance holds
     /// it. Without Redis reachable nobody else can be asked: the job runs locally.
     pub async fn lease(&self, job: &str, ttl: Duration) -> bool {
