@@ -166,6 +166,7 @@ impl App {
                 local: app.store.clone(),
             });
             shared.start(applier, &app.tasks, app.shutdown.clone());
+            crate::store::redis::usage::start(shared, &app.store, &app.tasks, app.shutdown.clone());
             app.balance_sync.use_lease(Arc::clone(shared));
         }
         if let Some(r) = app.credentials.refresh_manager()

@@ -25,6 +25,7 @@
 mod link;
 mod outbox;
 mod sync;
+pub mod usage;
 pub mod wire;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
