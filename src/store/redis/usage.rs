@@ -30,9 +30,9 @@
 //! stale copy never takes a row back.
 //!
 //! **Re-seeding**: when `meta.epoch` changes under a running instance (Redis came back empty
-//! and was seeded), it also writes what its mirror holds of the others with `HSETNX` and score 0
-//! (`ZADD NX`), so an instance that is gone for good still counts for instances that join
-//! later; the live ones overwrite their own rows with fresher values.
+//! and was seeded), it also writes what its mirror holds of the others with `HSETNX` and low
+//! scores (`ZADD NX`), so an instance that is gone for good still counts for instances that
+//! join later; the live ones overwrite their own rows with fresher values.
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
@@ -262,10 +262,14 @@ impl Publisher {
 }
 
 /// Writes what the mirror holds of the other instances into a re-seeded Redis, without
-/// overwriting anything there (score 0: only a reader starting from nothing reads them).
+/// overwriting anything there. The scores are 1, 2, 3, … (one per field, so that no score is
+/// shared by more fields than there are seeding instances: a reader's page never ends inside
+/// one), far below any publish's: a reader that already mirrors those instances skips them
+/// (or, when their lists have nothing newer, reads them whole once, keeping what it has).
 async fn seed_others(shared: &Shared, store: &Store) -> Result<(), RoundError> {
     let mut after: Option<MirrorPos> = None;
     let mut rows = 0usize;
+    let mut score = 0i64;
     loop {
         let page = store.fleet_mirror_page(after.clone(), CHUNK).await?;
         let Some((inst, last)) = page.last() else {
@@ -291,10 +295,11 @@ async fn seed_others(shared: &Shared, store: &Store) -> Result<(), RoundError> {
                 .arg(&f)
                 .arg(encode(&r.totals))
                 .ignore();
+            score += 1;
             tx.cmd("ZADD")
                 .arg(chg_key(inst))
                 .arg("NX")
-                .arg(0)
+                .arg(score)
                 .arg(&f)
                 .ignore();
             insts.insert(inst.as_str());
@@ -395,7 +400,9 @@ impl Reader {
                 )
                 .await?;
             let full = entries.len() == PAGE;
-            // A chunk cut by the page's end is read whole next time.
+            // A chunk cut by the page's end is read whole next time. (Chunks are smaller than a
+            // page, and seeded fields have scores of their own, so a page always holds more
+            // than one score.)
             if full && let Some(&(_, last)) = entries.last() {
                 let keep = entries.iter().filter(|(_, s)| *s < last).count();
                 if keep > 0 {

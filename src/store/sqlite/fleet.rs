@@ -321,19 +321,22 @@ fn grouped(
     text: &str,
     params: impl rusqlite::Params,
     context: String,
-) -> Result<Vec<(String, UsageTotals)>, SqliteError> {
+) -> Result<ByValue, SqliteError> {
     let mut st = conn.prepare_cached(text).map_err(sql(context.clone()))?;
     st.query_map(params, |r| Ok((r.get(0)?, totals_at(r, 1)?)))
         .and_then(|rows| rows.collect())
         .map_err(sql(context))
 }
 
+/// Sums per value of a dimension.
+type ByValue = Vec<(String, UsageTotals)>;
+
 /// The other instances' sums per value of `dim`: all-time, and for the day at `day_start`.
 pub(super) fn mirror_by(
     conn: &Connection,
     dim: &str,
     day_start: Millis,
-) -> Result<(Vec<(String, UsageTotals)>, Vec<(String, UsageTotals)>), SqliteError> {
+) -> Result<(ByValue, ByValue), SqliteError> {
     let all = grouped(
         conn,
         &format!(

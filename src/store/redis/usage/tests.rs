@@ -299,3 +299,51 @@ async fn instances_publish_changes_and_mirror_each_other_through_an_empty_restar
     assert_eq!(c.requests().await, 11);
     drop(server);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn more_seeded_fields_than_a_page_are_all_read() {
+    let Some(server) = redis_server().await else {
+        eprintln!("redis-server not installed: skipped");
+        return;
+    };
+    let mut a = Node::new(server.port, "a");
+    // What a mirrors of an instance that is gone: more hourly rows than a reader's page.
+    let n = PAGE + PAGE / 2;
+    let rows: Vec<RollupRow> = (0..n)
+        .map(|i| RollupRow {
+            granularity: "hour".into(),
+            dim: "all".into(),
+            value: String::new(),
+            bucket_start: i as i64 * 3_600_000,
+            totals: sums(1),
+        })
+        .collect();
+    a.store.mirror_fleet("z", rows, Some(7)).await.unwrap();
+    seed_meta(&a, "e1", &["a"]).await;
+    a.round().await;
+    let _: () = a.cmd(&redis::cmd("FLUSHALL")).await;
+    seed_meta(&a, "e2", &["a"]).await;
+    a.round().await;
+    let seeded: u64 = a.cmd(redis::cmd("HLEN").arg(hash_key("z"))).await;
+    assert_eq!(seeded, n as u64);
+
+    let mut c = Node::new(server.port, "c");
+    c.round().await;
+    let mut count = 0;
+    let mut after = None;
+    loop {
+        let page = c.store.fleet_mirror_page(after, 1000).await.unwrap();
+        let Some((inst, last)) = page.last() else {
+            break;
+        };
+        after = Some((
+            last.granularity.clone(),
+            last.dim.clone(),
+            last.value.clone(),
+            last.bucket_start,
+            inst.clone(),
+        ));
+        count += page.iter().filter(|(i, _)| i == "z").count();
+    }
+    assert_eq!(count, n);
+}
