@@ -145,6 +145,8 @@ struct Publisher {
     /// The last score used (scores only grow).
     score: i64,
     epoch: Option<String>,
+    /// Redis was re-seeded under us: the others' usage from the mirror is still to be written.
+    seed_pending: bool,
 }
 
 impl Publisher {
@@ -154,6 +156,7 @@ impl Publisher {
             marker: None,
             score: 0,
             epoch: None,
+            seed_pending: false,
         }
     }
 
@@ -192,7 +195,9 @@ impl Publisher {
         if let Some((_, s)) = top.first() {
             self.score = self.score.max(*s as i64);
         }
-        let reseeded = self.epoch.as_ref().is_some_and(|e| *e != epoch);
+        if self.epoch.as_ref().is_some_and(|e| *e != epoch) {
+            self.seed_pending = true;
+        }
         self.epoch = Some(epoch);
         let marker = marker.unwrap_or(-1);
         if self.marker != Some(marker) {
@@ -201,14 +206,14 @@ impl Publisher {
             // another database under this instance id).
             let local = store.rollups_max_seq().await?;
             let from = if marker > local { -1 } else { marker };
-            if self.marker.is_some() {
+            if self.marker.is_some_and(|m| marker < m) {
                 tracing::info!(
                     from_seq = from,
                     "fleet usage: Redis lost part of this instance's usage; publishing it again"
                 );
             }
             self.cursor = ChangeCursor::after_seq(from);
-            self.marker = Some(marker);
+            self.marker = Some(from);
         }
         let mut published = 0usize;
         loop {
@@ -254,8 +259,9 @@ impl Publisher {
         if published > 0 {
             tracing::trace!(rows = published, "fleet usage: published");
         }
-        if reseeded {
+        if self.seed_pending {
             seed_others(shared, store).await?;
+            self.seed_pending = false;
         }
         Ok(())
     }
