@@ -170,6 +170,7 @@ impl App {
             shared.start(applier, &app.tasks, app.shutdown.clone());
             app.pool
                 .set_positions(Arc::new(SharedPositions(Arc::clone(shared))));
+            crate::store::redis::usage::start(shared, &app.store, &app.tasks, app.shutdown.clone());
             app.balance_sync.use_lease(Arc::clone(shared));
             if let Some(r) = app.credentials.refresh_manager() {
                 r.use_shared(Arc::clone(shared));

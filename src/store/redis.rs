@@ -26,6 +26,7 @@ mod link;
 mod outbox;
 pub mod rr;
 mod sync;
+pub mod usage;
 pub mod wire;
 
 use std::collections::{BTreeMap, HashMap, HashSet};

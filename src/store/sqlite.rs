@@ -46,7 +46,12 @@
 //! - `DeleteKey` keeps the key's usage (records and rollups, under its id) but deletes its
 //!   balance; `PutBalance` of a key that is not in the pool stores nothing (a sync may race the
 //!   key's deletion).
+//! - Several instances (`fleet.rs`): each rollup row carries the sequence of the batch that last
+//!   changed it, so what changed since a publish can be read; the other instances' rollups are
+//!   mirrored in `fleet_rollups` (written through the writer, [`Store::mirror_fleet`]) and, once
+//!   [`Store::include_fleet`] is on, added to every rollup-based usage answer.
 
+mod fleet;
 mod queue;
 mod rejected;
 mod repair;
@@ -58,6 +63,7 @@ use std::collections::BTreeMap;
 use std::fs::{self, OpenOptions};
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::Duration;
@@ -71,6 +77,7 @@ use super::StoreError;
 use super::import::{ImportError, parse_node_pool};
 use super::records::{BalanceRecord, KeyEvent, KeyRecord, Millis, PoolGroup, StoreOp, UsageRecord};
 use crate::telemetry::metrics as m;
+pub use fleet::{ChangeCursor, MirrorPos, RollupRow};
 pub use queue::{ADMIN_CAPACITY, QueueStats, TRAFFIC_CAPACITY, TRAFFIC_LINGER};
 pub use repair::repair_version;
 use schema::sql;
@@ -205,6 +212,8 @@ struct Inner {
     writer: Mutex<Option<JoinHandle<Result<(), SqliteError>>>>,
     /// The connection reads (`history`, usage) run on; `None` once closed.
     reader: Mutex<Option<Connection>>,
+    /// Whether usage answers include the other instances' mirrored rollups (`fleet.rs`).
+    fleet: AtomicBool,
 }
 
 impl Drop for Inner {
@@ -344,6 +353,7 @@ impl Store {
                 options,
                 writer: Mutex::new(Some(writer)),
                 reader: Mutex::new(Some(reader)),
+                fleet: AtomicBool::new(false),
             }),
         };
         Ok((store, loaded))
@@ -512,7 +522,8 @@ impl Store {
         day_start: Millis,
     ) -> Result<Vec<(String, UsageTotals, UsageTotals)>, StoreError> {
         let dim = dim.to_string();
-        self.read(move |conn| usage::usage_by(conn, &dim, day_start))
+        let fleet = self.fleet_included();
+        self.read(move |conn| usage::usage_by(conn, &dim, day_start, fleet))
             .await
     }
 
@@ -521,7 +532,8 @@ impl Store {
         &self,
         day_start: Millis,
     ) -> Result<(UsageTotals, UsageTotals), StoreError> {
-        self.read(move |conn| usage::usage_totals(conn, day_start))
+        let fleet = self.fleet_included();
+        self.read(move |conn| usage::usage_totals(conn, day_start, fleet))
             .await
     }
 
@@ -541,6 +553,7 @@ impl Store {
         let granularity = granularity.to_string();
         let key = key.map(str::to_string);
         let model = model.map(str::to_string);
+        let fleet = self.fleet_included();
         self.read(move |conn| {
             usage::usage_series(
                 conn,
@@ -549,6 +562,7 @@ impl Store {
                 to,
                 key.as_deref(),
                 model.as_deref(),
+                fleet,
             )
         })
         .await

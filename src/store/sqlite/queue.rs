@@ -57,6 +57,14 @@ pub(super) enum AdminMsg {
     Prune { before: Millis, ack: CountAck },
     /// Answered once everything queued before it (both lanes) is committed.
     Flush(Ack),
+    /// Another instance's usage rollups (and how far its change list was read), committed in
+    /// their own transaction and acknowledged.
+    Mirror {
+        instance: String,
+        rows: Vec<super::fleet::RollupRow>,
+        score: Option<Millis>,
+        ack: Ack,
+    },
 }
 
 /// The traffic lane's content.

@@ -123,6 +123,11 @@ pub(super) const MIGRATIONS: &[&str] = &[
     CREATE INDEX rejected_counts_day ON rejected_counts (day_start);",
     // 4: counters that overflowed into REAL before sums saturated are repaired (see repair.rs).
     super::repair::REPAIR_REAL_COUNTERS,
+    // 5: several instances (see fleet.rs): each rollup row carries the change sequence of its
+    // last update (what this instance has not yet published), and the other instances' rollups
+    // are mirrored. The rollups are rebuilt with the new column, so that the step also runs on
+    // a database that has it already.
+    super::fleet::FLEET_STEP,
 ];
 
 /// The schema version this build writes.

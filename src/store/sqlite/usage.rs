@@ -13,8 +13,8 @@ use std::collections::BTreeMap;
 
 use rusqlite::{Connection, Row, params};
 
-use super::SqliteError;
 use super::schema::{sql, to_i64, to_u64};
+use super::{SqliteError, fleet};
 use crate::store::records::{BalanceRecord, Millis, UsageRecord};
 
 /// Token counts (contract §7 token object without its derived total).
@@ -60,6 +60,13 @@ pub struct UsageTotals {
 }
 
 impl UsageTotals {
+    /// Adds `other` (saturating).
+    pub(super) fn add(&mut self, other: &UsageTotals) {
+        self.requests = self.requests.saturating_add(other.requests);
+        self.successes = self.successes.saturating_add(other.successes);
+        self.tokens.add(&other.tokens);
+    }
+
     fn add_record(&mut self, r: &UsageRecord) {
         self.requests = self.requests.saturating_add(1);
         if is_success(r.status) {
@@ -104,9 +111,10 @@ const INSERT_USAGE: &str = "INSERT INTO usage_records (at, hour_start, day_start
 /// non-negative.
 const UPSERT_ROLLUP: &str = "INSERT INTO usage_rollups (granularity, dim, value, bucket_start,
         requests, successes, input_tokens, cache_read_tokens, cache_write_tokens, output_tokens,
-        reasoning_tokens)
-    VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)
+        reasoning_tokens, changed_seq)
+    VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)
     ON CONFLICT (granularity, dim, value, bucket_start) DO UPDATE SET
+        changed_seq = excluded.changed_seq,
         requests = CASE WHEN requests > 9223372036854775807 - excluded.requests
             THEN 9223372036854775807 ELSE requests + excluded.requests END,
         successes = CASE WHEN successes > 9223372036854775807 - excluded.successes
@@ -134,7 +142,8 @@ const UPSERT_BALANCE: &str = "INSERT INTO balances (key_id, used, allowance, pre
 /// The rollup row a record counts in: (granularity, dim, value, bucket start), in key order.
 type RollupKey<'a> = (&'static str, &'static str, &'a str, Millis);
 
-/// Inserts the records and adds them to every rollup they count in.
+/// Inserts the records and adds them to every rollup they count in, stamping the rollup rows
+/// with a new change sequence (`fleet.rs`).
 pub(super) fn add_usage(conn: &Connection, records: &[UsageRecord]) -> Result<(), SqliteError> {
     if records.is_empty() {
         return Ok(());
@@ -181,6 +190,7 @@ pub(super) fn add_usage(conn: &Connection, records: &[UsageRecord]) -> Result<()
             }
         }
     }
+    let seq = fleet::next_seq(conn)?;
     let mut upsert = conn
         .prepare_cached(UPSERT_ROLLUP)
         .map_err(sql("updating usage rollups"))?;
@@ -198,6 +208,7 @@ pub(super) fn add_usage(conn: &Connection, records: &[UsageRecord]) -> Result<()
                 to_i64(t.tokens.cache_write_tokens),
                 to_i64(t.tokens.output_tokens),
                 to_i64(t.tokens.reasoning_tokens),
+                seq,
             ])
             .map_err(sql(format!(
                 "updating the {granularity} usage rollup of {dim}"
@@ -298,18 +309,45 @@ const USAGE_BY: &str = "SELECT t.value,
     WHERE t.granularity = 'total' AND t.dim = ?1
     ORDER BY t.value";
 
+/// With `fleet`, the other instances' mirrored sums are added (values only they saw included).
 fn query_by(
     conn: &Connection,
     dim: &'static str,
     day_start: Millis,
+    fleet: bool,
 ) -> Result<Vec<(String, UsageTotals, UsageTotals)>, SqliteError> {
     let context = || format!("reading usage by {dim}");
     let mut st = conn.prepare_cached(USAGE_BY).map_err(sql(context()))?;
-    st.query_map(params![dim, day_start], |r| {
-        Ok((r.get(0)?, totals_at(r, 1)?, totals_at(r, 8)?))
-    })
-    .and_then(|rows| rows.collect())
-    .map_err(sql(context()))
+    let local: Vec<(String, UsageTotals, UsageTotals)> = st
+        .query_map(params![dim, day_start], |r| {
+            Ok((r.get(0)?, totals_at(r, 1)?, totals_at(r, 8)?))
+        })
+        .and_then(|rows| rows.collect())
+        .map_err(sql(context()))?;
+    if !fleet {
+        return Ok(local);
+    }
+    let (all, day) = fleet::mirror_by(conn, dim, day_start)?;
+    if all.is_empty() {
+        return Ok(local);
+    }
+    let mut merged: BTreeMap<String, (UsageTotals, UsageTotals)> = local
+        .into_iter()
+        .map(|(v, all, day)| (v, (all, day)))
+        .collect();
+    for (v, t) in all {
+        merged.entry(v).or_default().0.add(&t);
+    }
+    for (v, t) in day {
+        // A day row whose all-time row has not arrived yet waits for it.
+        if let Some(e) = merged.get_mut(&v) {
+            e.1.add(&t);
+        }
+    }
+    Ok(merged
+        .into_iter()
+        .map(|(v, (all, day))| (v, all, day))
+        .collect())
 }
 
 fn parse_dim(dim: &str) -> Result<&'static str, SqliteError> {
@@ -339,16 +377,18 @@ pub(super) fn usage_by(
     conn: &Connection,
     dim: &str,
     day_start: Millis,
+    fleet: bool,
 ) -> Result<Vec<(String, UsageTotals, UsageTotals)>, SqliteError> {
-    query_by(conn, parse_dim(dim)?, day_start)
+    query_by(conn, parse_dim(dim)?, day_start, fleet)
 }
 
 /// Grand totals: all-time and for the day starting at `day_start`.
 pub(super) fn usage_totals(
     conn: &Connection,
     day_start: Millis,
+    fleet: bool,
 ) -> Result<(UsageTotals, UsageTotals), SqliteError> {
-    Ok(query_by(conn, DIM_ALL, day_start)?
+    Ok(query_by(conn, DIM_ALL, day_start, fleet)?
         .into_iter()
         .next()
         .map(|(_, all, day)| (all, day))
@@ -377,7 +417,8 @@ const SERIES_FROM_RECORDS: &str = "SELECT {col}, count(*), sum(status >= 200 AND
 
 /// Buckets with `from <= bucket_start < to` that have data, ascending. No filter: every request;
 /// `key` or `model`: from that dimension's rollups; both: from the records, so only as far back
-/// as the records are kept.
+/// as the records are kept. With `fleet`, the rollup-based series add the other instances'
+/// mirrored sums (the one from records stays this instance's).
 pub(super) fn usage_series(
     conn: &Connection,
     granularity: &str,
@@ -385,6 +426,7 @@ pub(super) fn usage_series(
     to: Millis,
     key: Option<&str>,
     model: Option<&str>,
+    fleet: bool,
 ) -> Result<Vec<(Millis, UsageTotals)>, SqliteError> {
     let granularity = parse_granularity(granularity)?;
     let context = || format!("reading the {granularity} usage series");
@@ -420,7 +462,20 @@ pub(super) fn usage_series(
     let mut st = conn
         .prepare_cached(SERIES_FROM_ROLLUPS)
         .map_err(sql(context()))?;
-    st.query_map(params![granularity, dim, value, from, to], read)
+    let local: Vec<(Millis, UsageTotals)> = st
+        .query_map(params![granularity, dim, value, from, to], read)
         .and_then(|rows| rows.collect())
-        .map_err(sql(context()))
+        .map_err(sql(context()))?;
+    if !fleet {
+        return Ok(local);
+    }
+    let others = fleet::mirror_series(conn, granularity, dim, value, from, to)?;
+    if others.is_empty() {
+        return Ok(local);
+    }
+    let mut merged: BTreeMap<Millis, UsageTotals> = local.into_iter().collect();
+    for (t, u) in others {
+        merged.entry(t).or_default().add(&u);
+    }
+    Ok(merged.into_iter().collect())
 }

@@ -3,7 +3,7 @@
 //! Each round it takes everything queued ([`Queue::take`]) and commits, in this order:
 //! 1. the admin lane's batches, in one transaction, each batch in its own savepoint (a failing
 //!    batch is rolled back alone and reported to its caller; the others are committed), then
-//!    acknowledges them;
+//!    acknowledges them; then the other instances' mirrored usage, a transaction each;
 //! 2. the traffic lane (key states, counters, events, balances, usage records), in one
 //!    transaction with a savepoint per kind (and per [`USAGE_CHUNK`] usage records); traffic
 //!    ops only update rows that exist (a key deleted meanwhile is not brought back);
@@ -24,7 +24,7 @@ use rusqlite::{Connection, ErrorCode, Transaction, TransactionBehavior};
 
 use super::queue::{Ack, AdminMsg, CountAck, Queue, Taken, Traffic};
 use super::schema::{self, sql};
-use super::{SqliteError, usage};
+use super::{SqliteError, fleet, usage};
 use crate::store::records::{Millis, StoreOp};
 
 /// Usage records per savepoint in the traffic transaction.
@@ -123,8 +123,15 @@ impl Writer {
     fn round(&mut self, taken: Taken) {
         let mut batches: Vec<(Vec<StoreOp>, Option<Ack>)> = Vec::new();
         let mut flushes: Vec<Ack> = Vec::new();
+        let mut mirrors = Vec::new();
         for msg in taken.admin {
             match msg {
+                AdminMsg::Mirror {
+                    instance,
+                    rows,
+                    score,
+                    ack,
+                } => mirrors.push((instance, rows, score, ack)),
                 AdminMsg::Ops { ops, ack } => batches.push((ops, ack)),
                 AdminMsg::Flush(ack) => flushes.push(ack),
                 AdminMsg::Prune { before, ack } => self.prunes.push_back(PruneJob {
@@ -139,6 +146,15 @@ impl Writer {
         } else {
             self.commit_admin(batches)
         };
+        for (instance, rows, score, ack) in mirrors {
+            let result = self
+                .retrying(|conn| fleet::mirror_attempt(conn, &instance, &rows, score))
+                .and_then(|commit| commit);
+            if let Err(e) = &result {
+                tracing::warn!(error = %e, instance, "store: mirroring another instance's usage failed");
+            }
+            let _ = ack.send(result);
+        }
         let traffic = if taken.traffic.is_empty() {
             Ok(())
         } else {
