@@ -455,23 +455,22 @@ fn kind_of(v: &Value) -> &'static str {
     }
 }
 
-/// The body as one JSON object. The authentication layer has already read it (JSON content
-/// type, size cap, deadline, in-flight budget), so this only collects the buffer it left.
-async fn json_object(body: Body) -> Result<Map<String, Value>, AdminError> {
-    let bytes = axum::body::to_bytes(body, MAX_BODY_BYTES)
+/// The body's bytes. The authentication layer has already read it (JSON content type, size
+/// cap, deadline, in-flight budget), so this only collects the buffer it left.
+async fn body_bytes(body: Body) -> Result<bytes::Bytes, AdminError> {
+    axum::body::to_bytes(body, MAX_BODY_BYTES)
         .await
         .map_err(|_| {
             AdminError::bad_request(format!(
                 "the request body could not be read or is larger than {} MiB",
                 MAX_BODY_BYTES / (1024 * 1024)
             ))
-        })?;
-    if bytes.iter().all(u8::is_ascii_whitespace) {
-        return Err(AdminError::bad_request(
-            "request body: expected a JSON object, got an empty body",
-        ));
-    }
-    let v: Value = serde_json::from_slice(&bytes)
+        })
+}
+
+/// Bytes that are not JSON, or JSON that is not an object: 400.
+fn parse_object(bytes: &[u8]) -> Result<Map<String, Value>, AdminError> {
+    let v: Value = serde_json::from_slice(bytes)
         .map_err(|e| AdminError::bad_request(format!("request body is not valid JSON: {e}")))?;
     match v {
         Value::Object(o) => Ok(o),
@@ -480,6 +479,27 @@ async fn json_object(body: Body) -> Result<Map<String, Value>, AdminError> {
             kind_of(&other)
         ))),
     }
+}
+
+/// The body as one JSON object (an empty body is a 400).
+async fn json_object(body: Body) -> Result<Map<String, Value>, AdminError> {
+    let bytes = body_bytes(body).await?;
+    if bytes.iter().all(u8::is_ascii_whitespace) {
+        return Err(AdminError::bad_request(
+            "request body: expected a JSON object, got an empty body",
+        ));
+    }
+    parse_object(&bytes)
+}
+
+/// The body as one JSON object, where no body at all counts as `{}` (routes whose every field
+/// is optional, such as the toggle that Node-version scripts call without a body).
+async fn json_object_or_empty(body: Body) -> Result<Map<String, Value>, AdminError> {
+    let bytes = body_bytes(body).await?;
+    if bytes.iter().all(u8::is_ascii_whitespace) {
+        return Ok(Map::new());
+    }
+    parse_object(&bytes)
 }
 
 /// An optional string field (`null` = absent).

@@ -1544,6 +1544,133 @@ async fn test_all_runs_as_a_job() {
     admin.assert_no_secrets();
 }
 
+// ----- Node-version scripts -----------------------------------------------------------------
+
+#[tokio::test]
+async fn toggle_without_a_body_flips_the_status() {
+    let mock = MockUpstream::start().await;
+    let gw = start(&mock).await;
+    let admin = Admin::new(&gw);
+    let id = admin.add(K1, None).await;
+    let path = format!("/admin/keys/{id}/toggle");
+    // No body at all (the Node version's scripts), then `{}`: active ⇄ disabled.
+    for (body, want) in [
+        (None, "disabled"),
+        (None, "active"),
+        (Some(json!({})), "disabled"),
+        (Some(json!({})), "active"),
+    ] {
+        let (s, v) = admin.call("PATCH", &path, body.clone()).await;
+        assert_eq!(s, 200, "{body:?}: {v}");
+        let d = data(&v);
+        assert_eq!(
+            keys_of(d),
+            RECORD_FIELDS.iter().map(|f| f.to_string()).collect()
+        );
+        assert_eq!(d["status"], want, "{body:?}: {v}");
+        assert_eq!(admin.key(&id).await["status"], want);
+    }
+    assert_eq!(admin.key(&id).await["disabled_by"], Value::Null);
+    let (s, v) = admin.call("PATCH", &path, None).await;
+    assert_eq!((s, &data(&v)["disabled_by"]), (200, &json!("admin")));
+    // A banned key becomes active (unbanned), as toggling it to active does.
+    let banned = admin.add(K2, None).await;
+    mock.set_bearer_status(K2, 402, upstream_error(402, "no credits"));
+    let (s, v) = admin
+        .post_empty(&format!("/admin/keys/{banned}/test"))
+        .await;
+    assert_eq!((s, &data(&v)["result"]), (200, &json!("banned")));
+    assert_eq!(admin.key(&banned).await["status"], "banned");
+    let (s, v) = admin
+        .call("PATCH", &format!("/admin/keys/{banned}/toggle"), None)
+        .await;
+    assert_eq!((s, &data(&v)["status"]), (200, &json!("active")), "{v}");
+    // With a status it behaves as before; an unknown id is still a 404, a bad body a 400.
+    let (s, v) = admin.patch(&path, json!({"status": "active"})).await;
+    assert_eq!((s, &data(&v)["status"]), (200, &json!("active")));
+    let (s, v) = admin.patch(&path, json!({"status": "disabled"})).await;
+    assert_eq!((s, &data(&v)["status"]), (200, &json!("disabled")));
+    assert_err(
+        &admin
+            .call("PATCH", "/admin/keys/key_nope/toggle", None)
+            .await,
+        404,
+        "not_found",
+    );
+    assert_err(
+        &admin.send_bytes("PATCH", &path, b"[]").await,
+        400,
+        "bad_request",
+    );
+    admin.health().await;
+    admin.assert_no_secrets();
+}
+
+#[tokio::test]
+async fn test_all_can_wait_for_the_results() {
+    let mock = MockUpstream::start().await;
+    let gw = start(&mock).await;
+    let admin = Admin::new(&gw);
+    let ids = [
+        admin.add(K1, None).await,
+        admin.add(K2, None).await,
+        admin.add(K3, None).await,
+    ];
+    mock.set_bearer_status(K2, 402, upstream_error(402, "no credits"));
+    // `wait=true`: the finished job, as GET /admin/jobs/:id shows it, in the same call.
+    let (s, v) = admin.post_empty("/admin/keys/test-all?wait=true").await;
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(
+        data(&v),
+        &json!({"state": "done", "total": 3, "done": 3, "success": 2, "banned": 1, "disabled": 0, "inconclusive": 0})
+    );
+    assert_eq!(mock.llm_requests().len(), 3);
+    assert_eq!(admin.key(&ids[1]).await["status"], "banned");
+    let (s, v) = admin
+        .post_empty("/admin/keys/test-all?wait=1&wait_s=30")
+        .await;
+    assert_eq!((s, &data(&v)["total"]), (200, &json!(3)), "{v}");
+    // `wait=false` (or none) answers at once, as before.
+    let (s, v) = admin.post_empty("/admin/keys/test-all?wait=false").await;
+    assert_eq!(s, 202, "{v}");
+    wait_job(&admin, data(&v)["job_id"].as_str().unwrap()).await;
+    // Past `wait_s`: 202 with the job id, and the job goes on to the end.
+    mock.push_rule(
+        Rule::new(Reply::json(200, json!({"type": "message"})).with_delay_ms(2500)).bearer(K1),
+    );
+    let started = std::time::Instant::now();
+    let (s, v) = admin
+        .post_empty("/admin/keys/test-all?wait=true&wait_s=1")
+        .await;
+    assert_eq!(s, 202, "{v}");
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "{:?}",
+        started.elapsed()
+    );
+    let job = data(&v)["job_id"].as_str().unwrap().to_string();
+    assert_eq!(
+        keys_of(data(&v)),
+        ["job_id".to_string()].into_iter().collect()
+    );
+    assert!(v["message"].as_str().unwrap().contains(&job), "{v}");
+    let d = wait_job(&admin, &job).await;
+    assert_eq!((&d["state"], &d["done"]), (&json!("done"), &json!(3)));
+    // Bad values are named.
+    for (q, needle) in [
+        ("wait=maybe", "wait"),
+        ("wait=true&wait_s=0", "wait_s"),
+        ("wait=true&wait_s=601", "wait_s"),
+        ("wait=true&wait_s=x", "wait_s"),
+    ] {
+        let got = admin.post_empty(&format!("/admin/keys/test-all?{q}")).await;
+        let m = assert_err(&got, 400, "bad_request");
+        assert!(m.contains(needle), "{q}: {m}");
+    }
+    admin.health().await;
+    admin.assert_no_secrets();
+}
+
 // ----- export -------------------------------------------------------------------------------
 
 #[tokio::test]

@@ -1,5 +1,6 @@
-//! Key endpoints: stats, listing, one key, history, add (single and batch), update, toggle,
-//! move, reset, delete (one, by status, bulk) and export.
+//! Key endpoints: stats, listing, one key, history, add (single and batch), update, toggle
+//! (a given status, or a flip without a body), move, reset, delete (one, by status, bulk) and
+//! export.
 
 use axum::body::Body;
 use axum::extract::rejection::PathRejection;
@@ -9,8 +10,8 @@ use axum::response::IntoResponse;
 use serde_json::{Value, json};
 
 use super::{
-    AdminError, AdminState, Query, Reply, check_pool_filter, json_object, key_json, ok, opt_string,
-    opt_string_array, path_id, reply, req_string, time,
+    AdminError, AdminState, Query, Reply, check_pool_filter, json_object, json_object_or_empty,
+    key_json, ok, opt_string, opt_string_array, path_id, reply, req_string, time,
 };
 use crate::credentials::pool::{BulkAction, Counts, KeyFilter, KeySort};
 use crate::store::records::KeyStatus;
@@ -251,21 +252,32 @@ pub(super) async fn update(
     reply(StatusCode::OK, view(&st, &rec.id)?, "key updated")
 }
 
+/// `PATCH /admin/keys/:id/toggle`: `{status:"active"|"disabled"}` sets that status; no body
+/// (or `{}`) flips it, as the Node version's scripts expect: an active key becomes disabled, a
+/// disabled or banned one active (which unbans it).
 pub(super) async fn toggle(
     State(st): State<AdminState>,
     id: Result<Path<String>, PathRejection>,
     body: Body,
 ) -> Reply {
     let id = path_id(id)?;
-    let o = json_object(body).await?;
-    let status = req_string(&o, "status")?;
-    let status = match status.as_str() {
-        "active" => KeyStatus::Active,
-        "disabled" => KeyStatus::Disabled,
-        other => {
-            return Err(AdminError::bad_request(format!(
-                "status: expected active|disabled, got {other:?}"
-            )));
+    let o = json_object_or_empty(body).await?;
+    let status = if o.contains_key("status") {
+        let status = req_string(&o, "status")?;
+        match status.as_str() {
+            "active" => KeyStatus::Active,
+            "disabled" => KeyStatus::Disabled,
+            other => {
+                return Err(AdminError::bad_request(format!(
+                    "status: expected active|disabled, got {other:?}"
+                )));
+            }
+        }
+    } else {
+        let current = st.app.pool.get(&id).ok_or_else(|| not_found(&id))?;
+        match current.rec.status {
+            KeyStatus::Active => KeyStatus::Disabled,
+            KeyStatus::Disabled | KeyStatus::Banned => KeyStatus::Active,
         }
     };
     let rec = st.app.pool.toggle(&id, status).await?;

@@ -1,5 +1,6 @@
 //! Key tests: one key (`POST /admin/keys/:id/test`) and every key of a pool filter as a
-//! background job (`POST /admin/keys/test-all`, `GET /admin/jobs/:id`).
+//! background job (`POST /admin/keys/test-all`, `GET /admin/jobs/:id`; `?wait=true` answers
+//! with the finished job, for the Node version's scripts).
 //!
 //! A test is the smallest real call: a non-streaming Anthropic Messages request (`max_tokens`
 //! 1, no thinking whatever the model's reasoning level, no system prompt) to the first
@@ -250,6 +251,29 @@ struct Progress {
     inconclusive: u64,
 }
 
+/// One test-all job: its progress, and a token cancelled once it is over (done or failed).
+#[derive(Debug)]
+struct Job {
+    progress: Mutex<Progress>,
+    finished: tokio_util::sync::CancellationToken,
+}
+
+impl Job {
+    fn progress(&self) -> Progress {
+        *self.progress.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn update(&self, f: impl FnOnce(&mut Progress)) {
+        f(&mut self.progress.lock().unwrap_or_else(|e| e.into_inner()));
+    }
+
+    /// Marks the job over with its final state and wakes whoever waits for it.
+    fn finish(&self, state: &'static str) {
+        self.update(|p| p.state = state);
+        self.finished.cancel();
+    }
+}
+
 /// The last [`JOBS_KEPT`] jobs.
 #[derive(Debug, Default)]
 pub(super) struct Jobs {
@@ -259,44 +283,54 @@ pub(super) struct Jobs {
 #[derive(Debug, Default)]
 struct JobsInner {
     order: VecDeque<String>,
-    by_id: HashMap<String, Arc<Mutex<Progress>>>,
+    by_id: HashMap<String, Arc<Job>>,
 }
 
 impl Jobs {
-    fn insert(&self, id: &str, total: u64) -> Arc<Mutex<Progress>> {
-        let p = Arc::new(Mutex::new(Progress {
-            state: "queued",
-            total,
-            ..Progress::default()
-        }));
+    fn insert(&self, id: &str, total: u64) -> Arc<Job> {
+        let job = Arc::new(Job {
+            progress: Mutex::new(Progress {
+                state: "queued",
+                total,
+                ..Progress::default()
+            }),
+            finished: tokio_util::sync::CancellationToken::new(),
+        });
         let mut inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
         inner.order.push_back(id.to_string());
-        inner.by_id.insert(id.to_string(), Arc::clone(&p));
+        inner.by_id.insert(id.to_string(), Arc::clone(&job));
         while inner.order.len() > JOBS_KEPT {
             if let Some(old) = inner.order.pop_front() {
                 inner.by_id.remove(&old);
             }
         }
-        p
+        job
     }
 
     fn get(&self, id: &str) -> Option<Progress> {
         let inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
-        inner
-            .by_id
-            .get(id)
-            .map(|p| *p.lock().unwrap_or_else(|e| e.into_inner()))
+        inner.by_id.get(id).map(|j| j.progress())
     }
 }
 
-fn update(p: &Mutex<Progress>, f: impl FnOnce(&mut Progress)) {
-    f(&mut p.lock().unwrap_or_else(|e| e.into_inner()));
-}
+/// The default and the longest wait of `POST /admin/keys/test-all?wait=true`, in seconds.
+const WAIT_DEFAULT_S: usize = 120;
+const WAIT_MAX_S: usize = 600;
 
+/// `POST /admin/keys/test-all?pool=`: starts a job over every key of the filter (any status)
+/// and answers 202 `{job_id}`. With `wait=true` (the Node version answered with the results),
+/// the call waits for the job up to `wait_s` seconds (default 120, at most 600) and answers 200
+/// with the finished job as `GET /admin/jobs/:id` shows it; past the wait, 202 `{job_id}` as
+/// without it, and the job goes on.
 pub(super) async fn test_all(State(st): State<AdminState>, RawQuery(raw): RawQuery) -> Reply {
     let q = Query::parse(raw.as_deref())?;
     let pool = q.get("pool").map(str::to_string);
     check_pool_filter(&st.app, pool.as_deref())?;
+    let wait = matches!(
+        q.one_of("wait", &["true", "false", "1", "0"], "false")?,
+        "true" | "1"
+    );
+    let wait_s = q.number("wait_s", WAIT_DEFAULT_S, 1, WAIT_MAX_S)?;
     test_model(&st.app)?;
     let ids = st.app.pool.ids(&KeyFilter {
         status: None,
@@ -304,12 +338,14 @@ pub(super) async fn test_all(State(st): State<AdminState>, RawQuery(raw): RawQue
         q: None,
     });
     let job_id = format!("job_{}", uuid::Uuid::now_v7().simple());
-    let progress = st.jobs.insert(&job_id, ids.len() as u64);
+    let job = st.jobs.insert(&job_id, ids.len() as u64);
     let app = st.app.clone();
     let concurrency = app.pool.settings().test_concurrency.max(1) as usize;
     let log_id = job_id.clone();
+    let runner = Arc::clone(&job);
     st.app.tasks.spawn(async move {
-        update(&progress, |p| p.state = "running");
+        let job = runner;
+        job.update(|p| p.state = "running");
         let stop = app.shutdown.clone();
         let mut tests = futures_util::stream::iter(ids)
             .map(|id| {
@@ -320,13 +356,13 @@ pub(super) async fn test_all(State(st): State<AdminState>, RawQuery(raw): RawQue
         loop {
             tokio::select! {
                 _ = stop.cancelled() => {
-                    update(&progress, |p| p.state = "failed");
+                    job.finish("failed");
                     tracing::warn!(job = %log_id, "key test job stopped by shutdown");
                     return;
                 }
                 next = tests.next() => match next {
                     None => break,
-                    Some(r) => update(&progress, |p| {
+                    Some(r) => job.update(|p| {
                         p.done += 1;
                         match r.map(|r| r.result) {
                             Ok(TestResult::Success) => p.success += 1,
@@ -339,15 +375,45 @@ pub(super) async fn test_all(State(st): State<AdminState>, RawQuery(raw): RawQue
                 },
             }
         }
-        update(&progress, |p| p.state = "done");
-        let p = *progress.lock().unwrap_or_else(|e| e.into_inner());
+        job.finish("done");
+        let p = job.progress();
         tracing::info!(job = %log_id, total = p.total, success = p.success, banned = p.banned, disabled = p.disabled, inconclusive = p.inconclusive, "key test job done");
     });
+    if wait {
+        let over =
+            tokio::time::timeout(Duration::from_secs(wait_s as u64), job.finished.cancelled())
+                .await;
+        if over.is_ok() {
+            return reply(
+                StatusCode::OK,
+                progress_json(&job.progress()),
+                "key test job done",
+            );
+        }
+        return reply(
+            StatusCode::ACCEPTED,
+            json!({"job_id": job_id}),
+            &format!("key test job still running after {wait_s} s: poll GET /admin/jobs/{job_id}"),
+        );
+    }
     reply(
         StatusCode::ACCEPTED,
         json!({"job_id": job_id}),
         "key test job started",
     )
+}
+
+/// A job as `GET /admin/jobs/:id` shows it.
+fn progress_json(p: &Progress) -> Value {
+    json!({
+        "state": p.state,
+        "total": p.total,
+        "done": p.done,
+        "success": p.success,
+        "banned": p.banned,
+        "disabled": p.disabled,
+        "inconclusive": p.inconclusive,
+    })
 }
 
 pub(super) async fn job(
@@ -360,15 +426,7 @@ pub(super) async fn job(
             "job {id} not found (the last {JOBS_KEPT} jobs are kept)"
         ))
     })?;
-    ok(json!({
-        "state": p.state,
-        "total": p.total,
-        "done": p.done,
-        "success": p.success,
-        "banned": p.banned,
-        "disabled": p.disabled,
-        "inconclusive": p.inconclusive,
-    }))
+    ok(progress_json(&p))
 }
 
 /// Runs the admin key test for the balance sync (a banned key whose balance shows tokens again
