@@ -22,6 +22,9 @@ pub enum Command {
     Serve,
     /// Validate the configuration and print the effective settings with secrets masked.
     CheckConfig,
+    /// Import a Node.js droid2api folder (key pool, config.json, usage history) into the data
+    /// folder; safe to run again. Exit 0 done, 1 refused or failed.
+    Migrate(crate::store::migrate::MigrateArgs),
 }
 
 /// Runs the command line; returns the process exit code.
@@ -44,6 +47,7 @@ pub async fn run(cli: Cli) -> i32 {
             let _ = writeln!(out, "configuration OK");
             0
         }
+        Command::Migrate(args) => crate::store::migrate::run_cli(&args, &settings),
         Command::Serve => {
             let _guard = match telemetry::init_logging(&settings) {
                 Ok(g) => g,
