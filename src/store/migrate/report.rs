@@ -103,13 +103,20 @@ impl Report {
         };
         let _ = writeln!(
             o,
-            "{} {} into {}",
+            "{} {} {} {}",
             if self.dry_run {
                 "Dry run (nothing changed): migrating"
+            } else if self.nothing_new {
+                "Compared"
             } else {
                 "Migrated"
             },
             self.from,
+            if self.nothing_new && !self.dry_run {
+                "with"
+            } else {
+                "into"
+            },
             self.data_dir
         );
         if self.files.key_pool.is_some() {

@@ -169,7 +169,7 @@ fn env_notes(path: &Path) -> Vec<String> {
     }
     if !none.is_empty() {
         notes.push(format!(
-            "{}: {} have no effect here (failover, bans and cooldowns are automatic; see key_pool in config.json)",
+            "{}: no effect here for {} (failover, bans and cooldowns are automatic; see key_pool in config.json)",
             path.display(),
             none.join(", ")
         ));
@@ -202,7 +202,7 @@ mod tests {
             "{notes}"
         );
         assert!(
-            notes.contains("KEY_POOL_RETRY_MAX have no effect"),
+            notes.contains("no effect here for KEY_POOL_RETRY_MAX"),
             "{notes}"
         );
         assert!(notes.contains("shorter than 16"), "{notes}");
