@@ -49,12 +49,16 @@ pub enum Command {
     /// Validate the configuration and print the effective settings with secrets masked.
     #[command(after_help = EXIT_CODES)]
     CheckConfig,
-    /// Check that the gateway answers GET /health (exit 0 healthy, 1 not, 2 configuration error).
+    /// Check that the gateway answers GET /health (exit 0 healthy, 1 not).
     #[command(after_help = EXIT_CODES)]
     Health(health::HealthArgs),
     /// Manage the key pool of a running gateway through its admin API.
     #[command(after_help = keys::AFTER_HELP)]
     Keys(keys::KeysArgs),
+    /// Import a Node.js droid2api folder (key pool, config.json, usage history) into the data
+    /// folder; safe to run again. Exit 0 done, 1 refused or failed, 2 configuration error.
+    #[command(after_help = EXIT_CODES)]
+    Migrate(crate::store::migrate::MigrateArgs),
 }
 
 /// Runs the command line; returns the process exit code.
@@ -65,6 +69,10 @@ pub async fn run(cli: Cli) -> i32 {
         Command::CheckConfig => check_config(&env),
         Command::Health(args) => health::run(&env, args).await,
         Command::Keys(args) => keys::run(&env, args).await,
+        Command::Migrate(args) => match load(&env) {
+            Ok(settings) => crate::store::migrate::run_cli(&args, &settings),
+            Err(code) => code,
+        },
     }
 }
 

@@ -7,6 +7,7 @@
 //! the old or the new content.
 
 pub mod import;
+pub mod migrate;
 pub mod records;
 pub mod redis;
 pub mod sqlite;

@@ -38,6 +38,9 @@
 //!   first start whether or not a file was there, and whenever the pool already holds keys or
 //!   groups. Once imported, `key_pool.json` (every key in clear) is renamed
 //!   `key_pool.json.imported` and narrowed to mode 0600.
+//! - `droid2api migrate` (`offline.rs`) opens the database without the writer thread (the
+//!   folder's lock keeps every gateway out) and applies its whole import in one transaction; its
+//!   usage history arrives as rollup rows (the Node.js files hold no per-request records).
 //! - Usage (`StoreOp::AddUsage`): one row per record plus rollups per hour, day and all time
 //!   (`usage.rs`), in the buckets the caller computed (`UsageRecord::hour_start`/`day_start`, in
 //!   the configured zone). Rollups are never pruned; [`Store::prune_usage`] deletes records only.
@@ -52,6 +55,7 @@
 //!   [`Store::include_fleet`] is on, added to every rollup-based usage answer.
 
 mod fleet;
+pub mod offline;
 mod queue;
 mod rejected;
 mod repair;
@@ -92,7 +96,7 @@ pub const NODE_POOL_IMPORTED: &str = "key_pool.json.imported";
 /// The setting an imported Node.js algorithm is stored under (a JSON string).
 pub const ALGORITHM_SETTING: &str = "algorithm";
 /// Meta flag: the first-start Node import has run (or was not needed).
-const NODE_IMPORT_DONE: &str = "node_import_done";
+pub(crate) const NODE_IMPORT_DONE: &str = "node_import_done";
 /// How long a connection waits for a lock another connection holds (then the writer tries again,
 /// a read fails).
 pub const BUSY_TIMEOUT: Duration = Duration::from_secs(5);

@@ -3,8 +3,9 @@
 //! for writes, the read-only one for reads).
 //!
 //! Rollups are kept per granularity (`hour`, `day`, and `total`: one all-time bucket at
-//! `bucket_start` 0, always the sum of the day rollups, kept so that all-time figures cost one row
-//! per value instead of one per day), per dimension (`all` with value `''`, `key` = the record's
+//! `bucket_start` 0, the sum of the day rollups — plus, after `droid2api migrate`, the Node.js
+//! version's all-time totals older than its daily history —, kept so that all-time figures cost
+//! one row per value instead of one per day), per dimension (`all` with value `''`, `key` = the record's
 //! credential, `model`, `client`) and per bucket start (the caller's local hour or day start as
 //! UTC milliseconds). A batch's records are added up in memory first, so one upsert per distinct
 //! rollup row is written, however many records share it.
@@ -212,6 +213,52 @@ pub(super) fn add_usage(conn: &Connection, records: &[UsageRecord]) -> Result<()
             ])
             .map_err(sql(format!(
                 "updating the {granularity} usage rollup of {dim}"
+            )))?;
+    }
+    Ok(())
+}
+
+/// Adds whole rollup rows (sums, not records) to the rollups, stamped with a new change
+/// sequence like [`add_usage`]'s. Used by `droid2api migrate` for history that exists only as
+/// rollups (the Node.js version's daily and hourly totals); no usage record is written.
+pub(super) fn add_rollups(conn: &Connection, rows: &[fleet::RollupRow]) -> Result<(), SqliteError> {
+    if rows.is_empty() {
+        return Ok(());
+    }
+    let seq = fleet::next_seq(conn)?;
+    let mut upsert = conn
+        .prepare_cached(UPSERT_ROLLUP)
+        .map_err(sql("updating usage rollups"))?;
+    for r in rows {
+        let granularity = match r.granularity.as_str() {
+            HOUR => HOUR,
+            DAY => DAY,
+            TOTAL => TOTAL,
+            other => {
+                return Err(SqliteError::Refused(format!(
+                    "unknown rollup granularity {other:?}"
+                )));
+            }
+        };
+        let t = &r.totals;
+        upsert
+            .execute(params![
+                granularity,
+                r.dim,
+                r.value,
+                r.bucket_start,
+                to_i64(t.requests),
+                to_i64(t.successes),
+                to_i64(t.tokens.input_tokens),
+                to_i64(t.tokens.cache_read_tokens),
+                to_i64(t.tokens.cache_write_tokens),
+                to_i64(t.tokens.output_tokens),
+                to_i64(t.tokens.reasoning_tokens),
+                seq,
+            ])
+            .map_err(sql(format!(
+                "updating the {granularity} usage rollup of {}",
+                r.dim
             )))?;
     }
     Ok(())
