@@ -88,6 +88,7 @@ where
         )
         .route("/admin/keys/{id}/history", get(keys::history))
         .route("/admin/keys/{id}/toggle", patch(keys::toggle))
+        .route("/admin/keys/{id}/notes", patch(keys::notes))
         .route("/admin/keys/{id}/pool", patch(keys::move_key))
         .route("/admin/keys/{id}/reset", post(keys::reset))
         .route("/admin/keys/{id}/test", post(testing::test_one))

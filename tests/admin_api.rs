@@ -1547,6 +1547,41 @@ async fn test_all_runs_as_a_job() {
 // ----- Node-version scripts -----------------------------------------------------------------
 
 #[tokio::test]
+async fn notes_change_through_the_node_route_too() {
+    let mock = MockUpstream::start().await;
+    let gw = start(&mock).await;
+    let admin = Admin::new(&gw);
+    let id = admin.add(K1, None).await;
+    let path = format!("/admin/keys/{id}/notes");
+    let (s, v) = admin.patch(&path, json!({"notes": "team B"})).await;
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(
+        keys_of(data(&v)),
+        RECORD_FIELDS.iter().map(|f| f.to_string()).collect()
+    );
+    assert_eq!(admin.key(&id).await["notes"], "team B");
+    // Bad input: named, and nothing changes.
+    for (body, needle) in [
+        (json!({}), "notes"),
+        (json!({"notes": 5}), "notes"),
+        (json!({"notes": "x".repeat(5000)}), "notes"),
+    ] {
+        let (s, v) = admin.patch(&path, body).await;
+        assert_eq!(s, 400, "{v}");
+        assert_eq!(v["error"]["code"], "bad_request", "{v}");
+        assert!(
+            v["error"]["message"].as_str().unwrap().contains(needle),
+            "{v}"
+        );
+    }
+    let (s, v) = admin
+        .patch("/admin/keys/key_nope/notes", json!({"notes": "x"}))
+        .await;
+    assert_eq!((s, &v["error"]["code"]), (404, &json!("not_found")));
+    assert_eq!(admin.key(&id).await["notes"], "team B");
+}
+
+#[tokio::test]
 async fn toggle_without_a_body_flips_the_status() {
     let mock = MockUpstream::start().await;
     let gw = start(&mock).await;

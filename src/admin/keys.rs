@@ -252,6 +252,22 @@ pub(super) async fn update(
     reply(StatusCode::OK, view(&st, &rec.id)?, "key updated")
 }
 
+/// `PATCH /admin/keys/:id/notes` `{notes}`: the Node version's route for a key's notes (the same
+/// change as `PUT /admin/keys/:id` `{notes}`).
+pub(super) async fn notes(
+    State(st): State<AdminState>,
+    id: Result<Path<String>, PathRejection>,
+    body: Body,
+) -> Reply {
+    let id = path_id(id)?;
+    let o = json_object(body).await?;
+    let notes = req_string(&o, "notes")?;
+    check_notes(Some(&notes))?;
+    let rec = st.app.pool.update(&id, None, Some(&notes)).await?;
+    tracing::info!(key = %rec.id, "admin: key notes changed");
+    reply(StatusCode::OK, view(&st, &rec.id)?, "key updated")
+}
+
 /// `PATCH /admin/keys/:id/toggle`: `{status:"active"|"disabled"}` sets that status; no body
 /// (or `{}`) flips it, as the Node version's scripts expect: an active key becomes disabled, a
 /// disabled or banned one active (which unbans it).
