@@ -278,9 +278,9 @@ pub(super) async fn toggle(
 ) -> Reply {
     let id = path_id(id)?;
     let o = json_object_or_empty(body).await?;
-    let status = if o.contains_key("status") {
+    let rec = if o.contains_key("status") {
         let status = req_string(&o, "status")?;
-        match status.as_str() {
+        let status = match status.as_str() {
             "active" => KeyStatus::Active,
             "disabled" => KeyStatus::Disabled,
             other => {
@@ -288,16 +288,12 @@ pub(super) async fn toggle(
                     "status: expected active|disabled, got {other:?}"
                 )));
             }
-        }
+        };
+        st.app.pool.toggle(&id, status).await?
     } else {
-        let current = st.app.pool.get(&id).ok_or_else(|| not_found(&id))?;
-        match current.rec.status {
-            KeyStatus::Active => KeyStatus::Disabled,
-            KeyStatus::Disabled | KeyStatus::Banned => KeyStatus::Active,
-        }
+        st.app.pool.flip(&id).await?
     };
-    let rec = st.app.pool.toggle(&id, status).await?;
-    tracing::info!(key = %rec.id, status = status.as_str(), "admin: key toggled");
+    tracing::info!(key = %rec.id, status = rec.status.as_str(), "admin: key toggled");
     reply(StatusCode::OK, view(&st, &rec.id)?, "status changed")
 }
 

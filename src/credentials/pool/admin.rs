@@ -386,6 +386,28 @@ impl KeyPool {
         Ok(rec)
     }
 
+    /// Flips a key (the Node version's toggle without a status): active → disabled, disabled or
+    /// banned → active. The status is read and changed under one lock, so two flips at once
+    /// always take the key through both states.
+    pub async fn flip(&self, id: &str) -> Result<KeyRecord, PoolError> {
+        let rec = self
+            .commit(|inner, now, ops| {
+                let i = inner.slot_index(id)?;
+                let current = inner.slots[i]
+                    .as_ref()
+                    .map(|s| s.rec.status)
+                    .ok_or_else(|| not_found(id))?;
+                let to = match current {
+                    KeyStatus::Active => KeyStatus::Disabled,
+                    KeyStatus::Disabled | KeyStatus::Banned => KeyStatus::Active,
+                };
+                inner.toggle_key(id, to, now, ops)
+            })
+            .await?;
+        self.publish_gauges();
+        Ok(rec)
+    }
+
     /// Moves a key to another group.
     pub async fn move_key(&self, id: &str, group: &str) -> Result<KeyRecord, PoolError> {
         self.commit(|inner, now, ops| inner.move_key(id, group, now, ops))

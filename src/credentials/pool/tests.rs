@@ -921,3 +921,32 @@ async fn random_traffic_keeps_the_tiers_consistent_and_picks_right() {
         }
     }
 }
+
+#[tokio::test]
+async fn two_flips_at_once_take_a_key_through_both_states() {
+    let (p, _, _) = pool_with(KeyPoolSettings::default());
+    let p = Arc::new(p);
+    let k = p.add_key("fk-flipflipflip", None, None).await.unwrap();
+    for _ in 0..50 {
+        let (a, b) = tokio::join!(
+            {
+                let p = Arc::clone(&p);
+                let id = k.id.clone();
+                async move { p.flip(&id).await.unwrap().status }
+            },
+            {
+                let p = Arc::clone(&p);
+                let id = k.id.clone();
+                async move { p.flip(&id).await.unwrap().status }
+            }
+        );
+        let mut got = [a, b];
+        got.sort_by_key(|s| s.as_str());
+        assert_eq!(got, [KeyStatus::Active, KeyStatus::Disabled]);
+        assert_eq!(p.get(&k.id).unwrap().rec.status, KeyStatus::Active);
+    }
+    assert!(matches!(
+        p.flip("key_nope").await,
+        Err(PoolError::NotFound(_))
+    ));
+}
