@@ -18,6 +18,7 @@ mod groups;
 mod keys;
 mod login;
 mod logs;
+mod node;
 mod settings;
 mod testing;
 mod usage;
@@ -108,6 +109,26 @@ where
         .route("/factory/balance/summary", get(usage::balance_summary))
         .route("/factory/balance/sync", post(usage::balance_sync))
         .route("/factory/balance/cleanup", post(usage::balance_cleanup))
+        // The Node.js version's calls (README "Coming from the Node version").
+        .route("/admin/stats/summary", get(node::stats_summary))
+        .route("/admin/stats/today", get(node::stats_today))
+        .route("/admin/stats/trend", get(node::stats_trend))
+        .route("/admin/stats/full", get(node::stats_full))
+        .route("/admin/stats/reset", post(node::stats_reset))
+        .route("/admin/token/stats", get(node::token_stats))
+        .route("/admin/token/usage", get(node::token_usage))
+        .route("/admin/token/usage/{id}", get(node::token_usage_one))
+        .route("/admin/token/sync", post(node::token_sync))
+        .route("/admin/token/trend", get(node::token_trend))
+        .route("/admin/token/cache", delete(node::token_cache))
+        .route("/admin/logs/history", get(node::logs_history))
+        .route("/admin/logs/stats", get(node::logs_stats))
+        .route("/admin/logs/clear", delete(node::logs_clear))
+        .route("/factory/balance/all", get(node::balance_all))
+        .route(
+            "/factory/balance/check/{id}",
+            get(node::balance_check).post(node::balance_check),
+        )
         .route("/admin", any(unknown_route))
         .route("/admin/", any(unknown_route))
         .route("/admin/{*rest}", any(unknown_route))

@@ -886,7 +886,8 @@ async fn batch_import_from_an_array_or_text() {
     let d = data(&v);
     assert_eq!(
         keys_of(d),
-        ["added", "duplicate", "invalid", "ids", "errors"]
+        // `success`: the Node version's name for `added`.
+        ["added", "success", "duplicate", "invalid", "ids", "errors"]
             .iter()
             .map(|s| s.to_string())
             .collect()
@@ -1215,7 +1216,8 @@ async fn key_test_sends_a_minimal_call_and_maps_the_answer() {
     let d = data(&v);
     assert_eq!(
         keys_of(d),
-        ["ok", "status", "result", "message"]
+        // `success` and `key_status`: the Node version's names.
+        ["ok", "status", "result", "message", "success", "key_status"]
             .iter()
             .map(|s| s.to_string())
             .collect()
@@ -2031,7 +2033,7 @@ async fn pool_group_lifecycle() {
     assert_eq!(s, 200, "{v}");
     assert_eq!(
         data(&v),
-        &json!({"deleted": {"id": "premium_1", "name": "Premium+", "priority": 2000, "description": ""}, "moved_keys": 2})
+        &json!({"deleted": {"id": "premium_1", "name": "Premium+", "priority": 2000, "description": ""}, "moved_keys": 2, "affected_keys": 2})
     );
     assert_eq!(admin.key(&p1).await["poolGroup"], "default");
     assert_eq!(admin.key(&p2).await["poolGroup"], "default");

@@ -448,7 +448,7 @@ async fn keys_from_the_command_line() {
     let out = cli.run(&["keys", "test", &id3, "--json"]).await;
     assert_eq!(
         out.json(),
-        json!({"ok": true, "status": 200, "result": "success", "message": "the key works: Factory answered 200"})
+        json!({"ok": true, "status": 200, "result": "success", "message": "the key works: Factory answered 200", "success": true, "key_status": "active"})
     );
     let out = cli.run(&["keys", "test-all"]).await;
     let t = out.no_secrets().ok();

@@ -137,6 +137,8 @@ pub(super) async fn remove(
                 "description": g.description,
             },
             "moved_keys": moved,
+            // The Node version's name for `moved_keys`, for its scripts.
+            "affected_keys": moved,
         }),
         &format!("pool group deleted; {moved} keys moved to default"),
     )

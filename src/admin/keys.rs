@@ -221,6 +221,8 @@ pub(super) async fn batch(State(st): State<AdminState>, body: Body) -> Reply {
     );
     ok(json!({
         "added": r.added,
+        // The Node version's name for `added`, for its scripts.
+        "success": r.added,
         "duplicate": r.duplicate,
         "invalid": r.invalid,
         "ids": r.ids,

@@ -57,6 +57,20 @@ pub(super) async fn get_config(State(st): State<AdminState>) -> Reply {
     ok(config_json(&st))
 }
 
+/// What replaces a Node.js droid2api `PUT /admin/config` object here.
+fn node_setting(name: &str) -> Option<&'static str> {
+    Some(match name {
+        "retry" | "autoBan" => {
+            "failover, bans and cooldowns are automatic here: use max_attempts, failure_threshold, failure_window_s, failure_cooldown_s, unauthorized_threshold and the rate_limit_cooldown settings"
+        }
+        "performance" => "its concurrentLimit is test_concurrency here",
+        "multiTier" => {
+            "pool groups always take effect here; auto_fallback: false is its strictMode"
+        }
+        _ => return None,
+    })
+}
+
 pub(super) async fn put_config(State(st): State<AdminState>, body: Body) -> Reply {
     let o = json_object(body).await?;
     if o.is_empty() {
@@ -66,10 +80,13 @@ pub(super) async fn put_config(State(st): State<AdminState>, body: Body) -> Repl
         )));
     }
     if let Some(k) = o.keys().find(|k| !KEY_POOL_FIELDS.contains(&k.as_str())) {
-        return Err(AdminError::bad_request(format!(
-            "{k}: unknown key_pool setting (known: {})",
-            KEY_POOL_FIELDS.join(", ")
-        )));
+        return Err(AdminError::bad_request(match node_setting(k) {
+            Some(instead) => format!("{k}: a setting of the Node.js droid2api; {instead}"),
+            None => format!(
+                "{k}: unknown key_pool setting (known: {})",
+                KEY_POOL_FIELDS.join(", ")
+            ),
+        }));
     }
     if let Some(k) = o
         .keys()

@@ -234,7 +234,18 @@ pub(super) async fn test_one(
 ) -> Reply {
     let id = path_id(id)?;
     let report = run_test(&st.app, &id).await?;
-    reply(StatusCode::OK, report.json(), "key tested")
+    let mut data = report.json();
+    // The Node version's names, for its scripts: `success` (= `ok`) and the key's status after
+    // the test.
+    if let Value::Object(m) = &mut data {
+        m.insert(
+            "success".into(),
+            (report.result == TestResult::Success).into(),
+        );
+        let status = st.app.pool.get(&id).map(|v| v.rec.status.as_str());
+        m.insert("key_status".into(), status.into());
+    }
+    reply(StatusCode::OK, data, "key tested")
 }
 
 // ----- jobs ---------------------------------------------------------------------------------

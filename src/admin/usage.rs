@@ -24,11 +24,11 @@ fn tokens_json(t: &Tokens) -> Value {
     })
 }
 
-fn now_ms() -> Millis {
+pub(super) fn now_ms() -> Millis {
     jiff::Timestamp::now().as_millisecond()
 }
 
-fn store_error(e: crate::store::StoreError) -> AdminError {
+pub(super) fn store_error(e: crate::store::StoreError) -> AdminError {
     if e.is_unavailable() {
         tracing::warn!(error = %e, "the usage store did not answer in time");
         return AdminError::new(

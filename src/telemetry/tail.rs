@@ -79,6 +79,21 @@ impl LogTail {
         }
     }
 
+    /// The lines kept so far (oldest first).
+    pub fn history(&self) -> Vec<Arc<str>> {
+        let history = self.history.lock().unwrap_or_else(|e| e.into_inner());
+        history.iter().cloned().collect()
+    }
+
+    /// Forgets the lines kept so far (consoles connected now keep what they have); the number
+    /// forgotten.
+    pub fn clear(&self) -> usize {
+        let mut history = self.history.lock().unwrap_or_else(|e| e.into_inner());
+        let n = history.len();
+        history.clear();
+        n
+    }
+
     /// The lines kept so far and a receiver of every later one (taken together, so that no
     /// line is lost or repeated between them).
     pub fn subscribe(&self) -> (Vec<Arc<str>>, broadcast::Receiver<Arc<str>>) {

@@ -238,6 +238,17 @@ impl BalanceSync {
         }
     }
 
+    /// Syncs one key now, outside the periodic run (an admin's check of one key): `None` when
+    /// the pool has no such key, else whether its balance was read (the error never carries a
+    /// secret). A 401 or 402 feeds the key's health as in a full run.
+    pub async fn sync_one(&self, id: &str, tester: &dyn KeyTester) -> Option<Result<(), String>> {
+        match self.sync_key(id, tester).await {
+            KeyResult::Synced => Some(Ok(())),
+            KeyResult::Failed(e) => Some(Err(e)),
+            KeyResult::Gone => None,
+        }
+    }
+
     async fn lead(&self, flight: Flight<'_>, tester: &dyn KeyTester) -> SyncReport {
         let report = self.run_once(tester).await;
         *lock(&self.last) = Some(report.clone());
