@@ -29,6 +29,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};
 
+use crate::config::json_describe::{kind_of, show_at_most};
 use crate::secret::mask;
 use crate::store::records::Millis;
 use crate::store::sqlite::{RollupRow, Tokens, UsageTotals};
@@ -186,11 +187,11 @@ pub struct UsagePlan {
 pub fn parse(bytes: &[u8]) -> Result<NodeUsage, String> {
     let root: Value = serde_json::from_slice(bytes).map_err(|e| format!("not valid JSON: {e}"))?;
     let Some(root) = root.as_object() else {
-        return Err(format!("expected a JSON object, got {}", kind(&root)));
+        return Err(format!("expected a JSON object, got {}", kind_of(&root)));
     };
     let usage = match root.get("usage") {
         Some(Value::Object(u)) => u,
-        Some(other) => return Err(format!("usage: expected an object, got {}", kind(other))),
+        Some(other) => return Err(format!("usage: expected an object, got {}", kind_of(other))),
         None => return Err("usage: missing (expected {\"usage\": {<key>: {…}}})".into()),
     };
     let mut out = NodeUsage::default();
@@ -198,7 +199,7 @@ pub fn parse(bytes: &[u8]) -> Result<NodeUsage, String> {
         let label = label_of(name);
         let at = format!("usage[{label:?}]");
         let Some(e) = entry.as_object() else {
-            return Err(format!("{at}: expected an object, got {}", kind(entry)));
+            return Err(format!("{at}: expected an object, got {}", kind_of(entry)));
         };
         let total = match (e.get("total_tokens"), e.get("total_requests")) {
             (None, None) => None,
@@ -263,7 +264,7 @@ fn buckets_of<'a>(
         Some(Value::Object(m)) => Ok(m.iter().collect()),
         Some(other) => Err(format!(
             "{at}.{field}: expected an object, got {}",
-            kind(other)
+            kind_of(other)
         )),
     }
 }
@@ -293,7 +294,7 @@ fn count(v: Option<&Value>, at: &str) -> Result<u64, String> {
             .ok_or_else(|| format!("{at}: expected a whole number of at least 0, got {n}")),
         Some(other) => Err(format!(
             "{at}: expected a whole number of at least 0, got {}",
-            show(other)
+            show_at_most(other, 40)
         )),
     }
 }
@@ -301,7 +302,7 @@ fn count(v: Option<&Value>, at: &str) -> Result<u64, String> {
 /// A bucket: `{tokens, requests}` and optional splits.
 fn figures(v: &Value, at: &str) -> Result<Figures, String> {
     let Some(o) = v.as_object() else {
-        return Err(format!("{at}: expected an object, got {}", kind(v)));
+        return Err(format!("{at}: expected an object, got {}", kind_of(v)));
     };
     let get = |names: &[&str]| -> Result<u64, String> {
         for n in names {
@@ -526,31 +527,6 @@ pub fn plan(
         })
         .collect();
     out
-}
-
-fn kind(v: &Value) -> &'static str {
-    match v {
-        Value::Null => "null",
-        Value::Bool(_) => "a boolean",
-        Value::Number(_) => "a number",
-        Value::String(_) => "a string",
-        Value::Array(_) => "an array",
-        Value::Object(_) => "an object",
-    }
-}
-
-fn show(v: &Value) -> String {
-    match v {
-        Value::Array(_) | Value::Object(_) => kind(v).to_string(),
-        other => {
-            let s = other.to_string();
-            if s.chars().count() > 40 {
-                format!("{}…", s.chars().take(40).collect::<String>())
-            } else {
-                s
-            }
-        }
-    }
 }
 
 #[cfg(test)]
