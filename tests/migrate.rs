@@ -54,6 +54,17 @@ impl World {
 
     /// Runs `droid2api migrate --from node <extra…>` in a clean environment.
     fn migrate(&self, extra: &[&str]) -> Output {
+        let data = self.data();
+        self.migrate_in(
+            self.temp.path(),
+            &[("DATA_DIR", data.to_str().unwrap())],
+            extra,
+        )
+    }
+
+    /// Runs `droid2api migrate --from node <extra…>` in `cwd` with only `env` (and PATH, HOME,
+    /// TZ) set.
+    fn migrate_in(&self, cwd: &Path, env: &[(&str, &str)], extra: &[&str]) -> Output {
         let path = std::env::var("PATH").unwrap_or_else(|_| "/usr/bin:/bin".into());
         std::process::Command::new(BIN)
             .arg("migrate")
@@ -63,9 +74,9 @@ impl World {
             .env_clear()
             .env("PATH", path)
             .env("HOME", self.temp.path())
-            .env("DATA_DIR", self.data())
             .env("TZ", ZONE)
-            .current_dir(self.temp.path())
+            .envs(env.iter().copied())
+            .current_dir(cwd)
             .output()
             .unwrap()
     }
@@ -488,4 +499,74 @@ async fn the_data_folder_of_the_node_version_itself_is_migrated_in_place() {
     let listed = admin_get(&g, "/admin/keys?limit=100").await;
     assert_eq!(listed["keys"].as_array().unwrap().len(), 6);
     g.stop().await;
+}
+
+/// The Node `config.json` moved into the Node `data/` folder, with a model's reasoning set to
+/// the Node-only `"xhigh"` (which this gateway's settings refuse).
+fn node_config_in_data_with_xhigh(w: &World) -> PathBuf {
+    let node_data = w.node().join("data");
+    let config = node_data.join("config.json");
+    std::fs::rename(w.node().join("config.json"), &config).unwrap();
+    let text = std::fs::read_to_string(&config).unwrap().replacen(
+        r#""reasoning": "auto""#,
+        r#""reasoning": "xhigh""#,
+        1,
+    );
+    assert!(text.contains("xhigh"));
+    std::fs::write(&config, text).unwrap();
+    node_data
+}
+
+#[test]
+fn the_node_config_json_in_the_data_folder_does_not_stop_its_own_migration() {
+    // Run from the Node folder: ./data is the Node data folder, whose config.json says
+    // "xhigh", which does not load as this gateway's configuration.
+    let w = World::new();
+    let node_data = node_config_in_data_with_xhigh(&w);
+    let original = std::fs::read(node_data.join("config.json")).unwrap();
+
+    // An invalid environment still stops it (exit 2) before anything is written.
+    let out = w.migrate_in(&w.node(), &[("PORT", "not-a-port")], &["--json"]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stdout));
+    assert!(text(&out.stderr).contains("PORT"), "{}", text(&out.stderr));
+    assert_eq!(
+        std::fs::read(node_data.join("config.json")).unwrap(),
+        original
+    );
+    assert!(!node_data.join("droid2api.db").exists());
+    assert!(node_data.join("key_pool.json").exists());
+
+    let r = report(&w.migrate_in(&w.node(), &[], &["--json"]));
+    assert_eq!(r["settings"]["config_file"], "converted", "{r}");
+    assert_eq!(r["keys"]["imported"], 6);
+    assert!(r["warnings"].to_string().contains("xhigh"), "{r}");
+    let config: Value =
+        serde_json::from_slice(&std::fs::read(node_data.join("config.json")).unwrap()).unwrap();
+    assert_eq!(config["models"][0]["reasoning"], "high", "{config}");
+    assert_eq!(
+        std::fs::read(node_data.join("config.json.node")).unwrap(),
+        original
+    );
+
+    // DATA_DIR naming the Node data folder: the same (now nothing is new).
+    let r = report(&w.migrate_in(
+        w.temp.path(),
+        &[("DATA_DIR", node_data.to_str().unwrap())],
+        &["--json"],
+    ));
+    assert_eq!(r["nothing_new"], true, "{r}");
+}
+
+#[test]
+fn an_invalid_gateway_config_json_that_is_not_the_node_file_stops_it() {
+    let w = World::new();
+    std::fs::create_dir_all(w.data()).unwrap();
+    let bad = br#"{"port": "not-a-port", "models": []}"#;
+    std::fs::write(w.data().join("config.json"), bad).unwrap();
+    let out = w.migrate(&["--json"]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stdout));
+    assert!(text(&out.stderr).contains("port"), "{}", text(&out.stderr));
+    assert_eq!(std::fs::read(w.data().join("config.json")).unwrap(), bad);
+    assert!(!w.data().join("droid2api.db").exists());
+    assert!(!w.data().join("config.json.node").exists());
 }

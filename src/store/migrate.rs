@@ -32,7 +32,7 @@ use super::import::parse_node_pool;
 use super::sqlite::offline::OfflineDb;
 use super::sqlite::{NODE_IMPORT_DONE, NODE_POOL_FILE, NODE_POOL_IMPORTED};
 use super::{DataDirLock, LOCK_FILE, StoreError, write_private_atomic};
-use crate::config::{Env, Settings, parse_value};
+use crate::config::{ConfigError, Env, Settings, parse_value};
 use crate::credentials::authfile;
 use crate::store::records::Millis;
 
@@ -93,6 +93,25 @@ fn read(path: &Path) -> Result<Vec<u8>, MigrateError> {
 
 fn now_ms() -> Millis {
     jiff::Timestamp::now().as_millisecond()
+}
+
+/// The settings `migrate` runs under: the gateway's ([`Settings::load`]), or, when those do not
+/// load because the data folder's own `config.json` is the Node file this migration converts
+/// (the in-place case: DATA_DIR is the Node `data/` folder), the environment's alone — the
+/// converted file is validated before it is written ([`plan_config`]). Anything else that does
+/// not load (the environment, a config.json that is not the Node file) is returned as the error.
+pub fn load_settings(args: &MigrateArgs, env: &Env) -> Result<Settings, ConfigError> {
+    let err = match Settings::load(env) {
+        Ok(settings) => return Ok(settings),
+        Err(e @ ConfigError::Read { .. }) => return Err(e),
+        Err(e) => e,
+    };
+    let own = PathBuf::from(env.get("DATA_DIR").unwrap_or("./data")).join("config.json");
+    let node_config = sources::locate(&args.from).ok().and_then(|f| f.config);
+    match node_config {
+        Some(node) if same_file(&node, &own) => Settings::from_sources(env, None),
+        _ => Err(err),
+    }
 }
 
 /// Runs the command; returns the exit code (0 done, 1 refused or failed).
