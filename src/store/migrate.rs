@@ -6,7 +6,8 @@
 //!   data folder already holds (same secret) is a duplicate ([`keys`]).
 //! - `data/config.json` (or `config.json`) → the data folder's `config.json`, where the formats
 //!   agree ([`config`]).
-//! - `data/factory_usage.json` → the usage rollups ([`usage`]).
+//! - `data/factory_usage.json` → the usage rollups ([`usage`]); without it,
+//!   `data/request_stats.json` (no key, no hours) → the usage rollups ([`stats`]).
 //! - `data/auth.json` → copied when the data folder has none (same format).
 //!
 //! Everything is read and checked first: a malformed file stops the migration (exit 1, naming
@@ -18,6 +19,7 @@ mod config;
 mod keys;
 mod report;
 mod sources;
+mod stats;
 mod usage;
 
 use std::fs::{self, OpenOptions};
@@ -298,9 +300,15 @@ pub fn migrate(
         ),
         None => None,
     };
-    let node_usage = match &files.usage {
-        Some(p) => Some(usage::parse(&read(p)?).map_err(|m| file_err(p, m))?),
-        None => None,
+    let node_usage = match (&files.usage, &files.stats) {
+        (Some(p), _) => Some(usage::parse(&read(p)?).map_err(|m| file_err(p, m))?),
+        (None, Some(p)) => {
+            let parsed = stats::parse(&read(p)?).map_err(|m| file_err(p, m))?;
+            let name = p.display();
+            warnings.extend(parsed.notes.iter().map(|n| format!("{name}: {n}")));
+            Some(parsed)
+        }
+        (None, None) => None,
     };
 
     // 2. The data folder: a running gateway holds it.
@@ -338,6 +346,7 @@ pub fn migrate(
     report.files.key_pool = files.key_pool.as_ref().map(|p| p.display().to_string());
     report.files.config = files.config.as_ref().map(|p| p.display().to_string());
     report.files.usage = files.usage.as_ref().map(|p| p.display().to_string());
+    report.files.request_stats = files.stats.as_ref().map(|p| p.display().to_string());
     report.files.auth = files.auth.as_ref().map(|p| p.display().to_string());
 
     let mut ops = Vec::new();
@@ -390,6 +399,11 @@ pub fn migrate(
             older_tokens: plan.older_tokens,
         };
         warnings.extend(plan.warnings);
+        if files.usage.is_some() && marker.has(stats::LABEL) && !plan.rollups.is_empty() {
+            warnings.push(
+                "data/request_stats.json was imported by an earlier migration: the factory_usage.json history imported now counts the same requests again (under their keys)".to_string(),
+            );
+        }
         if !plan.rollups.is_empty() {
             meta.push((usage::MARKER.to_string(), plan.marker.to_json()));
         }
