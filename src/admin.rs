@@ -38,6 +38,7 @@ use axum::routing::{any, delete, get, patch, post};
 use serde_json::{Map, Value, json};
 
 use crate::app::App;
+use crate::config::json_describe::kind_of;
 use crate::credentials::pool::{KeyView, PoolError};
 use crate::inbound::body::{has_body, is_json_content_type, read_limited};
 use crate::inbound::rejected;
@@ -462,18 +463,6 @@ fn path_id(p: Result<Path<String>, PathRejection>) -> Result<String, AdminError>
         Ok(Path(id)) if !id.is_empty() => Ok(id),
         Ok(_) => Err(AdminError::bad_request("id: must not be empty")),
         Err(e) => Err(AdminError::bad_request(format!("id: {}", e.body_text()))),
-    }
-}
-
-/// A JSON value's kind, for messages.
-fn kind_of(v: &Value) -> &'static str {
-    match v {
-        Value::Null => "null",
-        Value::Bool(_) => "a boolean",
-        Value::Number(_) => "a number",
-        Value::String(_) => "a string",
-        Value::Array(_) => "an array",
-        Value::Object(_) => "an object",
     }
 }
 

@@ -69,9 +69,12 @@ pub async fn run(cli: Cli) -> i32 {
         Command::CheckConfig => check_config(&env),
         Command::Health(args) => health::run(&env, args).await,
         Command::Keys(args) => keys::run(&env, args).await,
-        Command::Migrate(args) => match load(&env) {
+        Command::Migrate(args) => match crate::store::migrate::load_settings(&args, &env) {
             Ok(settings) => crate::store::migrate::run_cli(&args, &settings),
-            Err(code) => code,
+            Err(e) => {
+                complain(e);
+                EXIT_USAGE
+            }
         },
     }
 }

@@ -10,6 +10,7 @@
 
 mod exposure;
 mod file;
+pub(crate) mod json_describe;
 
 use std::collections::BTreeMap;
 use std::fmt;

@@ -3,7 +3,10 @@
 //! with the right counts; a gateway started on the data folder lists the keys and shows the
 //! imported history through `/admin/usage` and `/factory/balance/*`; a second run imports
 //! nothing; `--dry-run` writes nothing; malformed files stop it (exit 1) naming the file and the
-//! field; a running gateway makes it refuse. No key is ever printed.
+//! field; a running gateway makes it refuse. Without factory_usage.json, request_stats.json is
+//! the history imported (under the credential `node`). The Node config.json in the data folder
+//! itself does not stop its own migration; another invalid config.json does (exit 2). No key is
+//! ever printed.
 
 // Test helpers panic on purpose: a failed setup step is a failed test.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -54,6 +57,17 @@ impl World {
 
     /// Runs `droid2api migrate --from node <extra…>` in a clean environment.
     fn migrate(&self, extra: &[&str]) -> Output {
+        let data = self.data();
+        self.migrate_in(
+            self.temp.path(),
+            &[("DATA_DIR", data.to_str().unwrap())],
+            extra,
+        )
+    }
+
+    /// Runs `droid2api migrate --from node <extra…>` in `cwd` with only `env` (and PATH, HOME,
+    /// TZ) set.
+    fn migrate_in(&self, cwd: &Path, env: &[(&str, &str)], extra: &[&str]) -> Output {
         let path = std::env::var("PATH").unwrap_or_else(|_| "/usr/bin:/bin".into());
         std::process::Command::new(BIN)
             .arg("migrate")
@@ -63,9 +77,9 @@ impl World {
             .env_clear()
             .env("PATH", path)
             .env("HOME", self.temp.path())
-            .env("DATA_DIR", self.data())
             .env("TZ", ZONE)
-            .current_dir(self.temp.path())
+            .envs(env.iter().copied())
+            .current_dir(cwd)
             .output()
             .unwrap()
     }
@@ -488,4 +502,205 @@ async fn the_data_folder_of_the_node_version_itself_is_migrated_in_place() {
     let listed = admin_get(&g, "/admin/keys?limit=100").await;
     assert_eq!(listed["keys"].as_array().unwrap().len(), 6);
     g.stop().await;
+}
+
+/// The Node `config.json` moved into the Node `data/` folder, with a model's reasoning set to
+/// the Node-only `"xhigh"` (which this gateway's settings refuse).
+fn node_config_in_data_with_xhigh(w: &World) -> PathBuf {
+    let node_data = w.node().join("data");
+    let config = node_data.join("config.json");
+    std::fs::rename(w.node().join("config.json"), &config).unwrap();
+    let text = std::fs::read_to_string(&config).unwrap().replacen(
+        r#""reasoning": "auto""#,
+        r#""reasoning": "xhigh""#,
+        1,
+    );
+    assert!(text.contains("xhigh"));
+    std::fs::write(&config, text).unwrap();
+    node_data
+}
+
+#[test]
+fn the_node_config_json_in_the_data_folder_does_not_stop_its_own_migration() {
+    // Run from the Node folder: ./data is the Node data folder, whose config.json says
+    // "xhigh", which does not load as this gateway's configuration.
+    let w = World::new();
+    let node_data = node_config_in_data_with_xhigh(&w);
+    let original = std::fs::read(node_data.join("config.json")).unwrap();
+
+    // An invalid environment still stops it (exit 2) before anything is written.
+    let out = w.migrate_in(&w.node(), &[("PORT", "not-a-port")], &["--json"]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stdout));
+    assert!(text(&out.stderr).contains("PORT"), "{}", text(&out.stderr));
+    assert_eq!(
+        std::fs::read(node_data.join("config.json")).unwrap(),
+        original
+    );
+    assert!(!node_data.join("droid2api.db").exists());
+    assert!(node_data.join("key_pool.json").exists());
+
+    let r = report(&w.migrate_in(&w.node(), &[], &["--json"]));
+    assert_eq!(r["settings"]["config_file"], "converted", "{r}");
+    assert_eq!(r["keys"]["imported"], 6);
+    assert!(r["warnings"].to_string().contains("xhigh"), "{r}");
+    let config: Value =
+        serde_json::from_slice(&std::fs::read(node_data.join("config.json")).unwrap()).unwrap();
+    assert_eq!(config["models"][0]["reasoning"], "high", "{config}");
+    assert_eq!(
+        std::fs::read(node_data.join("config.json.node")).unwrap(),
+        original
+    );
+
+    // DATA_DIR naming the Node data folder: the same (now nothing is new).
+    let r = report(&w.migrate_in(
+        w.temp.path(),
+        &[("DATA_DIR", node_data.to_str().unwrap())],
+        &["--json"],
+    ));
+    assert_eq!(r["nothing_new"], true, "{r}");
+}
+
+#[test]
+fn an_invalid_gateway_config_json_that_is_not_the_node_file_stops_it() {
+    let w = World::new();
+    std::fs::create_dir_all(w.data()).unwrap();
+    let bad = br#"{"port": "not-a-port", "models": []}"#;
+    std::fs::write(w.data().join("config.json"), bad).unwrap();
+    let out = w.migrate(&["--json"]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stdout));
+    assert!(text(&out.stderr).contains("port"), "{}", text(&out.stderr));
+    assert_eq!(std::fs::read(w.data().join("config.json")).unwrap(), bad);
+    assert!(!w.data().join("droid2api.db").exists());
+    assert!(!w.data().join("config.json.node").exists());
+}
+
+const STATS_FIXTURE: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/tests/fixtures/node-stats/request_stats.json"
+);
+
+/// The Node folder with `data/request_stats.json`, with or without `data/factory_usage.json`.
+fn world_with_request_stats(keep_factory_usage: bool) -> World {
+    let w = World::new();
+    let data = w.node().join("data");
+    std::fs::copy(STATS_FIXTURE, data.join("request_stats.json")).unwrap();
+    if !keep_factory_usage {
+        std::fs::remove_file(data.join("factory_usage.json")).unwrap();
+    }
+    w
+}
+
+#[tokio::test]
+async fn request_stats_json_is_the_history_when_factory_usage_json_is_absent() {
+    let w = world_with_request_stats(false);
+    let r = report(&w.migrate(&["--json"]));
+    assert!(r["files"]["usage"].is_null(), "{r}");
+    assert!(
+        r["files"]["request_stats"]
+            .as_str()
+            .unwrap()
+            .ends_with("data/request_stats.json")
+    );
+    // Days: 37,000 (cache included) + 20,000 + 10,000 tokens; older than them: 100,000 tokens
+    // in the total minus the days' 60,000 (the file's tokens leave cache out), 80 - 40 requests.
+    assert_eq!(
+        r["usage"],
+        json!({"keys": 0, "matched_keys": 0, "days": 3, "hours": 0, "requests": 80,
+               "tokens": 107000, "older_requests": 40, "older_tokens": 40000})
+    );
+    let warnings = r["warnings"].to_string();
+    assert!(
+        warnings.contains("by_model (2 models) is not carried over"),
+        "{warnings}"
+    );
+    assert!(!warnings.contains("matches no key"), "{warnings}");
+
+    let mock = MockUpstream::start().await;
+    let g = start(&mock, &w.data()).await;
+    // Local days (Asia/Shanghai), all under the credential "node"; no hours.
+    let expected = [
+        ("2025-10-11T16:00:00Z".to_string(), 20, 37_000),
+        ("2025-10-12T16:00:00Z".to_string(), 15, 20_000),
+        ("2025-10-13T16:00:00Z".to_string(), 5, 10_000),
+    ];
+    let days = admin_get(
+        &g,
+        "/admin/usage?granularity=day&from=2025-10-12&to=2025-10-15",
+    )
+    .await;
+    assert_eq!(points(&days), expected);
+    let node = admin_get(
+        &g,
+        "/admin/usage?granularity=day&from=2025-10-12&to=2025-10-15&key=node",
+    )
+    .await;
+    assert_eq!(points(&node), expected);
+    let first = &days["points"][0]["tokens"];
+    assert_eq!(first["input_tokens"], 20_000, "{first}");
+    assert_eq!(first["output_tokens"], 10_000, "{first}");
+    assert_eq!(first["cache_write_tokens"], 2_000, "{first}");
+    assert_eq!(first["reasoning_tokens"], 1_000, "{first}");
+    assert_eq!(first["cache_read_tokens"], 5_000, "{first}");
+    let hours = admin_get(
+        &g,
+        "/admin/usage?granularity=hour&from=2025-10-12&to=2025-10-15",
+    )
+    .await;
+    assert_eq!(points(&hours), []);
+    let summary = admin_get(&g, "/factory/balance/summary").await;
+    assert_eq!(summary["requests"], 80, "{summary}");
+    assert_eq!(summary["tokens"]["total_tokens"], 107_000);
+    assert_eq!(summary["success_rate"], 78.0 / 80.0);
+    assert_eq!(summary["by_model"], json!([]));
+    g.stop().await;
+
+    // Again: nothing new.
+    let again = w.migrate(&[]);
+    assert!(again.status.success(), "{}", text(&again.stderr));
+    let out = text(&again.stdout);
+    assert!(out.contains("Nothing new"), "{out}");
+    assert!(out.contains("data/request_stats.json"), "{out}");
+    let r = report(&w.migrate(&["--json"]));
+    assert_eq!(r["nothing_new"], true);
+    assert_eq!(r["usage"]["days"], 0);
+    assert_eq!(r["usage"]["requests"], 0);
+}
+
+#[test]
+fn a_malformed_request_stats_json_stops_it_naming_the_field() {
+    let w = world_with_request_stats(false);
+    let path = w.node().join("data").join("request_stats.json");
+    let good = std::fs::read_to_string(&path).unwrap();
+    let bad = good.replacen(r#""requests": 5 }"#, r#""requests": "five" }"#, 1);
+    assert_ne!(bad, good);
+    std::fs::write(&path, bad).unwrap();
+    refused(
+        &w,
+        &["request_stats.json", r#"daily["2025-10-14"].requests"#],
+    );
+    std::fs::write(
+        &path,
+        good.replace(r#""by_model": {"#, r#""by_model": 7, "x": {"#),
+    )
+    .unwrap();
+    refused(&w, &["request_stats.json", "by_model: expected an object"]);
+}
+
+#[test]
+fn with_both_files_factory_usage_json_is_imported_and_request_stats_json_noted() {
+    let w = world_with_request_stats(true);
+    let r = report(&w.migrate(&["--json"]));
+    assert!(r["files"]["request_stats"].is_null(), "{r}");
+    assert!(r["files"]["usage"].is_string());
+    // The counts of factory_usage.json alone.
+    assert_eq!(r["usage"]["keys"], 3);
+    assert_eq!(r["usage"]["requests"], 67);
+    assert_eq!(r["usage"]["tokens"], 156_000);
+    let warnings = r["warnings"].to_string();
+    assert!(
+        warnings.contains("data/request_stats.json: not imported"),
+        "{warnings}"
+    );
+    assert!(warnings.contains("no key dimension"), "{warnings}");
+    assert!(warnings.contains("twice"), "{warnings}");
 }

@@ -6,6 +6,7 @@ use std::path::Path;
 
 use serde_json::{Map, Value};
 
+use super::json_describe::{kind_of, show};
 use super::{
     ALGORITHMS, ConfigError, KeyPoolSettings, Limits, Model, ModelKind, ReasoningBudgets,
     ReasoningLevel, Timing, exposure,
@@ -625,31 +626,5 @@ impl Reader<'_> {
             default_max_tokens,
             max_output_tokens,
         })
-    }
-}
-
-fn kind_of(v: &Value) -> &'static str {
-    match v {
-        Value::Null => "null",
-        Value::Bool(_) => "a boolean",
-        Value::Number(_) => "a number",
-        Value::String(_) => "a string",
-        Value::Array(_) => "an array",
-        Value::Object(_) => "an object",
-    }
-}
-
-/// A short rendering of a bad value for an error message.
-fn show(v: &Value) -> String {
-    match v {
-        Value::Array(_) | Value::Object(_) => kind_of(v).to_string(),
-        other => {
-            let s = other.to_string();
-            if s.chars().count() > 60 {
-                format!("{}…", s.chars().take(60).collect::<String>())
-            } else {
-                s
-            }
-        }
     }
 }

@@ -20,6 +20,7 @@ use super::records::{
     LastTest, Millis, PoolGroup, TestResult,
 };
 use crate::config::ALGORITHMS;
+use crate::config::json_describe::kind_of;
 use crate::secret::Secret;
 
 /// The reason recorded on each imported key's `Import` event.
@@ -66,11 +67,11 @@ pub enum ImportError {
 pub fn parse_node_pool(bytes: &[u8], now: Millis) -> Result<NodeImport, ImportError> {
     let root: Value = serde_json::from_slice(bytes).map_err(ImportError::NotJson)?;
     let Value::Object(root) = root else {
-        return Err(ImportError::NotAnObject(json_kind(&root)));
+        return Err(ImportError::NotAnObject(kind_of(&root)));
     };
     let keys = match root.get("keys") {
         Some(Value::Array(keys)) => keys,
-        Some(other) => return Err(ImportError::NoKeys(json_kind(other))),
+        Some(other) => return Err(ImportError::NoKeys(kind_of(other))),
         None => return Err(ImportError::NoKeys("field missing")),
     };
 
@@ -96,7 +97,7 @@ pub fn parse_node_pool(bytes: &[u8], now: Millis) -> Result<NodeImport, ImportEr
             out.skipped += 1;
             out.warnings.push(format!(
                 "keys[{index}] is {}, not an object: skipped",
-                json_kind(entry)
+                kind_of(entry)
             ));
             continue;
         };
@@ -161,7 +162,7 @@ pub fn parse_node_pool(bytes: &[u8], now: Millis) -> Result<NodeImport, ImportEr
                 let shown = match obj.get("status") {
                     None | Some(Value::Null) => "none".to_string(),
                     Some(Value::String(s)) => format!("\"{}\"", truncate(s, 32)),
-                    Some(other) => json_kind(other).to_string(),
+                    Some(other) => kind_of(other).to_string(),
                 };
                 out.warnings.push(format!(
                     "key {id}: unknown status {shown}, imported as disabled"
@@ -279,7 +280,7 @@ pub fn parse_node_pool(bytes: &[u8], now: Millis) -> Result<NodeImport, ImportEr
         Some(other) => {
             let shown = match other {
                 Value::String(s) => format!("\"{}\"", truncate(s, 32)),
-                v => json_kind(v).to_string(),
+                v => kind_of(v).to_string(),
             };
             out.warnings.push(format!(
                 "algorithm {shown} is not supported by this version: using \"round-robin\""
@@ -300,7 +301,7 @@ fn parse_groups(value: Option<&Value>, now: Millis, out: &mut NodeImport) {
         Some(other) => {
             out.warnings.push(format!(
                 "poolGroups is {}, not an array: ignored",
-                json_kind(other)
+                kind_of(other)
             ));
             return;
         }
@@ -310,7 +311,7 @@ fn parse_groups(value: Option<&Value>, now: Millis, out: &mut NodeImport) {
         let Value::Object(obj) = group else {
             out.warnings.push(format!(
                 "poolGroups[{index}] is {}, not an object: ignored",
-                json_kind(group)
+                kind_of(group)
             ));
             continue;
         };
@@ -436,17 +437,6 @@ fn truncate(s: &str, max: usize) -> String {
         s.to_string()
     } else {
         s.chars().take(max).collect::<String>() + "…"
-    }
-}
-
-fn json_kind(value: &Value) -> &'static str {
-    match value {
-        Value::Null => "null",
-        Value::Bool(_) => "a boolean",
-        Value::Number(_) => "a number",
-        Value::String(_) => "a string",
-        Value::Array(_) => "an array",
-        Value::Object(_) => "an object",
     }
 }
 

@@ -6,7 +6,8 @@
 //!   data folder already holds (same secret) is a duplicate ([`keys`]).
 //! - `data/config.json` (or `config.json`) → the data folder's `config.json`, where the formats
 //!   agree ([`config`]).
-//! - `data/factory_usage.json` → the usage rollups ([`usage`]).
+//! - `data/factory_usage.json` → the usage rollups ([`usage`]); without it,
+//!   `data/request_stats.json` (no key, no hours) → the usage rollups ([`stats`]).
 //! - `data/auth.json` → copied when the data folder has none (same format).
 //!
 //! Everything is read and checked first: a malformed file stops the migration (exit 1, naming
@@ -18,6 +19,7 @@ mod config;
 mod keys;
 mod report;
 mod sources;
+mod stats;
 mod usage;
 
 use std::fs::{self, OpenOptions};
@@ -32,7 +34,7 @@ use super::import::parse_node_pool;
 use super::sqlite::offline::OfflineDb;
 use super::sqlite::{NODE_IMPORT_DONE, NODE_POOL_FILE, NODE_POOL_IMPORTED};
 use super::{DataDirLock, LOCK_FILE, StoreError, write_private_atomic};
-use crate::config::{Env, Settings, parse_value};
+use crate::config::{ConfigError, Env, Settings, parse_value};
 use crate::credentials::authfile;
 use crate::store::records::Millis;
 
@@ -93,6 +95,25 @@ fn read(path: &Path) -> Result<Vec<u8>, MigrateError> {
 
 fn now_ms() -> Millis {
     jiff::Timestamp::now().as_millisecond()
+}
+
+/// The settings `migrate` runs under: the gateway's ([`Settings::load`]), or, when those do not
+/// load because the data folder's own `config.json` is the Node file this migration converts
+/// (the in-place case: DATA_DIR is the Node `data/` folder), the environment's alone — the
+/// converted file is validated before it is written ([`plan_config`]). Anything else that does
+/// not load (the environment, a config.json that is not the Node file) is returned as the error.
+pub fn load_settings(args: &MigrateArgs, env: &Env) -> Result<Settings, ConfigError> {
+    let err = match Settings::load(env) {
+        Ok(settings) => return Ok(settings),
+        Err(e @ ConfigError::Read { .. }) => return Err(e),
+        Err(e) => e,
+    };
+    let own = PathBuf::from(env.get("DATA_DIR").unwrap_or("./data")).join("config.json");
+    let node_config = sources::locate(&args.from).ok().and_then(|f| f.config);
+    match node_config {
+        Some(node) if same_file(&node, &own) => Settings::from_sources(env, None),
+        _ => Err(err),
+    }
 }
 
 /// Runs the command; returns the exit code (0 done, 1 refused or failed).
@@ -279,9 +300,15 @@ pub fn migrate(
         ),
         None => None,
     };
-    let node_usage = match &files.usage {
-        Some(p) => Some(usage::parse(&read(p)?).map_err(|m| file_err(p, m))?),
-        None => None,
+    let node_usage = match (&files.usage, &files.stats) {
+        (Some(p), _) => Some(usage::parse(&read(p)?).map_err(|m| file_err(p, m))?),
+        (None, Some(p)) => {
+            let parsed = stats::parse(&read(p)?).map_err(|m| file_err(p, m))?;
+            let name = p.display();
+            warnings.extend(parsed.notes.iter().map(|n| format!("{name}: {n}")));
+            Some(parsed)
+        }
+        (None, None) => None,
     };
 
     // 2. The data folder: a running gateway holds it.
@@ -319,6 +346,7 @@ pub fn migrate(
     report.files.key_pool = files.key_pool.as_ref().map(|p| p.display().to_string());
     report.files.config = files.config.as_ref().map(|p| p.display().to_string());
     report.files.usage = files.usage.as_ref().map(|p| p.display().to_string());
+    report.files.request_stats = files.stats.as_ref().map(|p| p.display().to_string());
     report.files.auth = files.auth.as_ref().map(|p| p.display().to_string());
 
     let mut ops = Vec::new();
@@ -371,6 +399,11 @@ pub fn migrate(
             older_tokens: plan.older_tokens,
         };
         warnings.extend(plan.warnings);
+        if files.usage.is_some() && marker.has(stats::LABEL) && !plan.rollups.is_empty() {
+            warnings.push(
+                "data/request_stats.json was imported by an earlier migration: the factory_usage.json history imported now counts the same requests again (under their keys)".to_string(),
+            );
+        }
         if !plan.rollups.is_empty() {
             meta.push((usage::MARKER.to_string(), plan.marker.to_json()));
         }

@@ -12,6 +12,7 @@
 
 use serde_json::{Map, Value};
 
+use crate::config::json_describe::{kind_of, show};
 use crate::config::{ALGORITHMS, DEFAULT_SYSTEM_PROMPT, DEFAULT_USER_AGENT, KEY_POOL_FIELDS};
 
 /// Sentences of old Node system prompts that made Factory reject every request with 403
@@ -58,7 +59,7 @@ pub fn convert(root: &Value) -> Converted {
     let mut out = Converted::default();
     let Some(obj) = root.as_object() else {
         out.errors
-            .push(format!("expected a JSON object, got {}", kind(root)));
+            .push(format!("expected a JSON object, got {}", kind_of(root)));
         return out;
     };
     for (name, value) in obj {
@@ -110,7 +111,7 @@ fn endpoints(value: &Value, out: &mut Converted) {
     let Some(items) = value.as_array() else {
         out.errors.push(format!(
             "endpoint: expected an array of {{name, base_url}}, got {}",
-            kind(value)
+            kind_of(value)
         ));
         return;
     };
@@ -156,7 +157,7 @@ fn endpoints(value: &Value, out: &mut Converted) {
 fn models(value: &Value, out: &mut Converted) {
     let Some(items) = value.as_array() else {
         out.errors
-            .push(format!("models: expected an array, got {}", kind(value)));
+            .push(format!("models: expected an array, got {}", kind_of(value)));
         return;
     };
     let mut kept: Vec<Value> = Vec::new();
@@ -165,7 +166,7 @@ fn models(value: &Value, out: &mut Converted) {
         let Some(m) = item.as_object() else {
             out.errors.push(format!(
                 "models[{i}]: expected an object, got {}",
-                kind(item)
+                kind_of(item)
             ));
             continue;
         };
@@ -315,7 +316,7 @@ fn redirects(value: &Value, out: &mut Converted) {
     let Some(map) = value.as_object() else {
         out.errors.push(format!(
             "model_redirects: expected an object, got {}",
-            kind(value)
+            kind_of(value)
         ));
         return;
     };
@@ -332,8 +333,10 @@ fn redirects(value: &Value, out: &mut Converted) {
 
 fn proxies(value: &Value, out: &mut Converted) {
     let Some(items) = value.as_array() else {
-        out.errors
-            .push(format!("proxies: expected an array, got {}", kind(value)));
+        out.errors.push(format!(
+            "proxies: expected an array, got {}",
+            kind_of(value)
+        ));
         return;
     };
     let mut kept = Vec::new();
@@ -361,7 +364,7 @@ fn reasoning_tokens(value: &Value, out: &mut Converted) {
     let Some(o) = value.as_object() else {
         out.errors.push(format!(
             "reasoning_tokens: expected an object, got {}",
-            kind(value)
+            kind_of(value)
         ));
         return;
     };
@@ -396,8 +399,10 @@ fn is_node_limits(value: &Value) -> bool {
 /// The Node key-pool settings (camelCase, `upstream-factory.md` §5.9) into `key_pool`.
 fn key_pool(value: &Value, out: &mut Converted) {
     let Some(o) = value.as_object() else {
-        out.errors
-            .push(format!("key_pool: expected an object, got {}", kind(value)));
+        out.errors.push(format!(
+            "key_pool: expected an object, got {}",
+            kind_of(value)
+        ));
         return;
     };
     let mut kp = Map::new();
@@ -512,32 +517,6 @@ pub fn merge(target: &Map<String, Value>, node: &Map<String, Value>) -> Merged {
         }
     }
     m
-}
-
-fn kind(v: &Value) -> &'static str {
-    match v {
-        Value::Null => "null",
-        Value::Bool(_) => "a boolean",
-        Value::Number(_) => "a number",
-        Value::String(_) => "a string",
-        Value::Array(_) => "an array",
-        Value::Object(_) => "an object",
-    }
-}
-
-/// A short rendering of a value for a message.
-fn show(v: &Value) -> String {
-    match v {
-        Value::Array(_) | Value::Object(_) => kind(v).to_string(),
-        other => {
-            let s = other.to_string();
-            if s.chars().count() > 60 {
-                format!("{}…", s.chars().take(60).collect::<String>())
-            } else {
-                s
-            }
-        }
-    }
 }
 
 #[cfg(test)]

@@ -25,7 +25,10 @@ pub struct Report {
 pub struct Files {
     pub key_pool: Option<String>,
     pub config: Option<String>,
+    /// factory_usage.json.
     pub usage: Option<String>,
+    /// request_stats.json, read when there is no factory_usage.json.
+    pub request_stats: Option<String>,
     pub auth: Option<String>,
 }
 
@@ -63,7 +66,8 @@ pub struct SettingsReport {
 
 #[derive(Debug, Default, Serialize)]
 pub struct Usage {
-    /// factory_usage.json entries with something new.
+    /// factory_usage.json entries with something new (request_stats.json has no keys: its
+    /// history counts under the credential `node`).
     pub keys: usize,
     /// Entries attributed to a pool key (the others count under the credential `node`).
     pub matched_keys: usize,
@@ -177,29 +181,40 @@ impl Report {
             _ => {}
         }
         let _ = writeln!(o, "  settings: {}", settings.join("; "));
+        let u = &self.usage;
+        let older = if u.older_requests > 0 || u.older_tokens > 0 {
+            format!(
+                " ({} requests and {} tokens older than the file's daily history count in the all-time totals only)",
+                thousands(u.older_requests),
+                thousands(u.older_tokens)
+            )
+        } else {
+            String::new()
+        };
         if self.files.usage.is_some() {
-            let u = &self.usage;
             let _ = writeln!(
                 o,
-                "  usage:    {} keys ({} matched to pool keys), {} days, {} hours, {} requests, {} tokens {verb}{}",
+                "  usage:    {} keys ({} matched to pool keys), {} days, {} hours, {} requests, {} tokens {verb}{older}",
                 u.keys,
                 u.matched_keys,
                 u.days,
                 u.hours,
                 thousands(u.requests),
                 thousands(u.tokens),
-                if u.older_requests > 0 || u.older_tokens > 0 {
-                    format!(
-                        " ({} requests and {} tokens older than the file's daily history count in the all-time totals only)",
-                        thousands(u.older_requests),
-                        thousands(u.older_tokens)
-                    )
-                } else {
-                    String::new()
-                }
+            );
+        } else if self.files.request_stats.is_some() {
+            let _ = writeln!(
+                o,
+                "  usage:    from data/request_stats.json (no key: under the credential \"node\"), {} days, {} requests, {} tokens {verb}{older}",
+                u.days,
+                thousands(u.requests),
+                thousands(u.tokens),
             );
         } else {
-            let _ = writeln!(o, "  usage:    no data/factory_usage.json");
+            let _ = writeln!(
+                o,
+                "  usage:    no data/factory_usage.json or data/request_stats.json"
+            );
         }
         if !self.warnings.is_empty() {
             let _ = writeln!(o, "notes:");

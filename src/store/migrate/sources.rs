@@ -13,7 +13,10 @@ pub struct NodeFiles {
     pub key_pool: Option<PathBuf>,
     /// `data/config.json` (the fork the seed README describes) or `config.json` (the original).
     pub config: Option<PathBuf>,
+    /// `data/factory_usage.json`.
     pub usage: Option<PathBuf>,
+    /// `data/request_stats.json`, when there is no factory_usage.json (the usage history then).
+    pub stats: Option<PathBuf>,
     pub auth: Option<PathBuf>,
     /// Notes about the layout (which file was chosen, which ignored).
     pub notes: Vec<String>,
@@ -37,6 +40,7 @@ pub fn locate(from: &Path) -> Result<NodeFiles, String> {
             "key_pool.json",
             "key_pool.json.imported",
             "factory_usage.json",
+            "request_stats.json",
         ]
         .iter()
         .any(|f| d.join(f).is_file())
@@ -78,19 +82,26 @@ pub fn locate(from: &Path) -> Result<NodeFiles, String> {
         (d, r) => d.or(r),
     };
     out.usage = file(data.join("factory_usage.json"));
+    let stats = file(data.join("request_stats.json"));
+    if out.usage.is_some() {
+        if stats.is_some() {
+            out.notes.push(
+                "data/request_stats.json: not imported: data/factory_usage.json is (request_stats.json has no key dimension and counts the same requests: importing both would count them twice)".into(),
+            );
+        }
+    } else {
+        out.stats = stats;
+    }
     out.auth = file(data.join("auth.json"));
 
-    if out.key_pool.is_none() && out.config.is_none() && out.usage.is_none() {
+    if out.key_pool.is_none() && out.config.is_none() && out.usage.is_none() && out.stats.is_none()
+    {
         return Err(format!(
-            "{}: no data/key_pool.json, config.json, data/config.json or data/factory_usage.json here; give the Node.js droid2api folder",
+            "{}: no data/key_pool.json, config.json, data/config.json, data/factory_usage.json or data/request_stats.json here; give the Node.js droid2api folder",
             from.display()
         ));
     }
     for (name, what) in [
-        (
-            "request_stats.json",
-            "request statistics without a key dimension: not imported (factory_usage.json is the history this gateway imports)",
-        ),
         (
             "token_usage.json",
             "the Node version's cache of Factory balances: not imported; balances are synced again from Factory (POST /factory/balance/sync)",
@@ -232,5 +243,32 @@ mod tests {
         // The data folder itself.
         let f = locate(&root.join("data")).unwrap();
         assert_eq!(f.data, root.join("data"));
+    }
+
+    #[test]
+    fn request_stats_is_the_history_only_without_factory_usage() {
+        let dir = tempfile::tempdir().unwrap();
+        let data = dir.path().join("data");
+        std::fs::create_dir(&data).unwrap();
+        std::fs::write(data.join("request_stats.json"), "{}").unwrap();
+        // Alone, it makes a Node folder (and a Node data folder).
+        let f = locate(dir.path()).unwrap();
+        assert_eq!(
+            f.stats.as_deref(),
+            Some(data.join("request_stats.json").as_path())
+        );
+        assert!(f.notes.is_empty(), "{:?}", f.notes);
+        assert_eq!(locate(&data).unwrap().data, data);
+        // With factory_usage.json: that one, and a note why not both.
+        std::fs::write(data.join("factory_usage.json"), "{}").unwrap();
+        let f = locate(dir.path()).unwrap();
+        assert!(f.usage.is_some());
+        assert!(f.stats.is_none());
+        let notes = f.notes.join("\n");
+        assert!(
+            notes.contains("request_stats.json: not imported"),
+            "{notes}"
+        );
+        assert!(notes.contains("count them twice"), "{notes}");
     }
 }

@@ -1,5 +1,6 @@
 //! The Node.js version's `data/factory_usage.json` (`upstream-factory.md` §7.3) into the usage
-//! rollups.
+//! rollups — and, when it is absent, its `data/request_stats.json` ([`super::stats`]), read into
+//! the same [`NodeUsage`] as one source without a key.
 //!
 //! The file holds, per key (named by a mask such as `fk-1...cdef`, or by the key itself), an
 //! all-time `total_tokens`/`total_requests` and buckets `daily["YYYY-MM-DD"]` and
@@ -29,6 +30,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};
 
+use crate::config::json_describe::{kind_of, show_at_most};
 use crate::secret::mask;
 use crate::store::records::Millis;
 use crate::store::sqlite::{RollupRow, Tokens, UsageTotals};
@@ -41,7 +43,7 @@ pub const UNMATCHED: &str = "node";
 
 /// One bucket's figures.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
-struct Figures {
+pub(super) struct Figures {
     requests: u64,
     successes: u64,
     input: u64,
@@ -52,6 +54,17 @@ struct Figures {
 }
 
 impl Figures {
+    /// A file's all-time totals: no split, so the tokens count as input and the requests as
+    /// successful.
+    pub(super) fn all_time(requests: u64, tokens: u64) -> Figures {
+        Figures {
+            requests,
+            successes: requests,
+            input: tokens,
+            ..Figures::default()
+        }
+    }
+
     fn tokens(&self) -> u64 {
         self.input
             .saturating_add(self.cache_read)
@@ -114,9 +127,31 @@ impl Figures {
     }
 }
 
+/// Which file a [`Source`] comes from, and so how it is attributed and how its all-time
+/// `tokens` are counted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Origin {
+    /// A `factory_usage.json` entry: a key (matched to the pool), whose totals count every token.
+    FactoryUsage,
+    /// `request_stats.json`: no key (always the credential [`UNMATCHED`]); its `tokens` are
+    /// input + output + thinking, cache tokens excluded (`upstream-factory.md` §7.1).
+    RequestStats,
+}
+
+impl Origin {
+    /// The tokens of `f` as the file's all-time `tokens` counts them.
+    fn counted(self, f: &Figures) -> u64 {
+        match self {
+            Origin::FactoryUsage => f.tokens(),
+            Origin::RequestStats => f.input.saturating_add(f.output),
+        }
+    }
+}
+
 /// One key's history in the file.
 #[derive(Debug, Clone)]
 pub struct Source {
+    origin: Origin,
     /// The file's name for the key: a mask, or the key itself (then only held here, to match).
     name: String,
     /// How it is remembered and shown: the file's mask, or a fingerprint of a whole key.
@@ -126,10 +161,31 @@ pub struct Source {
     hours: BTreeMap<DateTime, Figures>,
 }
 
-/// A parsed `factory_usage.json`.
+/// A parsed `factory_usage.json` (or `request_stats.json`).
 #[derive(Debug, Clone, Default)]
 pub struct NodeUsage {
     pub sources: Vec<Source>,
+    /// What the file holds that is not imported, and why.
+    pub notes: Vec<String>,
+}
+
+impl Source {
+    /// The history of `request_stats.json`: all-time `total` (tokens as input, requests as
+    /// successes) and daily buckets, no hours, no key; remembered under `label`.
+    pub(super) fn unkeyed(
+        label: &str,
+        total: Option<Figures>,
+        days: BTreeMap<Date, Figures>,
+    ) -> Self {
+        Source {
+            origin: Origin::RequestStats,
+            name: label.to_string(),
+            label: label.to_string(),
+            total,
+            days,
+            hours: BTreeMap::new(),
+        }
+    }
 }
 
 /// What was imported before (the [`MARKER`] meta entry).
@@ -161,6 +217,11 @@ impl Marker {
     pub fn to_json(&self) -> String {
         serde_json::to_string(self).unwrap_or_else(|_| "{}".into())
     }
+
+    /// Whether the source remembered as `label` was imported before.
+    pub fn has(&self, label: &str) -> bool {
+        self.sources.contains_key(label)
+    }
 }
 
 /// What the usage import will write.
@@ -186,11 +247,11 @@ pub struct UsagePlan {
 pub fn parse(bytes: &[u8]) -> Result<NodeUsage, String> {
     let root: Value = serde_json::from_slice(bytes).map_err(|e| format!("not valid JSON: {e}"))?;
     let Some(root) = root.as_object() else {
-        return Err(format!("expected a JSON object, got {}", kind(&root)));
+        return Err(format!("expected a JSON object, got {}", kind_of(&root)));
     };
     let usage = match root.get("usage") {
         Some(Value::Object(u)) => u,
-        Some(other) => return Err(format!("usage: expected an object, got {}", kind(other))),
+        Some(other) => return Err(format!("usage: expected an object, got {}", kind_of(other))),
         None => return Err("usage: missing (expected {\"usage\": {<key>: {…}}})".into()),
     };
     let mut out = NodeUsage::default();
@@ -198,19 +259,14 @@ pub fn parse(bytes: &[u8]) -> Result<NodeUsage, String> {
         let label = label_of(name);
         let at = format!("usage[{label:?}]");
         let Some(e) = entry.as_object() else {
-            return Err(format!("{at}: expected an object, got {}", kind(entry)));
+            return Err(format!("{at}: expected an object, got {}", kind_of(entry)));
         };
         let total = match (e.get("total_tokens"), e.get("total_requests")) {
             (None, None) => None,
             (t, r) => {
                 let tokens = count(t, &format!("{at}.total_tokens"))?;
                 let requests = count(r, &format!("{at}.total_requests"))?;
-                Some(Figures {
-                    requests,
-                    successes: requests,
-                    input: tokens,
-                    ..Figures::default()
-                })
+                Some(Figures::all_time(requests, tokens))
             }
         };
         let mut days = BTreeMap::new();
@@ -227,6 +283,7 @@ pub fn parse(bytes: &[u8]) -> Result<NodeUsage, String> {
             hours.insert(hour, figures(v, &format!("{at}.hourly[{k:?}]"))?);
         }
         out.sources.push(Source {
+            origin: Origin::FactoryUsage,
             name: name.clone(),
             label,
             total,
@@ -253,7 +310,7 @@ fn split_mask(name: &str) -> Option<(&str, &str)> {
     (!head.is_empty() && !tail.is_empty()).then_some((head, tail))
 }
 
-fn buckets_of<'a>(
+pub(super) fn buckets_of<'a>(
     e: &'a Map<String, Value>,
     field: &str,
     at: &str,
@@ -263,7 +320,7 @@ fn buckets_of<'a>(
         Some(Value::Object(m)) => Ok(m.iter().collect()),
         Some(other) => Err(format!(
             "{at}.{field}: expected an object, got {}",
-            kind(other)
+            kind_of(other)
         )),
     }
 }
@@ -280,7 +337,7 @@ fn parse_hour(k: &str) -> Option<DateTime> {
 }
 
 /// A non-negative whole number (absent: 0).
-fn count(v: Option<&Value>, at: &str) -> Result<u64, String> {
+pub(super) fn count(v: Option<&Value>, at: &str) -> Result<u64, String> {
     match v {
         None | Some(Value::Null) => Ok(0),
         Some(Value::Number(n)) => n
@@ -293,15 +350,15 @@ fn count(v: Option<&Value>, at: &str) -> Result<u64, String> {
             .ok_or_else(|| format!("{at}: expected a whole number of at least 0, got {n}")),
         Some(other) => Err(format!(
             "{at}: expected a whole number of at least 0, got {}",
-            show(other)
+            show_at_most(other, 40)
         )),
     }
 }
 
 /// A bucket: `{tokens, requests}` and optional splits.
-fn figures(v: &Value, at: &str) -> Result<Figures, String> {
+pub(super) fn figures(v: &Value, at: &str) -> Result<Figures, String> {
     let Some(o) = v.as_object() else {
-        return Err(format!("{at}: expected an object, got {}", kind(v)));
+        return Err(format!("{at}: expected an object, got {}", kind_of(v)));
     };
     let get = |names: &[&str]| -> Result<u64, String> {
         for n in names {
@@ -405,12 +462,14 @@ pub fn plan(
     let mut unmatched: HashMap<String, usize> = HashMap::new();
 
     for s in &usage.sources {
-        let credential = match resolve(&s.name, keys) {
-            Ok(id) => {
+        let credential = match (s.origin, resolve(&s.name, keys)) {
+            // No key to match: the whole file is the credential `node`, without a note.
+            (Origin::RequestStats, _) => UNMATCHED.to_string(),
+            (Origin::FactoryUsage, Ok(id)) => {
                 out.matched += 1;
                 id.to_string()
             }
-            Err(n) => {
+            (Origin::FactoryUsage, Err(n)) => {
                 unmatched.insert(s.label.clone(), n);
                 UNMATCHED.to_string()
             }
@@ -455,7 +514,10 @@ pub fn plan(
             anything = true;
         }
 
-        // All time: the new days, plus what the file's totals hold beyond all its buckets.
+        // All time: the new days, plus what the file's totals hold beyond all its buckets
+        // (tokens counted as the file counts them: request_stats.json's leave cache tokens out).
+        // Requests older than the buckets count as successful: the totals have no split.
+        let counted = |f: &Figures| s.origin.counted(f);
         let file_total = s.total.unwrap_or_default();
         let mut all_days = Figures::default();
         for f in days.values() {
@@ -466,24 +528,20 @@ pub fn plan(
         let beyond = |file: u64, days: u64, done: u64, new: u64| {
             file.max(days).saturating_sub(done).saturating_sub(new)
         };
+        let older_requests = beyond(
+            file_total.requests,
+            all_days.requests,
+            already.requests,
+            new_days.requests,
+        );
         let older = Figures {
-            requests: beyond(
-                file_total.requests,
-                all_days.requests,
-                already.requests,
-                new_days.requests,
-            ),
-            successes: beyond(
-                file_total.successes,
-                all_days.successes,
-                already.successes,
-                new_days.successes,
-            ),
+            requests: older_requests,
+            successes: older_requests,
             input: beyond(
-                file_total.tokens(),
-                all_days.tokens(),
-                already.tokens(),
-                new_days.tokens(),
+                counted(&file_total),
+                counted(&all_days),
+                counted(&already),
+                counted(&new_days),
             ),
             ..Figures::default()
         };
@@ -497,7 +555,7 @@ pub fn plan(
             out.older_tokens = out.older_tokens.saturating_add(older.tokens());
             anything = true;
         }
-        if anything {
+        if anything && s.origin == Origin::FactoryUsage {
             out.keys += 1;
         }
     }
@@ -526,31 +584,6 @@ pub fn plan(
         })
         .collect();
     out
-}
-
-fn kind(v: &Value) -> &'static str {
-    match v {
-        Value::Null => "null",
-        Value::Bool(_) => "a boolean",
-        Value::Number(_) => "a number",
-        Value::String(_) => "a string",
-        Value::Array(_) => "an array",
-        Value::Object(_) => "an object",
-    }
-}
-
-fn show(v: &Value) -> String {
-    match v {
-        Value::Array(_) | Value::Object(_) => kind(v).to_string(),
-        other => {
-            let s = other.to_string();
-            if s.chars().count() > 40 {
-                format!("{}…", s.chars().take(40).collect::<String>())
-            } else {
-                s
-            }
-        }
-    }
 }
 
 #[cfg(test)]

@@ -16,11 +16,11 @@
 
 use std::collections::HashMap;
 
-use rusqlite::{Connection, Row, params};
+use rusqlite::{Connection, params};
 
 use super::queue::AdminMsg;
-use super::schema::{sql, to_i64, to_u64};
-use super::usage::{Tokens, UsageTotals};
+use super::schema::{sql, to_i64};
+use super::usage::{ROLLUP_SUMS, UsageTotals, totals_at};
 use super::{SqliteError, Store};
 use crate::store::StoreError;
 use crate::store::records::Millis;
@@ -127,28 +127,11 @@ impl ChangeCursor {
     }
 }
 
-const SUMS: &str = "requests, successes, input_tokens, cache_read_tokens, cache_write_tokens,
-    output_tokens, reasoning_tokens";
-
-/// The same sums added over several rows (saturating at `i64::MAX`: `total()` is a float).
+/// The sums of [`ROLLUP_SUMS`] added over several rows (saturating at `i64::MAX`: `total()` is a float).
 const SUMMED: &str = "CAST(total(requests) AS INTEGER), CAST(total(successes) AS INTEGER),
     CAST(total(input_tokens) AS INTEGER), CAST(total(cache_read_tokens) AS INTEGER),
     CAST(total(cache_write_tokens) AS INTEGER), CAST(total(output_tokens) AS INTEGER),
     CAST(total(reasoning_tokens) AS INTEGER)";
-
-fn totals_at(row: &Row<'_>, i: usize) -> rusqlite::Result<UsageTotals> {
-    Ok(UsageTotals {
-        requests: to_u64(row.get(i)?),
-        successes: to_u64(row.get(i + 1)?),
-        tokens: Tokens {
-            input_tokens: to_u64(row.get(i + 2)?),
-            cache_read_tokens: to_u64(row.get(i + 3)?),
-            cache_write_tokens: to_u64(row.get(i + 4)?),
-            output_tokens: to_u64(row.get(i + 5)?),
-            reasoning_tokens: to_u64(row.get(i + 6)?),
-        },
-    })
-}
 
 /// The sequence the writer's next rollup batch is stamped with.
 pub(super) fn next_seq(conn: &Connection) -> Result<i64, SqliteError> {
@@ -164,7 +147,7 @@ fn changed(
     limit: usize,
 ) -> Result<Vec<(ChangeCursor, RollupRow)>, SqliteError> {
     let text = format!(
-        "SELECT changed_seq, granularity, dim, value, bucket_start, {SUMS} FROM usage_rollups
+        "SELECT changed_seq, granularity, dim, value, bucket_start, {ROLLUP_SUMS} FROM usage_rollups
          WHERE (changed_seq, granularity, dim, value, bucket_start) > (?1, ?2, ?3, ?4, ?5)
          ORDER BY changed_seq, granularity, dim, value, bucket_start LIMIT ?6"
     );
@@ -283,7 +266,7 @@ fn mirror_page(
     limit: usize,
 ) -> Result<Vec<(String, RollupRow)>, SqliteError> {
     let text = format!(
-        "SELECT instance, granularity, dim, value, bucket_start, {SUMS} FROM fleet_rollups
+        "SELECT instance, granularity, dim, value, bucket_start, {ROLLUP_SUMS} FROM fleet_rollups
          WHERE (granularity, dim, value, bucket_start, instance) > (?1, ?2, ?3, ?4, ?5)
          ORDER BY granularity, dim, value, bucket_start, instance LIMIT ?6"
     );

@@ -328,8 +328,14 @@ pub(super) fn prune_chunk(
     .map_err(sql("deleting old usage records"))
 }
 
-/// Reads the 7 totals columns starting at column `i`: requests, successes, then the 5 tokens.
-fn totals_at(row: &Row<'_>, i: usize) -> rusqlite::Result<UsageTotals> {
+/// A rollup row's 7 totals columns (in `usage_rollups` and the fleet mirror), in the order
+/// [`totals_at`] reads them.
+pub(super) const ROLLUP_SUMS: &str = "requests, successes, input_tokens, cache_read_tokens, \
+    cache_write_tokens, output_tokens, reasoning_tokens";
+
+/// Reads the 7 totals columns ([`ROLLUP_SUMS`]) starting at column `i`: requests, successes,
+/// then the 5 tokens.
+pub(super) fn totals_at(row: &Row<'_>, i: usize) -> rusqlite::Result<UsageTotals> {
     Ok(UsageTotals {
         requests: to_u64(row.get(i)?),
         successes: to_u64(row.get(i + 1)?),
@@ -442,9 +448,8 @@ pub(super) fn usage_totals(
         .unwrap_or_default())
 }
 
-const SERIES_FROM_ROLLUPS: &str = "SELECT bucket_start, requests, successes, input_tokens,
-        cache_read_tokens, cache_write_tokens, output_tokens, reasoning_tokens
-    FROM usage_rollups
+/// `{sums}` is [`ROLLUP_SUMS`].
+const SERIES_FROM_ROLLUPS: &str = "SELECT bucket_start, {sums} FROM usage_rollups
     WHERE granularity = ?1 AND dim = ?2 AND value = ?3 AND bucket_start >= ?4 AND bucket_start < ?5
     ORDER BY bucket_start";
 
@@ -507,7 +512,7 @@ pub(super) fn usage_series(
         (None, None) => (DIM_ALL, ""),
     };
     let mut st = conn
-        .prepare_cached(SERIES_FROM_ROLLUPS)
+        .prepare_cached(&SERIES_FROM_ROLLUPS.replace("{sums}", ROLLUP_SUMS))
         .map_err(sql(context()))?;
     let local: Vec<(Millis, UsageTotals)> = st
         .query_map(params![granularity, dim, value, from, to], read)

@@ -1,5 +1,6 @@
 use super::*;
 use crate::store::records::{StoreOp, UsageRecord};
+use crate::store::sqlite::usage::Tokens;
 use crate::store::sqlite::{DB_FILE, schema};
 
 const HOUR: Millis = 3_600_000;
