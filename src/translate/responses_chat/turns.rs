@@ -270,4 +270,58 @@ mod tests {
         assert_eq!(c.take().unwrap().call_ids(), ["c"]);
         assert!(c.take().is_none());
     }
+
+    /// The stream translator hands the turn out when asked to collect, and the client's frames
+    /// are the same either way.
+    #[test]
+    fn the_stream_translator_collects_the_turn_without_changing_frames() {
+        use crate::sse::Event;
+        use crate::translate::chat::ChatChunks;
+        use crate::translate::responses_chat::ResponsesToChat;
+
+        let ev = |v: Value| Event {
+            event: v["type"].as_str().map(str::to_string),
+            data: v.to_string(),
+            ..Event::default()
+        };
+        let done = |i: u64, item: Value| json!({"type": "response.output_item.done", "output_index": i, "item": item});
+        let events = |terminal: &str| {
+            vec![
+                json!({"type": "response.created", "response": {"id": "resp_1"}}),
+                json!({"type": "response.output_item.added", "output_index": 0, "item": {"id": "rs_1", "type": "reasoning", "summary": []}}),
+                done(0, rs("rs_1", "gAAA")),
+                json!({"type": "response.output_item.added", "output_index": 1, "item": {"id": "fc_1", "type": "function_call", "call_id": "call_a", "name": "f", "arguments": ""}}),
+                done(1, fc("fc_1", "call_a")),
+                json!({"type": terminal, "response": {"id": "resp_1", "status": "x"}}),
+            ]
+        };
+        let run = |collect: bool, terminal: &str| {
+            let chunks = ChatChunks {
+                id: "chatcmpl-x".into(),
+                created: 1,
+                model: "m".into(),
+                include_usage: false,
+            };
+            let mut t = ResponsesToChat::new(chunks);
+            if collect {
+                t = t.collect_turn();
+            }
+            let mut out = String::new();
+            for e in events(terminal) {
+                t.on_event(&ev(e), &mut out);
+            }
+            t.finish(&mut out);
+            (out, t.take_turn())
+        };
+        let (plain, none) = run(false, "response.completed");
+        assert!(none.is_none());
+        let (collected, turn) = run(true, "response.completed");
+        assert_eq!(plain, collected);
+        let turn = turn.unwrap();
+        assert_eq!(turn.call_ids(), ["call_a"]);
+        assert_eq!(turn.items().len(), 2);
+        // An incomplete or failed response leaves nothing.
+        assert!(run(true, "response.incomplete").1.is_none());
+        assert!(run(true, "response.failed").1.is_none());
+    }
 }
