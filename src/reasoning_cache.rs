@@ -148,8 +148,7 @@ impl<T> ReasoningCache<T> {
                 tick,
             },
         );
-        while inner.entries.len() > self.limits.max_entries || inner.bytes > self.limits.max_bytes
-        {
+        while inner.entries.len() > self.limits.max_entries || inner.bytes > self.limits.max_bytes {
             let Some((_, oldest)) = inner.lru.pop_first() else {
                 break;
             };
@@ -222,7 +221,12 @@ mod tests {
     fn several_keys_share_one_entry() {
         let c = cache(10, 1000);
         let now = Instant::now();
-        c.insert(&keys(&["call_a", "call_b"]), Arc::new("turn".into()), 10, now);
+        c.insert(
+            &keys(&["call_a", "call_b"]),
+            Arc::new("turn".into()),
+            10,
+            now,
+        );
         let a = c.get("call_a", now).unwrap();
         let b = c.get("call_b", now).unwrap();
         assert!(Arc::ptr_eq(&a, &b));

@@ -11,6 +11,9 @@
 //! the upstream request bodies of both turns are snapshotted
 //! (`golden_responses__round_trip__<case>.snap`).
 
+// Test helpers panic on purpose: a failed setup step is a failed test.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod common;
 
 use droid2api::sse::Decoder;
@@ -348,8 +351,6 @@ proptest! {
 }
 
 mod round_trip {
-    #![allow(clippy::unwrap_used, clippy::expect_used)]
-
     use droid2api_mock::SseEventSpec;
     use serde_json::{Value, json};
 
@@ -401,15 +402,42 @@ mod round_trip {
         };
         let rs_added = json!({"id": "rs_turn1", "type": "reasoning", "summary": []});
         vec![
-            ev("response.created", json!({"response": response("in_progress", json!([]), Value::Null)})),
-            ev("response.output_item.added", json!({"output_index": 0, "item": rs_added})),
-            ev("response.reasoning_summary_text.delta", json!({"item_id": "rs_turn1", "output_index": 0, "summary_index": 0, "delta": "**Reading the file**"})),
-            ev("response.output_item.done", json!({"output_index": 0, "item": reasoning_item()})),
-            ev("response.output_item.added", json!({"output_index": 1, "item": call_item("in_progress", "")})),
-            ev("response.function_call_arguments.delta", json!({"item_id": "fc_turn1", "output_index": 1, "delta": "{\"path\":\"a.txt\"}"})),
-            ev("response.function_call_arguments.done", json!({"item_id": "fc_turn1", "output_index": 1, "arguments": "{\"path\":\"a.txt\"}"})),
-            ev("response.output_item.done", json!({"output_index": 1, "item": call_item("completed", "{\"path\":\"a.txt\"}")})),
-            ev("response.completed", json!({"response": response("completed", json!([reasoning_item(), call_item("completed", "{\"path\":\"a.txt\"}")]), usage())})),
+            ev(
+                "response.created",
+                json!({"response": response("in_progress", json!([]), Value::Null)}),
+            ),
+            ev(
+                "response.output_item.added",
+                json!({"output_index": 0, "item": rs_added}),
+            ),
+            ev(
+                "response.reasoning_summary_text.delta",
+                json!({"item_id": "rs_turn1", "output_index": 0, "summary_index": 0, "delta": "**Reading the file**"}),
+            ),
+            ev(
+                "response.output_item.done",
+                json!({"output_index": 0, "item": reasoning_item()}),
+            ),
+            ev(
+                "response.output_item.added",
+                json!({"output_index": 1, "item": call_item("in_progress", "")}),
+            ),
+            ev(
+                "response.function_call_arguments.delta",
+                json!({"item_id": "fc_turn1", "output_index": 1, "delta": "{\"path\":\"a.txt\"}"}),
+            ),
+            ev(
+                "response.function_call_arguments.done",
+                json!({"item_id": "fc_turn1", "output_index": 1, "arguments": "{\"path\":\"a.txt\"}"}),
+            ),
+            ev(
+                "response.output_item.done",
+                json!({"output_index": 1, "item": call_item("completed", "{\"path\":\"a.txt\"}")}),
+            ),
+            ev(
+                "response.completed",
+                json!({"response": response("completed", json!([reasoning_item(), call_item("completed", "{\"path\":\"a.txt\"}")]), usage())}),
+            ),
         ]
     }
 
@@ -452,10 +480,16 @@ mod round_trip {
             Reply::json(200, turn1_json())
         };
         mock.push_rule(Rule::new(reply).path(O_PATH).once());
-        let (status, _, body) = post(&gw.url(CHAT), &conversation("gpt-think", stream, false), &[]).await;
+        let (status, _, body) = post(
+            &gw.url(CHAT),
+            &conversation("gpt-think", stream, false),
+            &[],
+        )
+        .await;
         assert_eq!(status, 200);
         let turn1 = String::from_utf8(body.to_vec()).unwrap();
-        let (status, _, body) = post(&gw.url(CHAT), &conversation("gpt-think", stream, true), &[]).await;
+        let (status, _, body) =
+            post(&gw.url(CHAT), &conversation("gpt-think", stream, true), &[]).await;
         assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
         let bodies = upstream_bodies(mock);
         assert_eq!(bodies.len(), 2);
@@ -469,7 +503,15 @@ mod round_trip {
         assert_eq!(bodies[0]["store"], json!(false));
         let input = bodies[1]["input"].as_array().unwrap();
         let kinds: Vec<&str> = input.iter().map(|i| i["type"].as_str().unwrap()).collect();
-        assert_eq!(kinds, ["message", "reasoning", "function_call", "function_call_output"]);
+        assert_eq!(
+            kinds,
+            [
+                "message",
+                "reasoning",
+                "function_call",
+                "function_call_output"
+            ]
+        );
         assert_eq!(input[1]["id"], "rs_turn1");
         assert_eq!(input[1]["encrypted_content"], ENCRYPTED);
         assert_eq!(input[2]["id"], "fc_turn1");
@@ -479,7 +521,11 @@ mod round_trip {
     /// Nothing of the round trip reaches the client.
     fn assert_client_unchanged(turn1: &str) {
         assert!(turn1.contains("call_R1"));
-        assert!(!turn1.contains(ENCRYPTED) && !turn1.contains("fc_turn1") && !turn1.contains("rs_turn1"));
+        assert!(
+            !turn1.contains(ENCRYPTED)
+                && !turn1.contains("fc_turn1")
+                && !turn1.contains("rs_turn1")
+        );
     }
 
     #[tokio::test]
@@ -488,7 +534,10 @@ mod round_trip {
         let gw = start(&mock).await;
         let (turn1, bodies) = two_turns(&gw, &mock, true).await;
         assert_client_unchanged(&turn1);
-        assert!(turn1.ends_with("data: [DONE]\n\n") && turn1.contains("\"finish_reason\":\"tool_calls\""));
+        assert!(
+            turn1.ends_with("data: [DONE]\n\n")
+                && turn1.contains("\"finish_reason\":\"tool_calls\"")
+        );
         assert_round_trip(&bodies);
         insta::assert_snapshot!("streamed_turn1_request", pretty(&bodies[0]));
         insta::assert_snapshot!("streamed_turn2_request", pretty(&bodies[1]));
@@ -502,7 +551,10 @@ mod round_trip {
         assert_client_unchanged(&turn1);
         let v = json(turn1.as_bytes());
         assert_eq!(v["choices"][0]["finish_reason"], "tool_calls");
-        assert_eq!(v["choices"][0]["message"]["reasoning_content"], "**Reading the file**");
+        assert_eq!(
+            v["choices"][0]["message"]["reasoning_content"],
+            "**Reading the file**"
+        );
         assert_round_trip(&bodies);
         insta::assert_snapshot!("non_streamed_turn1_request", pretty(&bodies[0]));
         insta::assert_snapshot!("non_streamed_turn2_request", pretty(&bodies[1]));
@@ -512,8 +564,13 @@ mod round_trip {
     async fn refused_reasoning_items_are_dropped_so_the_retry_works() {
         let mock = MockUpstream::start().await;
         let gw = start(&mock).await;
-        mock.push_rule(Rule::new(Reply::json(200, turn1_json())).path(O_PATH).once());
-        let (status, _, _) = post(&gw.url(CHAT), &conversation("gpt-think", false, false), &[]).await;
+        mock.push_rule(
+            Rule::new(Reply::json(200, turn1_json()))
+                .path(O_PATH)
+                .once(),
+        );
+        let (status, _, _) =
+            post(&gw.url(CHAT), &conversation("gpt-think", false, false), &[]).await;
         assert_eq!(status, 200);
         // The upstream cannot read the encrypted content (another organisation, say).
         mock.push_rule(
@@ -525,12 +582,19 @@ mod round_trip {
             .path(O_PATH)
             .once(),
         );
-        let (status, _, body) = post(&gw.url(CHAT), &conversation("gpt-think", false, true), &[]).await;
+        let (status, _, body) =
+            post(&gw.url(CHAT), &conversation("gpt-think", false, true), &[]).await;
         assert_eq!(status, 400);
-        assert!(json(&body)["error"]["message"].as_str().unwrap().contains("encrypted content"));
+        assert!(
+            json(&body)["error"]["message"]
+                .as_str()
+                .unwrap()
+                .contains("encrypted content")
+        );
         assert_eq!(upstream_bodies(&mock)[1]["input"][1]["type"], "reasoning");
         // The client's retry goes without the cached items: fresh call, no id.
-        let (status, _, body) = post(&gw.url(CHAT), &conversation("gpt-think", false, true), &[]).await;
+        let (status, _, body) =
+            post(&gw.url(CHAT), &conversation("gpt-think", false, true), &[]).await;
         assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
         let retry = &upstream_bodies(&mock)[2];
         assert_eq!(
@@ -544,16 +608,26 @@ mod round_trip {
     async fn other_upstream_errors_keep_the_cached_items() {
         let mock = MockUpstream::start().await;
         let gw = start(&mock).await;
-        mock.push_rule(Rule::new(Reply::json(200, turn1_json())).path(O_PATH).once());
-        post(&gw.url(CHAT), &conversation("gpt-think", false, false), &[]).await;
         mock.push_rule(
-            Rule::new(Reply::openai_error(400, "invalid_request_error", "Invalid 'tools[0].name'."))
+            Rule::new(Reply::json(200, turn1_json()))
                 .path(O_PATH)
                 .once(),
         );
-        let (status, _, _) = post(&gw.url(CHAT), &conversation("gpt-think", false, true), &[]).await;
+        post(&gw.url(CHAT), &conversation("gpt-think", false, false), &[]).await;
+        mock.push_rule(
+            Rule::new(Reply::openai_error(
+                400,
+                "invalid_request_error",
+                "Invalid 'tools[0].name'.",
+            ))
+            .path(O_PATH)
+            .once(),
+        );
+        let (status, _, _) =
+            post(&gw.url(CHAT), &conversation("gpt-think", false, true), &[]).await;
         assert_eq!(status, 400);
-        let (status, _, _) = post(&gw.url(CHAT), &conversation("gpt-think", false, true), &[]).await;
+        let (status, _, _) =
+            post(&gw.url(CHAT), &conversation("gpt-think", false, true), &[]).await;
         assert_eq!(status, 200);
         assert_eq!(upstream_bodies(&mock)[2]["input"][1]["type"], "reasoning");
     }
@@ -563,9 +637,14 @@ mod round_trip {
         let mock = MockUpstream::start().await;
         let gw = start(&mock).await;
         // Turn 1 on the reasoning model fills the cache; turn 2 goes to a model that does not reason.
-        mock.push_rule(Rule::new(Reply::json(200, turn1_json())).path(O_PATH).once());
+        mock.push_rule(
+            Rule::new(Reply::json(200, turn1_json()))
+                .path(O_PATH)
+                .once(),
+        );
         post(&gw.url(CHAT), &conversation("gpt-think", false, false), &[]).await;
-        let (status, _, _) = post(&gw.url(CHAT), &conversation("gpt-plain", false, true), &[]).await;
+        let (status, _, _) =
+            post(&gw.url(CHAT), &conversation("gpt-plain", false, true), &[]).await;
         assert_eq!(status, 200);
         let body = &upstream_bodies(&mock)[1];
         assert!(body.get("include").is_none());
@@ -584,9 +663,15 @@ mod round_trip {
         let e = json(&resp);
         assert_eq!(e["error"]["param"], "include");
         assert_eq!(e["error"]["type"], "invalid_request_error");
-        assert!(e["error"]["message"].as_str().unwrap().starts_with("include: expected an array of strings"));
+        assert!(
+            e["error"]["message"]
+                .as_str()
+                .unwrap()
+                .starts_with("include: expected an array of strings")
+        );
         assert!(upstream_bodies(&mock).is_empty());
-        let (status, _, _) = post(&gw.url(CHAT), &conversation("gpt-think", false, false), &[]).await;
+        let (status, _, _) =
+            post(&gw.url(CHAT), &conversation("gpt-think", false, false), &[]).await;
         assert_eq!(status, 200);
     }
 }

@@ -105,7 +105,12 @@ fn check_reasoning_items(items: &[Value], stored: bool) -> Result<(), String> {
     fn kind(v: &Value) -> &str {
         v.get("type").and_then(Value::as_str).unwrap_or("message")
     }
-    let id = |v: &Value| v.get("id").and_then(Value::as_str).unwrap_or("").to_string();
+    let id = |v: &Value| {
+        v.get("id")
+            .and_then(Value::as_str)
+            .unwrap_or("")
+            .to_string()
+    };
     let in_turn = |v: &Value| match kind(v) {
         "function_call" | "reasoning" => true,
         "message" => v.get("role").and_then(Value::as_str) == Some("assistant"),
@@ -641,9 +646,11 @@ mod tests {
         let check = |input: Value, store: bool| {
             validate_responses(&req(json!({"model": "m", "store": store, "input": input})))
         };
-        let rs = json!({"type": "reasoning", "id": "rs_1", "summary": [], "encrypted_content": "gA"});
+        let rs =
+            json!({"type": "reasoning", "id": "rs_1", "summary": [], "encrypted_content": "gA"});
         let fc = json!({"type": "function_call", "id": "fc_1", "call_id": "c", "name": "f", "arguments": "{}"});
-        let fresh = json!({"type": "function_call", "call_id": "c", "name": "f", "arguments": "{}"});
+        let fresh =
+            json!({"type": "function_call", "call_id": "c", "name": "f", "arguments": "{}"});
         let out = json!({"type": "function_call_output", "call_id": "c", "output": "x"});
         let user = json!({"type": "message", "role": "user", "content": "hi"});
         let ok = |input: Value| assert!(check(input.clone(), false).is_ok(), "{input}");
@@ -662,8 +669,7 @@ mod tests {
         // Without encrypted content, only a stored conversation knows the item.
         let bare = json!({"type": "reasoning", "id": "rs_1", "summary": []});
         assert!(
-            check(json!([user, bare, fc, out]), false)
-                .is_err_and(|e| e.contains("not persisted"))
+            check(json!([user, bare, fc, out]), false).is_err_and(|e| e.contains("not persisted"))
         );
         assert!(check(json!([user, bare, fc, out]), true).is_ok());
     }

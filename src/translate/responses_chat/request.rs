@@ -106,7 +106,11 @@ pub fn chat_to_responses_with(
         Some(Value::Array(list)) if list.iter().all(Value::is_string) => list,
         Some(_) => return Err(err("include", "expected an array of strings")),
     };
-    if reasons && !include.iter().any(|v| v.as_str() == Some(ENCRYPTED_REASONING)) {
+    if reasons
+        && !include
+            .iter()
+            .any(|v| v.as_str() == Some(ENCRYPTED_REASONING))
+    {
         include.push(Value::from(ENCRYPTED_REASONING));
     }
     if !include.is_empty() {

@@ -546,18 +546,27 @@ mod round_trip {
         }
         // A client's include is kept, ours added once.
         let mut b = tool_conversation(Some("low"));
-        b["include"] = json!(["message.output_text.logprobs", "reasoning.encrypted_content"]);
+        b["include"] = json!([
+            "message.output_text.logprobs",
+            "reasoning.encrypted_content"
+        ]);
         let (body, _, _) = run(b, ReasoningLevel::Auto, &none);
         assert_eq!(
             body["include"],
-            json!(["message.output_text.logprobs", "reasoning.encrypted_content"])
+            json!([
+                "message.output_text.logprobs",
+                "reasoning.encrypted_content"
+            ])
         );
         let mut b = tool_conversation(Some("low"));
         b["include"] = json!(["message.output_text.logprobs"]);
         let (body, _, _) = run(b, ReasoningLevel::Auto, &none);
         assert_eq!(
             body["include"],
-            json!(["message.output_text.logprobs", "reasoning.encrypted_content"])
+            json!([
+                "message.output_text.logprobs",
+                "reasoning.encrypted_content"
+            ])
         );
         // Without reasoning the client's include passes alone.
         let mut b = tool_conversation(None);
