@@ -11,8 +11,9 @@
 //! The values are opaque here (generic), and nothing in this module logs them: the encrypted
 //! content never reaches a log line.
 //!
-//! It sits beside `credentials` and `usage` rather than in `proxy` because the app (`App`), which
-//! owns it for the life of the process, is built below the proxy layer.
+//! It depends on nothing (the value type is a parameter), so it sits in the bottom layer beside
+//! `config` and `store`, not in `proxy`: the app (`App`), which owns it for the life of the
+//! process, is built below the proxy layer.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
