@@ -12,10 +12,12 @@ use crate::credentials::fleet::{FleetApplier, Replicated, SharedPositions};
 use crate::credentials::pool::Balance;
 use crate::credentials::pool::{KeyPool, Persist, SystemClock};
 use crate::credentials::{Credentials, CredentialsError};
+use crate::reasoning_cache::{self, ReasoningCache};
 use crate::store::StoreError;
 use crate::store::redis::{Shared, SharedError};
 use crate::store::sqlite::Store;
 use crate::telemetry;
+use crate::translate::responses_chat::Turn;
 use crate::upstream::{Upstream, UpstreamError};
 use crate::usage::recorder::Recorder;
 use crate::usage::sync::BalanceSync;
@@ -49,6 +51,9 @@ pub struct App {
     pub models_list: Arc<std::sync::OnceLock<bytes::Bytes>>,
     /// The shared state of several instances (contract §12), when `REDIS_URL` is set.
     pub shared: Option<Arc<Shared>>,
+    /// The GPT turns whose reasoning is sent back on the next Chat request (`translation.md`
+    /// §4.4), per instance.
+    pub reasoning: Arc<ReasoningCache<Turn>>,
 }
 
 /// Failures while building the app.
@@ -156,6 +161,7 @@ impl App {
             tasks,
             inbound,
             models_list: Arc::default(),
+            reasoning: Arc::new(ReasoningCache::new(reasoning_cache::Limits::default())),
             shared,
         };
         if let Some(shared) = &app.shared {

@@ -13,6 +13,7 @@ pub mod error;
 pub mod inbound;
 pub mod json_scan;
 pub mod proxy;
+pub mod reasoning_cache;
 pub mod secret;
 pub mod server;
 pub mod sse;

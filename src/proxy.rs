@@ -165,6 +165,26 @@ fn client_credential(headers: &HeaderMap) -> Option<&str> {
         .filter(|v| !v.is_empty())
 }
 
+/// An upstream 400 naming the encrypted content or a reasoning item of a request that sent
+/// cached turns back: those turns are dropped, so the client's retry goes without them
+/// (`translation.md` §4.4).
+fn forget_refused_turns(
+    app: &App,
+    plan: &plan::Plan<'_>,
+    status: StatusCode,
+    body: &[u8],
+    log: &RequestLog,
+) {
+    if plan.reinserted.is_empty() || status != StatusCode::BAD_REQUEST {
+        return;
+    }
+    let message = crate::translate::error_message(body).to_ascii_lowercase();
+    if message.contains("encrypted") || message.contains("reasoning") {
+        app.reasoning.remove(&plan.reinserted);
+        tracing::info!(request_id = %log.request_id, calls = plan.reinserted.len(), "the upstream refused re-sent reasoning items; dropped them from the cache");
+    }
+}
+
 /// Handles one proxied request. Errors are rendered once, here, in the route's envelope.
 pub async fn handle(
     app: App,
@@ -231,7 +251,7 @@ async fn run(
             Some((plan, requested))
         }),
     };
-    let plan = match lazy {
+    let mut plan = match lazy {
         Some((plan, requested)) => {
             drop(bytes);
             if let Some(m) = settings.find_model(&requested) {
@@ -245,6 +265,8 @@ async fn run(
             if let Some(m) = settings.find_model(&requested) {
                 log.model = m.id.clone();
             }
+            let now = Instant::now();
+            let turns = |call_id: &str| app.reasoning.get(call_id, now);
             plan::plan(
                 settings,
                 route,
@@ -253,10 +275,14 @@ async fn run(
                 value,
                 &requested,
                 max_values.saturating_sub(weight),
+                &turns,
             )?
         }
     };
     log.format = Some(plan.format);
+    if plan.keep_turn {
+        plan.turn_cache = Some(Arc::clone(&app.reasoning));
+    }
     let client_cred = client_credential(headers);
     let mut used = Vec::new();
     let answer = dispatch::dispatch(app, &plan, headers, client_cred, &mut used, log).await;
@@ -274,6 +300,7 @@ async fn run(
             body,
         } => {
             log.upstream_status = Some(status.as_u16());
+            forget_refused_turns(app, &plan, status, &body, log);
             Ok(respond::respond_error(route, status, &headers, body, log))
         }
     }

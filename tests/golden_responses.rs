@@ -5,6 +5,16 @@
 //! The bytes go through `sse::Decoder` exactly as the proxy feeds them, and the output must not
 //! depend on how the transport cut them: every two-piece split, byte-by-byte, and random
 //! multi-piece splits give byte-identical text.
+//!
+//! `round_trip`: the reasoning round trip (`translation.md` §4.4) end to end through the running
+//! gateway and the mock: a two-turn tool conversation on a reasoning GPT model, streamed and not;
+//! the upstream request bodies of both turns are snapshotted
+//! (`golden_responses__round_trip__<case>.snap`).
+
+// Test helpers panic on purpose: a failed setup step is a failed test.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
 
 use droid2api::sse::Decoder;
 use droid2api::translate::chat::ChatChunks;
@@ -337,5 +347,331 @@ proptest! {
         pieces.push(&bytes[start..]);
         let (out, _) = translate(pieces, c.include_usage);
         prop_assert_eq!(out, whole(c));
+    }
+}
+
+mod round_trip {
+    use droid2api_mock::SseEventSpec;
+    use serde_json::{Value, json};
+
+    use super::common::*;
+
+    const KEY: &str = "fk-reasoning-round-trip-0001";
+    const CHAT: &str = "/v1/chat/completions";
+    const O_PATH: &str = "/o/v1/responses";
+    const ENCRYPTED: &str = "gAAAAABo-opaque-encrypted-reasoning==";
+
+    async fn start(mock: &MockUpstream) -> Gateway {
+        gateway(mock)
+            .env("FACTORY_API_KEY", KEY)
+            .config(json!({"system_prompt": "", "models": [
+                {"id": "gpt-think", "type": "openai", "reasoning": "high"},
+                {"id": "gpt-plain", "type": "openai", "reasoning": "off"}
+            ]}))
+            .start()
+            .await
+    }
+
+    fn reasoning_item() -> Value {
+        json!({"id": "rs_turn1", "type": "reasoning", "encrypted_content": ENCRYPTED,
+               "summary": [{"type": "summary_text", "text": "**Reading the file**"}]})
+    }
+
+    fn call_item(status: &str, arguments: &str) -> Value {
+        json!({"id": "fc_turn1", "type": "function_call", "status": status, "arguments": arguments,
+               "call_id": "call_R1", "name": "read_file"})
+    }
+
+    fn usage() -> Value {
+        json!({"input_tokens": 40, "input_tokens_details": {"cached_tokens": 0}, "output_tokens": 30,
+               "output_tokens_details": {"reasoning_tokens": 20}, "total_tokens": 70})
+    }
+
+    /// Turn 1 streamed: a reasoning item (with its encrypted content) and a function call.
+    fn turn1_events() -> Vec<SseEventSpec> {
+        let response = |status: &str, output: Value, usage: Value| {
+            json!({"id": "resp_turn1", "object": "response", "created_at": 1_764_158_400,
+                   "status": status, "model": "gpt-think", "output": output, "usage": usage})
+        };
+        let mut seq = 0;
+        let mut ev = |ty: &str, mut data: Value| {
+            data["type"] = json!(ty);
+            data["sequence_number"] = json!(seq);
+            seq += 1;
+            SseEventSpec::named(ty, &data)
+        };
+        let rs_added = json!({"id": "rs_turn1", "type": "reasoning", "summary": []});
+        vec![
+            ev(
+                "response.created",
+                json!({"response": response("in_progress", json!([]), Value::Null)}),
+            ),
+            ev(
+                "response.output_item.added",
+                json!({"output_index": 0, "item": rs_added}),
+            ),
+            ev(
+                "response.reasoning_summary_text.delta",
+                json!({"item_id": "rs_turn1", "output_index": 0, "summary_index": 0, "delta": "**Reading the file**"}),
+            ),
+            ev(
+                "response.output_item.done",
+                json!({"output_index": 0, "item": reasoning_item()}),
+            ),
+            ev(
+                "response.output_item.added",
+                json!({"output_index": 1, "item": call_item("in_progress", "")}),
+            ),
+            ev(
+                "response.function_call_arguments.delta",
+                json!({"item_id": "fc_turn1", "output_index": 1, "delta": "{\"path\":\"a.txt\"}"}),
+            ),
+            ev(
+                "response.function_call_arguments.done",
+                json!({"item_id": "fc_turn1", "output_index": 1, "arguments": "{\"path\":\"a.txt\"}"}),
+            ),
+            ev(
+                "response.output_item.done",
+                json!({"output_index": 1, "item": call_item("completed", "{\"path\":\"a.txt\"}")}),
+            ),
+            ev(
+                "response.completed",
+                json!({"response": response("completed", json!([reasoning_item(), call_item("completed", "{\"path\":\"a.txt\"}")]), usage())}),
+            ),
+        ]
+    }
+
+    /// Turn 1 whole.
+    fn turn1_json() -> Value {
+        json!({"id": "resp_turn1", "object": "response", "created_at": 1_764_158_400,
+               "status": "completed", "model": "gpt-think",
+               "output": [reasoning_item(), call_item("completed", "{\"path\":\"a.txt\"}")],
+               "usage": usage()})
+    }
+
+    fn conversation(model: &str, stream: bool, turn2: bool) -> Value {
+        let mut messages = vec![json!({"role": "user", "content": "What is in a.txt?"})];
+        if turn2 {
+            messages.push(json!({"role": "assistant", "content": null, "tool_calls": [
+                {"id": "call_R1", "type": "function", "function": {"name": "read_file", "arguments": "{\"path\":\"a.txt\"}"}}]}));
+            messages.push(json!({"role": "tool", "tool_call_id": "call_R1", "content": "hello"}));
+        }
+        json!({"model": model, "stream": stream, "messages": messages})
+    }
+
+    fn pretty(v: &Value) -> String {
+        serde_json::to_string_pretty(v).unwrap()
+    }
+
+    /// The upstream bodies of every Responses call so far.
+    fn upstream_bodies(mock: &MockUpstream) -> Vec<Value> {
+        mock.requests_to(O_PATH)
+            .into_iter()
+            .map(|r| r.json.expect("a JSON body"))
+            .collect()
+    }
+
+    /// Runs turn 1 (scripted) and turn 2 (the mock's default text reply) and returns the client
+    /// text of turn 1 and both upstream bodies.
+    async fn two_turns(gw: &Gateway, mock: &MockUpstream, stream: bool) -> (String, Vec<Value>) {
+        let reply = if stream {
+            Reply::sse(turn1_events())
+        } else {
+            Reply::json(200, turn1_json())
+        };
+        mock.push_rule(Rule::new(reply).path(O_PATH).once());
+        let (status, _, body) = post(
+            &gw.url(CHAT),
+            &conversation("gpt-think", stream, false),
+            &[],
+        )
+        .await;
+        assert_eq!(status, 200);
+        let turn1 = String::from_utf8(body.to_vec()).unwrap();
+        let (status, _, body) =
+            post(&gw.url(CHAT), &conversation("gpt-think", stream, true), &[]).await;
+        assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
+        let bodies = upstream_bodies(mock);
+        assert_eq!(bodies.len(), 2);
+        (turn1, bodies)
+    }
+
+    /// Turn 2's input holds the reasoning item (encrypted content as received) and the call
+    /// with its `fc_` id, in order, before the call's output.
+    fn assert_round_trip(bodies: &[Value]) {
+        assert_eq!(bodies[0]["include"], json!(["reasoning.encrypted_content"]));
+        assert_eq!(bodies[0]["store"], json!(false));
+        let input = bodies[1]["input"].as_array().unwrap();
+        let kinds: Vec<&str> = input.iter().map(|i| i["type"].as_str().unwrap()).collect();
+        assert_eq!(
+            kinds,
+            [
+                "message",
+                "reasoning",
+                "function_call",
+                "function_call_output"
+            ]
+        );
+        assert_eq!(input[1]["id"], "rs_turn1");
+        assert_eq!(input[1]["encrypted_content"], ENCRYPTED);
+        assert_eq!(input[2]["id"], "fc_turn1");
+        assert_eq!(input[2]["call_id"], "call_R1");
+    }
+
+    /// Nothing of the round trip reaches the client.
+    fn assert_client_unchanged(turn1: &str) {
+        assert!(turn1.contains("call_R1"));
+        assert!(
+            !turn1.contains(ENCRYPTED)
+                && !turn1.contains("fc_turn1")
+                && !turn1.contains("rs_turn1")
+        );
+    }
+
+    #[tokio::test]
+    async fn streamed_two_turn_tool_conversation() {
+        let mock = MockUpstream::start().await;
+        let gw = start(&mock).await;
+        let (turn1, bodies) = two_turns(&gw, &mock, true).await;
+        assert_client_unchanged(&turn1);
+        assert!(
+            turn1.ends_with("data: [DONE]\n\n")
+                && turn1.contains("\"finish_reason\":\"tool_calls\"")
+        );
+        assert_round_trip(&bodies);
+        insta::assert_snapshot!("streamed_turn1_request", pretty(&bodies[0]));
+        insta::assert_snapshot!("streamed_turn2_request", pretty(&bodies[1]));
+    }
+
+    #[tokio::test]
+    async fn non_streamed_two_turn_tool_conversation() {
+        let mock = MockUpstream::start().await;
+        let gw = start(&mock).await;
+        let (turn1, bodies) = two_turns(&gw, &mock, false).await;
+        assert_client_unchanged(&turn1);
+        let v = json(turn1.as_bytes());
+        assert_eq!(v["choices"][0]["finish_reason"], "tool_calls");
+        assert_eq!(
+            v["choices"][0]["message"]["reasoning_content"],
+            "**Reading the file**"
+        );
+        assert_round_trip(&bodies);
+        insta::assert_snapshot!("non_streamed_turn1_request", pretty(&bodies[0]));
+        insta::assert_snapshot!("non_streamed_turn2_request", pretty(&bodies[1]));
+    }
+
+    #[tokio::test]
+    async fn refused_reasoning_items_are_dropped_so_the_retry_works() {
+        let mock = MockUpstream::start().await;
+        let gw = start(&mock).await;
+        mock.push_rule(
+            Rule::new(Reply::json(200, turn1_json()))
+                .path(O_PATH)
+                .once(),
+        );
+        let (status, _, _) =
+            post(&gw.url(CHAT), &conversation("gpt-think", false, false), &[]).await;
+        assert_eq!(status, 200);
+        // The upstream cannot read the encrypted content (another organisation, say).
+        mock.push_rule(
+            Rule::new(Reply::openai_error(
+                400,
+                "invalid_request_error",
+                "The encrypted content for item rs_turn1 could not be verified.",
+            ))
+            .path(O_PATH)
+            .once(),
+        );
+        let (status, _, body) =
+            post(&gw.url(CHAT), &conversation("gpt-think", false, true), &[]).await;
+        assert_eq!(status, 400);
+        assert!(
+            json(&body)["error"]["message"]
+                .as_str()
+                .unwrap()
+                .contains("encrypted content")
+        );
+        assert_eq!(upstream_bodies(&mock)[1]["input"][1]["type"], "reasoning");
+        // The client's retry goes without the cached items: fresh call, no id.
+        let (status, _, body) =
+            post(&gw.url(CHAT), &conversation("gpt-think", false, true), &[]).await;
+        assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
+        let retry = &upstream_bodies(&mock)[2];
+        assert_eq!(
+            retry["input"][1],
+            json!({"type": "function_call", "call_id": "call_R1", "name": "read_file", "arguments": "{\"path\":\"a.txt\"}"})
+        );
+        assert_eq!(retry["input"].as_array().unwrap().len(), 3);
+    }
+
+    #[tokio::test]
+    async fn other_upstream_errors_keep_the_cached_items() {
+        let mock = MockUpstream::start().await;
+        let gw = start(&mock).await;
+        mock.push_rule(
+            Rule::new(Reply::json(200, turn1_json()))
+                .path(O_PATH)
+                .once(),
+        );
+        post(&gw.url(CHAT), &conversation("gpt-think", false, false), &[]).await;
+        mock.push_rule(
+            Rule::new(Reply::openai_error(
+                400,
+                "invalid_request_error",
+                "Invalid 'tools[0].name'.",
+            ))
+            .path(O_PATH)
+            .once(),
+        );
+        let (status, _, _) =
+            post(&gw.url(CHAT), &conversation("gpt-think", false, true), &[]).await;
+        assert_eq!(status, 400);
+        let (status, _, _) =
+            post(&gw.url(CHAT), &conversation("gpt-think", false, true), &[]).await;
+        assert_eq!(status, 200);
+        assert_eq!(upstream_bodies(&mock)[2]["input"][1]["type"], "reasoning");
+    }
+
+    #[tokio::test]
+    async fn a_model_without_reasoning_asks_for_nothing_and_gets_nothing_back() {
+        let mock = MockUpstream::start().await;
+        let gw = start(&mock).await;
+        // Turn 1 on the reasoning model fills the cache; turn 2 goes to a model that does not reason.
+        mock.push_rule(
+            Rule::new(Reply::json(200, turn1_json()))
+                .path(O_PATH)
+                .once(),
+        );
+        post(&gw.url(CHAT), &conversation("gpt-think", false, false), &[]).await;
+        let (status, _, _) =
+            post(&gw.url(CHAT), &conversation("gpt-plain", false, true), &[]).await;
+        assert_eq!(status, 200);
+        let body = &upstream_bodies(&mock)[1];
+        assert!(body.get("include").is_none());
+        assert_eq!(body["input"].as_array().unwrap().len(), 3);
+        assert!(body["input"][1].get("id").is_none());
+    }
+
+    #[tokio::test]
+    async fn a_bad_include_is_refused_and_the_server_still_serves() {
+        let mock = MockUpstream::start().await;
+        let gw = start(&mock).await;
+        let mut body = conversation("gpt-think", false, false);
+        body["include"] = json!("reasoning.encrypted_content");
+        let (status, _, resp) = post(&gw.url(CHAT), &body, &[]).await;
+        assert_eq!(status, 400);
+        let e = json(&resp);
+        assert_eq!(e["error"]["param"], "include");
+        assert_eq!(e["error"]["type"], "invalid_request_error");
+        assert!(
+            e["error"]["message"]
+                .as_str()
+                .unwrap()
+                .starts_with("include: expected an array of strings")
+        );
+        assert!(upstream_bodies(&mock).is_empty());
+        let (status, _, _) =
+            post(&gw.url(CHAT), &conversation("gpt-think", false, false), &[]).await;
+        assert_eq!(status, 200);
     }
 }

@@ -59,6 +59,10 @@ pub(crate) fn validate_responses(req: &RecordedRequest) -> Result<(), String> {
             }
         }
     }
+    if let Some(Value::Array(items)) = body.get("input") {
+        let stored = body.get("store").and_then(Value::as_bool) != Some(false);
+        check_reasoning_items(items, stored)?;
+    }
     if let Some(tools) = body.get("tools").filter(|v| !v.is_null()) {
         let Some(tools) = tools.as_array() else {
             return Err("mock: Invalid 'tools': expected an array".into());
@@ -87,6 +91,61 @@ pub(crate) fn validate_responses(req: &RecordedRequest) -> Result<(), String> {
                     ));
                 }
             }
+        }
+    }
+    Ok(())
+}
+
+/// The Responses API's rules for reasoning items sent back (`translation.md` §4.1, §4.4):
+/// with `store:false` a reasoning item must carry its `encrypted_content`; a reasoning item
+/// must be followed by the item it preceded (another reasoning item, an assistant message or a
+/// function call); a `function_call` that carries its item id (`fc_…`) must come after its
+/// reasoning item (looking back over the turn's calls and assistant messages).
+fn check_reasoning_items(items: &[Value], stored: bool) -> Result<(), String> {
+    fn kind(v: &Value) -> &str {
+        v.get("type").and_then(Value::as_str).unwrap_or("message")
+    }
+    let id = |v: &Value| {
+        v.get("id")
+            .and_then(Value::as_str)
+            .unwrap_or("")
+            .to_string()
+    };
+    let in_turn = |v: &Value| match kind(v) {
+        "function_call" | "reasoning" => true,
+        "message" => v.get("role").and_then(Value::as_str) == Some("assistant"),
+        _ => false,
+    };
+    for (i, item) in items.iter().enumerate() {
+        match kind(item) {
+            "reasoning" => {
+                if !stored && !item.get("encrypted_content").is_some_and(Value::is_string) {
+                    return Err(format!(
+                        "mock: Item with id '{}' not found. Items are not persisted when `store` is set to false. Try again with `store` set to true, or remove this item from your input.",
+                        id(item)
+                    ));
+                }
+                if !items.get(i + 1).is_some_and(in_turn) {
+                    return Err(format!(
+                        "mock: Item '{}' of type 'reasoning' was provided without its required following item.",
+                        id(item)
+                    ));
+                }
+            }
+            "function_call" if item.get("id").is_some_and(|v| !v.is_null()) => {
+                let has_reasoning = items[..i]
+                    .iter()
+                    .rev()
+                    .take_while(|v| in_turn(v))
+                    .any(|v| kind(v) == "reasoning");
+                if !has_reasoning {
+                    return Err(format!(
+                        "mock: Item '{}' of type 'function_call' was provided without its required 'reasoning' item.",
+                        id(item)
+                    ));
+                }
+            }
+            _ => {}
         }
     }
     Ok(())
@@ -580,6 +639,39 @@ mod tests {
         let flat = json!({"model": "m", "input": "x",
                           "tools": [{"type": "function", "name": "f", "parameters": {}}]});
         assert!(validate_responses(&req(flat)).is_ok());
+    }
+
+    #[test]
+    fn reasoning_item_rules() {
+        let check = |input: Value, store: bool| {
+            validate_responses(&req(json!({"model": "m", "store": store, "input": input})))
+        };
+        let rs =
+            json!({"type": "reasoning", "id": "rs_1", "summary": [], "encrypted_content": "gA"});
+        let fc = json!({"type": "function_call", "id": "fc_1", "call_id": "c", "name": "f", "arguments": "{}"});
+        let fresh =
+            json!({"type": "function_call", "call_id": "c", "name": "f", "arguments": "{}"});
+        let out = json!({"type": "function_call_output", "call_id": "c", "output": "x"});
+        let user = json!({"type": "message", "role": "user", "content": "hi"});
+        let ok = |input: Value| assert!(check(input.clone(), false).is_ok(), "{input}");
+        ok(json!([user, rs, fc, out]));
+        ok(json!([user, fresh, out]));
+        // A function call with its id but no reasoning before it.
+        assert!(
+            check(json!([user, fc, out]), false)
+                .is_err_and(|e| e.contains("without its required 'reasoning' item"))
+        );
+        // A reasoning item with nothing of its turn after it.
+        assert!(
+            check(json!([user, rs, out]), false)
+                .is_err_and(|e| e.contains("without its required following item"))
+        );
+        // Without encrypted content, only a stored conversation knows the item.
+        let bare = json!({"type": "reasoning", "id": "rs_1", "summary": []});
+        assert!(
+            check(json!([user, bare, fc, out]), false).is_err_and(|e| e.contains("not persisted"))
+        );
+        assert!(check(json!([user, bare, fc, out]), true).is_ok());
     }
 
     #[test]

@@ -1,6 +1,8 @@
 //! Planning a proxied request: parsed body → model → translation → the prepared upstream
 //! request and the shape of the answer. No I/O, no credential, no clock.
 
+use std::sync::Arc;
+
 use axum::http::{HeaderMap, StatusCode};
 use bytes::Bytes;
 use serde_json::Value;
@@ -8,7 +10,9 @@ use serde_json::Value;
 use super::Route;
 use crate::config::{Model, ModelKind, Settings};
 use crate::error::ApiError;
+use crate::reasoning_cache::ReasoningCache;
 use crate::translate::lazy::{self, TopLevel};
+use crate::translate::responses_chat::{Turn, TurnLookup};
 use crate::translate::{self, Context, Prepared};
 use crate::usage::WireFormat;
 
@@ -37,6 +41,13 @@ pub(super) struct Plan<'a> {
     pub shape: Shape,
     /// The upstream body, encoded once (sent again unchanged on a replay).
     pub body: Bytes,
+    /// The reasoning round trip of a Chat request on an openai-type model (`translation.md`
+    /// §4.4): the reply's turn is worth keeping (`include` asks for encrypted reasoning).
+    pub keep_turn: bool,
+    /// The `call_id`s of the cached turns sent back in this request.
+    pub reinserted: Vec<String>,
+    /// Where the reply's turn goes when `keep_turn` (set by the pipeline, which owns the cache).
+    pub turn_cache: Option<Arc<ReasoningCache<Turn>>>,
 }
 
 fn include_usage(body: &Value) -> bool {
@@ -137,11 +148,16 @@ pub(super) fn plan_lazy<'a>(
         format,
         shape: Shape::Passthrough,
         body: Bytes::from(body),
+        keep_turn: false,
+        reinserted: Vec::new(),
+        turn_cache: None,
     }))
 }
 
 /// Plans one request: `value` is the parsed body, `requested` its `model`,
-/// `embedded_json_values` what `limits.max_json_values` leaves after the body's own values.
+/// `embedded_json_values` what `limits.max_json_values` leaves after the body's own values;
+/// `turns` finds the cached turns of the reasoning round trip.
+#[allow(clippy::too_many_arguments)]
 pub(super) fn plan<'a>(
     settings: &'a Settings,
     route: Route,
@@ -150,6 +166,7 @@ pub(super) fn plan<'a>(
     value: Value,
     requested: &str,
     embedded_json_values: u64,
+    turns: TurnLookup<'_>,
 ) -> Result<Plan<'a>, ApiError> {
     let model = find_model(settings, requested)?;
     let ctx = Context {
@@ -163,6 +180,8 @@ pub(super) fn plan<'a>(
         client_model: requested.to_string(),
         include_usage: include_usage(value),
     };
+    let mut keep_turn = false;
+    let mut reinserted = Vec::new();
     let (prepared, url, format, shape) = match route {
         Route::Messages | Route::CountTokens => {
             if model.kind != ModelKind::Anthropic {
@@ -218,9 +237,16 @@ pub(super) fn plan<'a>(
             }
             ModelKind::OpenAi => {
                 let shape = chat(ModelKind::OpenAi, &value);
-                let p = translate::responses_chat::chat_to_responses(value, model, &ctx)?;
+                let r = translate::responses_chat::chat_to_responses_with(
+                    value,
+                    model,
+                    &ctx,
+                    Some(turns),
+                )?;
+                keep_turn = r.encrypted_reasoning;
+                reinserted = r.reinserted;
                 (
-                    p,
+                    r.prepared,
                     settings.endpoints.openai.clone(),
                     WireFormat::Responses,
                     shape,
@@ -236,5 +262,8 @@ pub(super) fn plan<'a>(
         format,
         shape,
         body,
+        keep_turn,
+        reinserted,
+        turn_cache: None,
     })
 }

@@ -1,6 +1,7 @@
 //! Turning the upstream answer into the client's response: relayed (pass-through), translated
 //! (chat), streamed or whole; upstream errors relayed or translated.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::body::Body;
@@ -13,7 +14,9 @@ use super::stream::{self, RequestLog};
 use super::{ProxyInfo, Route, Scrub, relay, translated, unix_now, with_info};
 use crate::config::{Model, ModelKind};
 use crate::error::{ApiError, Envelope};
+use crate::reasoning_cache::ReasoningCache;
 use crate::translate;
+use crate::translate::responses_chat::Turn;
 use crate::upstream::UpstreamResponse;
 use crate::usage::{self, WireFormat};
 
@@ -94,6 +97,7 @@ pub(super) async fn respond(
             client_model,
             include_usage,
             keepalive,
+            turn_cache: plan.turn_cache,
         };
         return chat.respond(resp, &upstream_headers, scrub, log).await;
     }
@@ -163,6 +167,8 @@ struct ChatAnswer<'a> {
     client_model: String,
     include_usage: bool,
     keepalive: Duration,
+    /// Keeps the reply's turn for the reasoning round trip (`translation.md` §4.4).
+    turn_cache: Option<Arc<ReasoningCache<Turn>>>,
 }
 
 impl ChatAnswer<'_> {
@@ -192,6 +198,11 @@ impl ChatAnswer<'_> {
         if let Some(u) = usage::from_json(upstream_format, &v) {
             stream::count_tokens_metric(&self.model.id, &u);
             log.usage = Some(u);
+        }
+        if let Some(cache) = &self.turn_cache
+            && let Some(turn) = translate::responses_chat::Turn::from_response(&v)
+        {
+            translated::keep_turn(cache, turn);
         }
         let translated = match self.from {
             ModelKind::Anthropic => Ok(translate::anthropic_chat::anthropic_to_chat_response(
@@ -252,9 +263,14 @@ impl ChatAnswer<'_> {
             ModelKind::Anthropic => ChatTranslator::Anthropic(Box::new(
                 translate::anthropic_chat::AnthropicToChat::new(chunks),
             )),
-            _ => ChatTranslator::Responses(Box::new(
-                translate::responses_chat::ResponsesToChat::new(chunks),
-            )),
+            _ => {
+                let t = translate::responses_chat::ResponsesToChat::new(chunks);
+                ChatTranslator::Responses(Box::new(if self.turn_cache.is_some() {
+                    t.collect_turn()
+                } else {
+                    t
+                }))
+            }
         };
         let info = log.info();
         let request_id = log.request_id.clone();
@@ -265,6 +281,7 @@ impl ChatAnswer<'_> {
             scrub,
             self.keepalive,
         )
+        .keeping_turn(self.turn_cache)
         .prime()
         .await;
         let mut out = match primed {

@@ -12,6 +12,7 @@
 //! request id, then the body ends (no `[DONE]`); before anything was sent, an HTTP error
 //! instead. Error chunks translated from an upstream error are scrubbed of every secret.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -22,11 +23,12 @@ use super::failure::{StreamBreak, error_frame};
 use super::stream::RequestLog;
 use super::{Route, Scrub};
 use crate::error::ApiError;
+use crate::reasoning_cache::ReasoningCache;
 use crate::sse::{Decoder, Event};
 use crate::telemetry::metrics as m;
 use crate::translate::StreamFailure;
 use crate::translate::anthropic_chat::AnthropicToChat;
-use crate::translate::responses_chat::ResponsesToChat;
+use crate::translate::responses_chat::{ResponsesToChat, Turn};
 use crate::upstream::UpstreamError;
 use crate::usage::UsageSniffer;
 
@@ -81,6 +83,8 @@ pub struct Translated {
     started: bool,
     /// Nothing more will be sent.
     done: bool,
+    /// Where a completed turn's items go (the reasoning round trip, `translation.md` §4.4).
+    turn_cache: Option<Arc<ReasoningCache<Turn>>>,
 }
 
 /// How the first read of a translated stream went.
@@ -112,7 +116,14 @@ impl Translated {
             pending_break: None,
             started: false,
             done: false,
+            turn_cache: None,
         }
+    }
+
+    /// Keeps the turn of a response that completed with tool calls in `cache`.
+    pub(super) fn keeping_turn(mut self, cache: Option<Arc<ReasoningCache<Turn>>>) -> Self {
+        self.turn_cache = cache;
+        self
     }
 
     /// Feeds decoded events; appends the client bytes they produced to `out`. An error chunk
@@ -211,6 +222,12 @@ impl Translated {
     fn close(&mut self, outcome: &str) {
         if !self.done {
             self.done = true;
+            if let (Some(cache), ChatTranslator::Responses(t)) =
+                (&self.turn_cache, &mut self.translator)
+                && let Some(turn) = t.take_turn()
+            {
+                keep_turn(cache, turn);
+            }
             let sniffer = self.translator.sniffer().clone();
             self.log.finish_stream(&sniffer, outcome);
         }
@@ -327,6 +344,13 @@ impl Translated {
         });
         first.chain(rest)
     }
+}
+
+/// Keeps a completed turn under each of its `call_id`s (one short map operation).
+pub(super) fn keep_turn(cache: &ReasoningCache<Turn>, turn: Turn) {
+    let keys = turn.call_ids().to_vec();
+    let bytes = turn.bytes();
+    cache.insert(&keys, Arc::new(turn), bytes, std::time::Instant::now());
 }
 
 /// Whether `out` holds nothing but the error frame of a failure (no client-visible progress).

@@ -5,16 +5,23 @@
 //!   `chat.completion` (§4.2).
 //! - [`ResponsesToChat`]: a Responses event stream becomes `chat.completion.chunk` events
 //!   (§4.3, errors per §6.3).
+//! - [`turns`]: the reasoning round trip (§4.4): the [`Turn`] a reply that ended with tool calls
+//!   leaves behind ([`Turn::from_response`], [`ResponsesToChat::take_turn`]) and its
+//!   re-insertion by [`chat_to_responses_with`].
 //!
 //! Pure: no I/O, no async, no clock, no randomness (ids and `created` are passed in).
 
 mod request;
 mod response;
 mod stream;
+pub mod turns;
 
-pub use request::chat_to_responses;
+pub use request::{
+    ENCRYPTED_REASONING, ResponsesRequest, chat_to_responses, chat_to_responses_with,
+};
 pub use response::responses_to_chat_response;
 pub use stream::ResponsesToChat;
+pub use turns::{Turn, TurnCollector, TurnItem, TurnLookup};
 
 use serde_json::{Value, json};
 

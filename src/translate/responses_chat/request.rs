@@ -13,15 +13,36 @@
 //! | `stop`, `stream_options`, penalties, `logit_bias`, `seed`, `logprobs`, `top_logprobs` | dropped |
 //! | `n` > 1, `audio`, `modalities` with `"audio"`, non-function tools | 400 naming the field |
 //! | — | `store: false` |
+//! | `include` (not a Chat field; some clients send it) | `include`, strings only |
+//! | — (the model reasons: fixed level, or auto with a `reasoning_effort` other than `none`) | `"reasoning.encrypted_content"` added to `include`; cached turns re-inserted (§4.4, [`super::turns`]) |
+
+use std::collections::HashMap;
+use std::sync::Arc;
 
 use serde_json::{Map, Value, json};
 
+use super::turns::{Turn, TurnItem, TurnLookup};
 use crate::config::{Model, ReasoningLevel};
 use crate::translate::path::At;
 use crate::translate::{Context, Prepared, TranslateError, is_blank, reasoning};
 
 /// Responses rejects `max_output_tokens` below this (`translation.md` §7 row 22).
 const MIN_OUTPUT_TOKENS: u64 = 16;
+
+/// What a reasoning model is asked to return so its reasoning can be sent back (§4.4).
+pub const ENCRYPTED_REASONING: &str = "reasoning.encrypted_content";
+
+/// A translated request and what the reasoning round trip did with it.
+#[derive(Debug)]
+pub struct ResponsesRequest {
+    pub prepared: Prepared,
+    /// `include` asks for the encrypted reasoning (the model reasons): the reply's turn is
+    /// worth keeping.
+    pub encrypted_reasoning: bool,
+    /// The `call_id`s of every turn whose cached items were re-inserted (dropped from the cache
+    /// if the upstream refuses them).
+    pub reinserted: Vec<String>,
+}
 
 fn err(param: impl Into<String>, message: impl Into<String>) -> TranslateError {
     TranslateError::new(param, message)
@@ -37,12 +58,26 @@ fn object<const N: usize>(entries: [(&str, Value); N]) -> Value {
 }
 
 /// Chat Completions request → OpenAI Responses request (translation.md §4.1). Messages, tools
-/// and schemas are moved out of the request, never copied.
+/// and schemas are moved out of the request, never copied. No reasoning round trip (see
+/// [`chat_to_responses_with`]).
 pub fn chat_to_responses(
     body: Value,
     model: &Model,
     ctx: &Context<'_>,
 ) -> Result<Prepared, TranslateError> {
+    chat_to_responses_with(body, model, ctx, None).map(|r| r.prepared)
+}
+
+/// [`chat_to_responses`] with the reasoning round trip of §4.4: when the model reasons,
+/// `include` asks for the encrypted reasoning and, for each assistant message whose tool calls
+/// `turns` knows (all of them, from one turn), the turn's `reasoning` and `function_call` items
+/// are sent back in their original order instead of fresh function calls.
+pub fn chat_to_responses_with(
+    body: Value,
+    model: &Model,
+    ctx: &Context<'_>,
+    turns: Option<TurnLookup<'_>>,
+) -> Result<ResponsesRequest, TranslateError> {
     let Value::Object(mut chat) = body else {
         return Err(err("body", "expected a JSON object"));
     };
@@ -52,7 +87,10 @@ pub fn chat_to_responses(
         Some(_) => return Err(err("messages", "expected an array of messages")),
         None => return Err(err("messages", "is required")),
     };
-    let (system_texts, input) = convert_messages(messages)?;
+    let reasons = model_reasons(model.reasoning, &chat);
+    let mut reinserted = Vec::new();
+    let turns = turns.filter(|_| reasons);
+    let (system_texts, input) = convert_messages(messages, turns, &mut reinserted)?;
 
     let mut out = Map::new();
     out.insert("model".into(), json!(model.id));
@@ -63,6 +101,21 @@ pub fn chat_to_responses(
     }
     out.insert("input".into(), Value::Array(input));
     out.insert("store".into(), Value::Bool(false));
+    let mut include = match take(&mut chat, "include") {
+        None => Vec::new(),
+        Some(Value::Array(list)) if list.iter().all(Value::is_string) => list,
+        Some(_) => return Err(err("include", "expected an array of strings")),
+    };
+    if reasons
+        && !include
+            .iter()
+            .any(|v| v.as_str() == Some(ENCRYPTED_REASONING))
+    {
+        include.push(Value::from(ENCRYPTED_REASONING));
+    }
+    if !include.is_empty() {
+        out.insert("include".into(), Value::Array(include));
+    }
 
     let stream = match present(&chat, "stream") {
         None => None,
@@ -132,12 +185,29 @@ pub fn chat_to_responses(
         level => reasoning::apply_responses(&mut out, level),
     }
 
-    Ok(Prepared {
-        body: Value::Object(out),
-        stream: stream.unwrap_or(false),
-        anthropic_beta: None,
-        drop_usage_chunk: false,
+    Ok(ResponsesRequest {
+        prepared: Prepared {
+            body: Value::Object(out),
+            stream: stream.unwrap_or(false),
+            anthropic_beta: None,
+            drop_usage_chunk: false,
+        },
+        encrypted_reasoning: reasons,
+        reinserted,
     })
+}
+
+/// Whether the upstream body will ask the model to reason: a fixed level, or auto with a
+/// `reasoning_effort` other than `none` (auto without one: the gateway cannot tell whether the
+/// model reasons, and a model that does not refuses the `include`).
+fn model_reasons(level: ReasoningLevel, chat: &Map<String, Value>) -> bool {
+    match level {
+        ReasoningLevel::Off => false,
+        ReasoningLevel::Auto => present(chat, "reasoning_effort")
+            .and_then(Value::as_str)
+            .is_some_and(|e| e != "none"),
+        ReasoningLevel::Low | ReasoningLevel::Medium | ReasoningLevel::High => true,
+    }
 }
 
 /// `obj[key]` unless missing or `null`.
@@ -197,8 +267,13 @@ fn reject_unsupported(chat: &Map<String, Value>) -> Result<(), TranslateError> {
     Ok(())
 }
 
-/// All messages → (system/developer texts in order, `input` items in order).
-fn convert_messages(messages: Vec<Value>) -> Result<(Vec<String>, Vec<Value>), TranslateError> {
+/// All messages → (system/developer texts in order, `input` items in order). `turns` (only when
+/// the model reasons) finds cached turns; the `call_id`s of re-inserted turns go to `reinserted`.
+fn convert_messages(
+    messages: Vec<Value>,
+    turns: Option<TurnLookup<'_>>,
+    reinserted: &mut Vec<String>,
+) -> Result<(Vec<String>, Vec<Value>), TranslateError> {
     let mut system = Vec::new();
     let mut input = Vec::with_capacity(messages.len());
     for (i, message) in messages.into_iter().enumerate() {
@@ -228,7 +303,7 @@ fn convert_messages(messages: Vec<Value>) -> Result<(Vec<String>, Vec<Value>), T
                     ]));
                 }
             }
-            "assistant" => assistant_items(m, &at, &mut input)?,
+            "assistant" => assistant_items(m, &at, &mut input, turns, reinserted)?,
             "tool" => input.push(tool_output(m, &at)?),
             other => {
                 return Err(err(at.key("role"), format!("unsupported role \"{other}\"")));
@@ -403,12 +478,23 @@ fn input_file(mut obj: Map<String, Value>, at: &At<'_>) -> Result<Value, Transla
     Ok(Value::Object(out))
 }
 
+/// One tool call of an assistant message, validated.
+struct ToolCall {
+    id: String,
+    name: String,
+    arguments: String,
+}
+
 /// An assistant message: its text as one `message` item (skipped when empty), then one
-/// `function_call` item per tool call (no invented `id`, `translation.md` §4.1).
+/// `function_call` item per tool call (no invented `id`, `translation.md` §4.1) — unless
+/// `turns` holds the turn that made exactly these calls: then that turn's items, in their
+/// original order (§4.4).
 fn assistant_items(
     mut m: Map<String, Value>,
     at: &At<'_>,
     input: &mut Vec<Value>,
+    turns: Option<TurnLookup<'_>>,
+    reinserted: &mut Vec<String>,
 ) -> Result<(), TranslateError> {
     let mut parts = Vec::new();
     match content(&mut m, at)? {
@@ -455,22 +541,22 @@ fn assistant_items(
     {
         parts.push(text_part("refusal", "refusal", r));
     }
-    if !parts.is_empty() {
-        input.push(object([
+    let message = (!parts.is_empty()).then(|| {
+        object([
             ("type", Value::from("message")),
             ("role", Value::from("assistant")),
             ("content", Value::Array(parts)),
-        ]));
-    }
+        ])
+    });
 
-    let calls = match m.remove("tool_calls") {
-        None | Some(Value::Null) => return Ok(()),
+    let raw_calls = match m.remove("tool_calls") {
+        None | Some(Value::Null) => Vec::new(),
         Some(Value::Array(calls)) => calls,
         Some(_) => return Err(err(at.key("tool_calls"), "expected an array")),
     };
-    input.reserve(calls.len());
+    let mut calls = Vec::with_capacity(raw_calls.len());
     let calls_at = at.key("tool_calls");
-    for (k, call) in calls.into_iter().enumerate() {
+    for (k, call) in raw_calls.into_iter().enumerate() {
         let cat = calls_at.index(k);
         let Value::Object(mut call) = call else {
             return Err(err(cat, "expected a tool call object"));
@@ -506,14 +592,90 @@ fn assistant_items(
                 return Err(err(fat.key("arguments"), "expected a JSON string"));
             }
         };
-        input.push(object([
-            ("type", Value::from("function_call")),
-            ("call_id", Value::String(id)),
-            ("name", Value::String(name)),
-            ("arguments", Value::String(arguments)),
-        ]));
+        calls.push(ToolCall {
+            id,
+            name,
+            arguments,
+        });
+    }
+
+    if let Some(lookup) = turns
+        && let Some((turn, order)) = matching_turn(lookup, &calls)
+    {
+        reinserted.extend(turn.call_ids().iter().cloned());
+        let mut calls: Vec<Option<ToolCall>> = calls.into_iter().map(Some).collect();
+        input.reserve(turn.items().len() + 1);
+        let mut message = message;
+        if !turn.has_message()
+            && let Some(msg) = message.take()
+        {
+            input.push(msg);
+        }
+        let mut next_call = order.into_iter();
+        for item in turn.items() {
+            match item {
+                TurnItem::Reasoning(v) => input.push(v.clone()),
+                TurnItem::Message => {
+                    if let Some(msg) = message.take() {
+                        input.push(msg);
+                    }
+                }
+                TurnItem::FunctionCall { id, .. } => {
+                    if let Some(call) = next_call.next().and_then(|i| calls[i].take()) {
+                        input.push(function_call(Some(id.clone()), call));
+                    }
+                }
+            }
+        }
+        return Ok(());
+    }
+
+    input.reserve(calls.len() + 1);
+    if let Some(msg) = message {
+        input.push(msg);
+    }
+    for call in calls {
+        input.push(function_call(None, call));
     }
     Ok(())
+}
+
+/// The cached turn that made exactly `calls` (every call found, all in the same turn, which has
+/// no other call), with, for each of the turn's function calls in order, the position of the
+/// client's call. `None` means: send fresh items, nothing cached (both present or both absent).
+fn matching_turn(lookup: TurnLookup<'_>, calls: &[ToolCall]) -> Option<(Arc<Turn>, Vec<usize>)> {
+    let turn = lookup(&calls.first()?.id)?;
+    if turn.call_ids().len() != calls.len() {
+        return None;
+    }
+    let mut position: HashMap<&str, usize> = HashMap::with_capacity(calls.len());
+    for (i, call) in calls.iter().enumerate() {
+        if position.insert(call.id.as_str(), i).is_some() {
+            return None;
+        }
+        if i > 0 && !lookup(&call.id).is_some_and(|t| Arc::ptr_eq(&t, &turn)) {
+            return None;
+        }
+    }
+    let order = turn
+        .call_ids()
+        .iter()
+        .map(|id| position.get(id.as_str()).copied())
+        .collect::<Option<Vec<usize>>>()?;
+    Some((turn, order))
+}
+
+/// `{type:"function_call", id?, call_id, name, arguments}`.
+fn function_call(id: Option<String>, call: ToolCall) -> Value {
+    let mut map = Map::with_capacity(5);
+    map.insert("type".into(), Value::from("function_call"));
+    if let Some(id) = id {
+        map.insert("id".into(), Value::String(id));
+    }
+    map.insert("call_id".into(), Value::String(call.id));
+    map.insert("name".into(), Value::String(call.name));
+    map.insert("arguments".into(), Value::String(call.arguments));
+    Value::Object(map)
 }
 
 /// A tool message → `{type:"function_call_output", call_id, output:<string>}`.

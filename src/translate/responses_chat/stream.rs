@@ -21,6 +21,7 @@ use serde_json::{Value, json};
 
 use super::UpstreamError;
 use super::response::{FAILED_MESSAGE, incomplete_finish_reason};
+use super::turns::{Turn, TurnCollector};
 use crate::sse::Event;
 use crate::translate::StreamFailure;
 use crate::translate::chat::ChatChunks;
@@ -60,6 +61,8 @@ pub struct ResponsesToChat {
     by_item_id: HashMap<String, usize>,
     /// The reasoning part the last reasoning delta belonged to: (item_id, kind, index).
     last_reasoning: Option<(String, &'static str, u64)>,
+    /// The turn's items, when asked for ([`ResponsesToChat::collect_turn`]).
+    turn: Option<Box<TurnCollector>>,
 }
 
 impl ResponsesToChat {
@@ -76,7 +79,22 @@ impl ResponsesToChat {
             by_output_index: HashMap::new(),
             by_item_id: HashMap::new(),
             last_reasoning: None,
+            turn: None,
         }
+    }
+
+    /// Also keep the turn's reasoning and function-call items (`translation.md` §4.4), handed
+    /// out by [`ResponsesToChat::take_turn`] when the response completed with tool calls. The
+    /// client's frames do not change.
+    pub fn collect_turn(mut self) -> Self {
+        self.turn = Some(Box::default());
+        self
+    }
+
+    /// The completed turn's items, once: `Some` only when collecting, the response completed
+    /// with tool calls and every reasoning item came with its encrypted content.
+    pub fn take_turn(&mut self) -> Option<Turn> {
+        self.turn.as_mut()?.take()
     }
 
     /// Translates one upstream event, appending the encoded client frames (maybe none) to `out`.
@@ -118,8 +136,16 @@ impl ResponsesToChat {
             "response.reasoning_text.delta" => {
                 self.reasoning_delta("content", "content_index", &json, out);
             }
-            "response.output_item.done" => self.item_done(&json, out),
+            "response.output_item.done" => {
+                if let (Some(c), Some(item)) = (self.turn.as_mut(), json.get("item")) {
+                    c.on_item(item);
+                }
+                self.item_done(&json, out);
+            }
             "response.completed" => {
+                if let Some(c) = self.turn.as_mut() {
+                    c.complete();
+                }
                 let reason = if self.calls.is_empty() {
                     "stop"
                 } else {

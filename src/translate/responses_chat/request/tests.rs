@@ -90,7 +90,8 @@ fn worked_example() {
              {"type":"input_image","image_url":"data:image/png;base64,iVBO","detail":"low"}]},
           {"type":"function_call","call_id":"call_1","name":"get_weather","arguments":"{\"city\":\"Paris\"}"},
           {"type":"function_call_output","call_id":"call_1","output":"18C sunny"}],
-         "store":false,"stream":true,"max_output_tokens":800,
+         // The model reasons: its reasoning comes back encrypted (§4.4).
+         "store":false,"include":["reasoning.encrypted_content"],"stream":true,"max_output_tokens":800,
          "tools":[{"type":"function","name":"get_weather","parameters":{"type":"object","properties":{"city":{"type":"string"}},"required":["city"]},"strict":false}],
          "tool_choice":"auto",
          "reasoning":{"effort":"low","summary":"auto"}})
@@ -462,4 +463,291 @@ fn malformed_requests_name_the_field() {
     assert_eq!(e.param, "messages[1].role");
     let e = error(json!({"messages": [user("a")], "stream": "yes"}));
     assert_eq!(e.param, "stream");
+}
+
+// ---------------------------------------------------------------------------------------------
+// The reasoning round trip (§4.4)
+// ---------------------------------------------------------------------------------------------
+
+mod round_trip {
+    use std::collections::HashMap;
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::translate::responses_chat::Turn;
+
+    fn rs(id: &str) -> Value {
+        json!({"type": "reasoning", "id": id, "summary": [{"type": "summary_text", "text": "Plan."}], "encrypted_content": format!("enc-{id}")})
+    }
+
+    fn fc(id: &str, call_id: &str) -> Value {
+        json!({"type": "function_call", "id": id, "call_id": call_id, "name": "f", "arguments": "{}"})
+    }
+
+    /// A cache of turns built from response outputs, keyed by every call_id.
+    fn cache(outputs: Vec<Vec<Value>>) -> HashMap<String, Arc<Turn>> {
+        let mut map = HashMap::new();
+        for output in outputs {
+            let turn = Arc::new(
+                Turn::from_response(&json!({"status": "completed", "output": output})).unwrap(),
+            );
+            for id in turn.call_ids() {
+                map.insert(id.clone(), Arc::clone(&turn));
+            }
+        }
+        map
+    }
+
+    fn call(id: &str, args: &str) -> Value {
+        json!({"id": id, "type": "function", "function": {"name": "f", "arguments": args}})
+    }
+
+    fn run(
+        body: Value,
+        level: ReasoningLevel,
+        turns: &HashMap<String, Arc<Turn>>,
+    ) -> (Value, Vec<String>, bool) {
+        let lookup = |id: &str| turns.get(id).cloned();
+        let r = chat_to_responses_with(body, &model(level), &ctx(""), Some(&lookup)).unwrap();
+        (r.prepared.body, r.reinserted, r.encrypted_reasoning)
+    }
+
+    fn tool_conversation(effort: Option<&str>) -> Value {
+        let mut body = json!({"model": "gpt", "messages": [
+            user("Weather?"),
+            {"role": "assistant", "content": null, "tool_calls": [call("call_a", "{\"city\":\"Paris\"}")]},
+            {"role": "tool", "tool_call_id": "call_a", "content": "18C"}
+        ]});
+        if let Some(e) = effort {
+            body["reasoning_effort"] = json!(e);
+        }
+        body
+    }
+
+    #[test]
+    fn include_is_added_when_the_model_reasons_merged_without_duplicates() {
+        let none = HashMap::new();
+        for (level, effort, expected) in [
+            (ReasoningLevel::High, None, true),
+            (ReasoningLevel::Low, None, true),
+            (ReasoningLevel::Auto, Some("medium"), true),
+            (ReasoningLevel::Auto, Some("none"), false),
+            (ReasoningLevel::Auto, None, false),
+            (ReasoningLevel::Off, Some("high"), false),
+        ] {
+            let (body, _, reasons) = run(tool_conversation(effort), level, &none);
+            assert_eq!(reasons, expected, "{level:?} {effort:?}");
+            assert_eq!(body["store"], json!(false));
+            if expected {
+                assert_eq!(body["include"], json!(["reasoning.encrypted_content"]));
+            } else {
+                assert!(body.get("include").is_none(), "{level:?} {effort:?}");
+            }
+        }
+        // A client's include is kept, ours added once.
+        let mut b = tool_conversation(Some("low"));
+        b["include"] = json!([
+            "message.output_text.logprobs",
+            "reasoning.encrypted_content"
+        ]);
+        let (body, _, _) = run(b, ReasoningLevel::Auto, &none);
+        assert_eq!(
+            body["include"],
+            json!([
+                "message.output_text.logprobs",
+                "reasoning.encrypted_content"
+            ])
+        );
+        let mut b = tool_conversation(Some("low"));
+        b["include"] = json!(["message.output_text.logprobs"]);
+        let (body, _, _) = run(b, ReasoningLevel::Auto, &none);
+        assert_eq!(
+            body["include"],
+            json!([
+                "message.output_text.logprobs",
+                "reasoning.encrypted_content"
+            ])
+        );
+        // Without reasoning the client's include passes alone.
+        let mut b = tool_conversation(None);
+        b["include"] = json!(["message.output_text.logprobs"]);
+        let (body, _, _) = run(b, ReasoningLevel::Off, &none);
+        assert_eq!(body["include"], json!(["message.output_text.logprobs"]));
+    }
+
+    #[test]
+    fn a_bad_include_is_refused_naming_it() {
+        for bad in [json!("reasoning.encrypted_content"), json!([1]), json!({})] {
+            let mut b = tool_conversation(None);
+            b["include"] = bad;
+            let e = error(b);
+            assert_eq!(e.param, "include");
+            assert_eq!(e.message, "expected an array of strings");
+        }
+    }
+
+    #[test]
+    fn one_turn_is_re_inserted_in_its_original_order() {
+        let turns = cache(vec![vec![
+            rs("rs_1"),
+            json!({"type": "message", "id": "msg_1", "role": "assistant", "content": []}),
+            fc("fc_1", "call_a"),
+        ]]);
+        let mut b = tool_conversation(None);
+        b["messages"][1]["content"] = json!("Checking.");
+        let (body, reinserted, _) = run(b, ReasoningLevel::Medium, &turns);
+        assert_eq!(reinserted, ["call_a"]);
+        assert_eq!(
+            body["input"],
+            json!([
+                {"type": "message", "role": "user", "content": [{"type": "input_text", "text": "Weather?"}]},
+                rs("rs_1"),
+                {"type": "message", "role": "assistant", "content": [{"type": "output_text", "text": "Checking."}]},
+                // The client's arguments, the turn's item id.
+                {"type": "function_call", "id": "fc_1", "call_id": "call_a", "name": "f", "arguments": "{\"city\":\"Paris\"}"},
+                {"type": "function_call_output", "call_id": "call_a", "output": "18C"}
+            ])
+        );
+    }
+
+    #[test]
+    fn several_turns_are_each_re_inserted() {
+        let turns = cache(vec![
+            vec![rs("rs_1"), fc("fc_1", "call_a")],
+            vec![rs("rs_2"), rs("rs_3"), fc("fc_2", "call_b")],
+        ]);
+        let body = json!({"model": "gpt", "messages": [
+            user("Go"),
+            {"role": "assistant", "content": "First.", "tool_calls": [call("call_a", "{}")]},
+            {"role": "tool", "tool_call_id": "call_a", "content": "1"},
+            {"role": "assistant", "tool_calls": [call("call_b", "{\"n\":2}")]},
+            {"role": "tool", "tool_call_id": "call_b", "content": "2"}
+        ]});
+        let (body, reinserted, _) = run(body, ReasoningLevel::High, &turns);
+        assert_eq!(reinserted, ["call_a", "call_b"]);
+        let items: Vec<Value> = body["input"].as_array().unwrap().clone();
+        let kinds: Vec<(&str, &str)> = items
+            .iter()
+            .map(|i| {
+                (
+                    i["type"].as_str().unwrap(),
+                    i["id"].as_str().or(i["call_id"].as_str()).unwrap_or(""),
+                )
+            })
+            .collect();
+        assert_eq!(
+            kinds,
+            [
+                ("message", ""),
+                // The turn had no message item: the client's text comes first.
+                ("message", ""),
+                ("reasoning", "rs_1"),
+                ("function_call", "fc_1"),
+                ("function_call_output", "call_a"),
+                ("reasoning", "rs_2"),
+                ("reasoning", "rs_3"),
+                ("function_call", "fc_2"),
+                ("function_call_output", "call_b"),
+            ]
+        );
+        assert_eq!(items[5]["encrypted_content"], "enc-rs_2");
+        assert_eq!(items[7]["arguments"], "{\"n\":2}");
+    }
+
+    #[test]
+    fn parallel_calls_share_one_reasoning_item_in_the_turns_order() {
+        let turns = cache(vec![vec![
+            rs("rs_1"),
+            fc("fc_1", "call_a"),
+            fc("fc_2", "call_b"),
+        ]]);
+        // The client lists the calls in another order: the turn's order wins.
+        let body = json!({"model": "gpt", "messages": [
+            user("Go"),
+            {"role": "assistant", "tool_calls": [call("call_b", "{\"b\":1}"), call("call_a", "{\"a\":1}")]},
+            {"role": "tool", "tool_call_id": "call_a", "content": "A"},
+            {"role": "tool", "tool_call_id": "call_b", "content": "B"}
+        ]});
+        let (body, reinserted, _) = run(body, ReasoningLevel::High, &turns);
+        assert_eq!(reinserted, ["call_a", "call_b"]);
+        assert_eq!(
+            body["input"].as_array().unwrap()[1..4],
+            [
+                rs("rs_1"),
+                json!({"type": "function_call", "id": "fc_1", "call_id": "call_a", "name": "f", "arguments": "{\"a\":1}"}),
+                json!({"type": "function_call", "id": "fc_2", "call_id": "call_b", "name": "f", "arguments": "{\"b\":1}"}),
+            ]
+        );
+    }
+
+    #[test]
+    fn a_partial_hit_inserts_nothing_for_that_turn() {
+        let fresh = |id: &str, args: &str| json!({"type": "function_call", "call_id": id, "name": "f", "arguments": args});
+        // The turn made two calls; the client sends back one of them.
+        let turns = cache(vec![vec![
+            rs("rs_1"),
+            fc("fc_1", "call_a"),
+            fc("fc_2", "call_b"),
+        ]]);
+        let body = json!({"model": "gpt", "messages": [
+            user("Go"),
+            {"role": "assistant", "tool_calls": [call("call_a", "{}")]},
+            {"role": "tool", "tool_call_id": "call_a", "content": "A"}
+        ]});
+        let (out, reinserted, _) = run(body, ReasoningLevel::High, &turns);
+        assert!(reinserted.is_empty());
+        assert_eq!(out["input"][1], fresh("call_a", "{}"));
+        // One call is cached, the other is not.
+        let turns = cache(vec![vec![rs("rs_1"), fc("fc_1", "call_a")]]);
+        let body = json!({"model": "gpt", "messages": [
+            user("Go"),
+            {"role": "assistant", "tool_calls": [call("call_a", "{}"), call("call_x", "{}")]},
+            {"role": "tool", "tool_call_id": "call_a", "content": "A"},
+            {"role": "tool", "tool_call_id": "call_x", "content": "X"}
+        ]});
+        let (out, reinserted, _) = run(body, ReasoningLevel::High, &turns);
+        assert!(reinserted.is_empty());
+        assert_eq!(out["input"][1], fresh("call_a", "{}"));
+        assert_eq!(out["input"][2], fresh("call_x", "{}"));
+        // Two calls from two different turns in one message.
+        let turns = cache(vec![
+            vec![rs("rs_1"), fc("fc_1", "call_a")],
+            vec![rs("rs_2"), fc("fc_2", "call_b")],
+        ]);
+        let body = json!({"model": "gpt", "messages": [
+            user("Go"),
+            {"role": "assistant", "tool_calls": [call("call_a", "{}"), call("call_b", "{}")]},
+        ]});
+        let (out, reinserted, _) = run(body, ReasoningLevel::High, &turns);
+        assert!(reinserted.is_empty());
+        assert!(!out["input"].to_string().contains("\"reasoning\""));
+    }
+
+    #[test]
+    fn a_model_without_reasoning_gets_no_include_and_nothing_inserted() {
+        let turns = cache(vec![vec![rs("rs_1"), fc("fc_1", "call_a")]]);
+        for (level, effort) in [
+            (ReasoningLevel::Off, Some("high")),
+            (ReasoningLevel::Auto, None),
+            (ReasoningLevel::Auto, Some("none")),
+        ] {
+            let (body, reinserted, reasons) = run(tool_conversation(effort), level, &turns);
+            assert!(!reasons && reinserted.is_empty());
+            assert!(body.get("include").is_none());
+            assert_eq!(
+                body["input"][1],
+                json!({"type": "function_call", "call_id": "call_a", "name": "f", "arguments": "{\"city\":\"Paris\"}"})
+            );
+        }
+        // The plain translator never looks anything up.
+        let b = chat_to_responses(
+            tool_conversation(None),
+            &model(ReasoningLevel::High),
+            &ctx(""),
+        )
+        .unwrap()
+        .body;
+        assert_eq!(b["include"], json!(["reasoning.encrypted_content"]));
+        assert!(b["input"][1].get("id").is_none());
+    }
 }
