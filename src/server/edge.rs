@@ -4,8 +4,10 @@
 //!
 //! Order on `/v1/*`: a preflight (`OPTIONS`) is answered at once without authentication; then a
 //! throttled address gets 429 `too_many_attempts` (even with the right key); then the client key
-//! (401 on a missing or wrong one; a wrong one counts against the address); then 415 for a
-//! client JSON route without a JSON `Content-Type`. Everything refused here is counted in
+//! — `API_ACCESS_KEY` or a client key of contract §13 (401 on a missing or wrong one; a wrong one
+//! counts against the address; an expired client key is 401 `key_expired`, a client over its
+//! `rpm` 429 `rate_limited`; the client is handed to the pipeline as a [`ClientAuth`]
+//! extension); then 415 for a client JSON route without a JSON `Content-Type`. Everything refused here is counted in
 //! `droid2api_rejected_total{reason}` and the hourly rejected counts, never as a usage record.
 //! The admin routes (`/admin/*`, `/factory/*`, `/metrics`) authenticate themselves
 //! (`admin::admin_gate`) and never get CORS headers.

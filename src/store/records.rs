@@ -280,7 +280,7 @@ pub struct UsageRecord {
     pub credential: String,
     /// Upstream attempts (failovers + 1); 0 when the gateway answered itself.
     pub attempts: u32,
-    /// `api_access_key` or `anonymous`.
+    /// A client key's id (`cli_…`), `api_access_key` or `anonymous`.
     pub client: String,
     /// The resolved model id (`-` when unknown).
     pub model: String,

@@ -81,12 +81,12 @@ pub(super) fn load_clients(conn: &Connection) -> Result<Vec<ClientRecord>, Sqlit
     st.query_map([], |r| {
         let models: Option<String> = r.get(7)?;
         let id: String = r.get(0)?;
-        let models = models.and_then(|text| match serde_json::from_str::<Vec<String>>(&text) {
-            Ok(list) => Some(list),
+        let models = models.map(|text| match serde_json::from_str::<Vec<String>>(&text) {
+            Ok(list) => list,
             Err(_) => {
                 // Never written by us; refusing every model is the safe reading.
                 tracing::warn!(client = %id, "store: a client's model list is not a JSON list of strings; it allows no model");
-                Some(Vec::new())
+                Vec::new()
             }
         });
         Ok(ClientRecord {
