@@ -11,8 +11,9 @@ use super::SqliteError;
 use super::schema::{sql, to_i64, to_u64};
 use crate::store::records::{ClientRecord, Millis};
 
-/// Schema step 6: the client keys.
-pub(super) const CLIENTS_STEP: &str = "CREATE TABLE clients (
+/// Schema step 6: the client keys (`IF NOT EXISTS`: a database whose version was lowered by hand
+/// runs the later steps again).
+pub(super) const CLIENTS_STEP: &str = "CREATE TABLE IF NOT EXISTS clients (
         id               TEXT PRIMARY KEY,
         name             TEXT NOT NULL,
         key_digest       TEXT NOT NULL UNIQUE,
