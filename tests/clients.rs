@@ -898,3 +898,39 @@ async fn bad_admin_input_is_400_naming_the_field() {
     let (s, _) = admin(&gw, "GET", "/admin/clients", None).await;
     assert_eq!(s, 200);
 }
+
+#[tokio::test]
+async fn a_client_key_is_never_passed_upstream_as_the_clients_own_credential() {
+    let mock = MockUpstream::start().await;
+    // No server-side credential: without client authentication level 5 would pass the client's
+    // own key through; a client key turns client authentication on, so it never does.
+    let gw = gateway(&mock)
+        .env("ADMIN_ACCESS_KEY", ADMIN_KEY)
+        .config(models_config("auto"))
+        .start()
+        .await;
+    assert_eq!(
+        call(&gw, R::Messages, "fk-the-clients-own-key-0001")
+            .await
+            .0,
+        200
+    );
+    assert_eq!(last_bearer(&mock), "fk-the-clients-own-key-0001");
+    let (_, key) = create(&gw, json!({"name": "no pass-through"})).await;
+    let before = mock.requests_to("/api/llm").len();
+    for r in ROUTES {
+        let (s, _, v) = call(&gw, r, &key).await;
+        assert_eq!(s, 401, "{r:?}: {v}");
+        if !matches!(r, R::Messages) {
+            assert_eq!(v["error"]["code"], "no_credential", "{v}");
+        }
+    }
+    assert_eq!(
+        mock.requests_to("/api/llm").len(),
+        before,
+        "nothing went upstream"
+    );
+    // And the client's own key is refused now: it is not a client key.
+    let (s, _, _) = call(&gw, R::Messages, "fk-the-clients-own-key-0001").await;
+    assert_eq!(s, 401);
+}

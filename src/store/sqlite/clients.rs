@@ -147,3 +147,134 @@ pub(super) fn load_last_used(
     }
     Ok(out)
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::super::Store;
+    use crate::store::records::{ClientRecord, Millis, StoreOp, UsageRecord};
+
+    const HOUR: Millis = 3_600_000;
+    const DAY: Millis = 1_700_006_400_000; // a UTC midnight
+
+    fn client(id: &str, models: Option<Vec<String>>) -> ClientRecord {
+        ClientRecord {
+            id: id.into(),
+            name: format!("name of {id}"),
+            key_digest: format!("{:0>64}", id.len()),
+            key_masked: "d2a-abc…wxyz".into(),
+            rpm: Some(3),
+            requests_per_day: None,
+            tokens_per_day: Some(u64::MAX / 4),
+            models,
+            expires_at: Some(DAY + 9),
+            created_at: DAY,
+            updated_at: DAY + 1,
+        }
+    }
+
+    fn used(at: Millis, client: &str, model: &str) -> UsageRecord {
+        UsageRecord {
+            at,
+            hour_start: at - at.rem_euclid(HOUR),
+            day_start: at - at.rem_euclid(24 * HOUR),
+            credential: "env".into(),
+            attempts: 1,
+            client: client.into(),
+            model: model.into(),
+            route: "/v1/messages".into(),
+            upstream_format: "anthropic".into(),
+            status: 200,
+            input_tokens: 10,
+            cache_read_tokens: 0,
+            cache_write_tokens: 0,
+            output_tokens: 5,
+            reasoning_tokens: 0,
+            estimated: false,
+            complete: true,
+            latency_ms: 1,
+            ttfb_ms: None,
+        }
+    }
+
+    #[tokio::test]
+    async fn clients_are_stored_replaced_deleted_and_found_by_usage() {
+        let dir = tempfile::tempdir().unwrap();
+        let (store, loaded) = Store::open(dir.path()).unwrap();
+        assert!(loaded.clients.is_empty());
+        let a = client("cli_a", Some(vec!["m1".into(), "m2".into()]));
+        let mut b = client("cli_bb", None);
+        store
+            .commit(vec![
+                StoreOp::PutClient(a.clone()),
+                StoreOp::PutClient(b.clone()),
+                StoreOp::AddUsage(vec![
+                    used(DAY + 2 * HOUR + 5, "cli_a", "m1"),
+                    used(DAY + 2 * HOUR + 7, "cli_a", "m2"),
+                    used(DAY + 3 * HOUR, "cli_bb", "m1"),
+                    used(DAY + 4 * HOUR, "anonymous", "m1"),
+                ]),
+            ])
+            .await
+            .unwrap();
+        b.name = "renamed".into();
+        b.rpm = None;
+        store
+            .commit(vec![StoreOp::PutClient(b.clone())])
+            .await
+            .unwrap();
+
+        // One filter reads the rollups, two the records.
+        let series = store
+            .usage_series_of("day", DAY, DAY + 24 * HOUR, None, None, Some("cli_a"))
+            .await
+            .unwrap();
+        assert_eq!(series.len(), 1);
+        assert_eq!(series[0].1.requests, 2);
+        let series = store
+            .usage_series_of(
+                "hour",
+                DAY,
+                DAY + 24 * HOUR,
+                None,
+                Some("m1"),
+                Some("cli_a"),
+            )
+            .await
+            .unwrap();
+        assert_eq!(series, vec![(DAY + 2 * HOUR, series[0].1.clone())]);
+        assert_eq!(series[0].1.requests, 1);
+        assert!(
+            store
+                .usage_series_of("day", DAY, DAY + 24 * HOUR, None, None, Some("cli_none"))
+                .await
+                .unwrap()
+                .is_empty()
+        );
+        store.close().unwrap();
+
+        let (store, loaded) = Store::open(dir.path()).unwrap();
+        assert_eq!(loaded.clients, vec![a, b]);
+        assert_eq!(
+            loaded.client_last_used.get("cli_a"),
+            Some(&(DAY + 2 * HOUR + 7))
+        );
+        assert_eq!(
+            loaded.client_last_used.get("cli_bb"),
+            Some(&(DAY + 3 * HOUR))
+        );
+        store
+            .commit(vec![StoreOp::DeleteClient("cli_a".into())])
+            .await
+            .unwrap();
+        store.close().unwrap();
+        let (store, loaded) = Store::open(dir.path()).unwrap();
+        assert_eq!(loaded.clients.len(), 1);
+        assert_eq!(loaded.clients[0].id, "cli_bb");
+        // The deleted client's usage stays under its id.
+        let by_client = store.usage_by("client", DAY).await.unwrap();
+        assert!(by_client.iter().any(|(id, _, _)| id == "cli_a"));
+        store.close().unwrap();
+    }
+}
