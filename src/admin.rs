@@ -14,6 +14,7 @@
 //! Request bodies and query strings are parsed here rather than by axum's extractors, whose
 //! rejections are plain text: every malformed input gets a 400 envelope naming the problem.
 
+mod clients;
 mod groups;
 mod keys;
 mod login;
@@ -106,6 +107,14 @@ where
         )
         .route("/admin/config/reset", post(settings::reset_config))
         .route("/admin/usage", get(usage::usage_series))
+        .route("/admin/clients", get(clients::list).post(clients::create))
+        .route(
+            "/admin/clients/{id}",
+            get(clients::get_one)
+                .patch(clients::update)
+                .delete(clients::delete_one),
+        )
+        .route("/admin/clients/{id}/rotate", post(clients::rotate))
         .route("/factory/balance/usage", get(usage::balance_usage))
         .route("/factory/balance/summary", get(usage::balance_summary))
         .route("/factory/balance/sync", post(usage::balance_sync))

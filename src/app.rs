@@ -146,6 +146,11 @@ impl App {
         balance_sync.use_scrubber(Arc::clone(credentials.scrubber()));
         let recorder = Recorder::new(store.clone(), settings.time_zone());
         let inbound = Arc::new(crate::inbound::Inbound::new(&settings));
+        inbound.clients.load(
+            loaded.clients,
+            &loaded.client_last_used,
+            Some(store.clone()),
+        );
         let app = App {
             settings,
             upstream,

@@ -8,6 +8,7 @@
 //! every few seconds by a background task.
 
 pub mod body;
+pub mod clients;
 pub mod rejected;
 pub mod session;
 pub mod throttle;
@@ -46,6 +47,8 @@ pub struct Inbound {
     pub rejected: Rejected,
     /// Console sessions (contract §11).
     pub sessions: session::Sessions,
+    /// Client keys with their limits (contract §13).
+    pub clients: clients::Clients,
     trust_proxy: bool,
 }
 
@@ -61,6 +64,7 @@ impl Inbound {
             ),
             rejected: Rejected::new(settings.time_zone()),
             sessions: session::Sessions::default(),
+            clients: clients::Clients::new(settings.time_zone()),
             trust_proxy: settings.trust_proxy,
         }
     }
@@ -70,6 +74,20 @@ impl Inbound {
     pub fn client_ip_of(&self, extensions: &Extensions, headers: &HeaderMap) -> IpAddr {
         let peer = extensions.get::<ConnectInfo<SocketAddr>>().map(|c| c.0);
         self.client_ip(peer, headers)
+    }
+
+    /// Counts a refusal by a client key's limits (contract §13): `droid2api_client_rejected_total`
+    /// always; the rejected counts too for the refusals that leave no usage record
+    /// (`rate_limited`, `quota_exceeded`, `expired`).
+    pub fn count_client_refusal(&self, reason: &'static str) {
+        metrics::counter!(crate::telemetry::metrics::CLIENT_REJECTED, "reason" => reason)
+            .increment(1);
+        match reason {
+            "rate_limited" => self.rejected.record(rejected::RATE_LIMITED),
+            "quota_exceeded" => self.rejected.record(rejected::QUOTA_EXCEEDED),
+            "expired" => self.rejected.record(rejected::EXPIRED_CLIENT_KEY),
+            _ => {}
+        }
     }
 
     /// Whether the browser reached the gateway over https: only knowable behind a trusted

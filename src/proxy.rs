@@ -34,6 +34,7 @@ use axum::response::Response;
 use crate::app::App;
 use crate::credentials::{CascadeError, Scrubber};
 use crate::error::{ApiError, Envelope};
+use crate::inbound::clients::Client;
 use crate::secret::Secret;
 use crate::translate::TranslateError;
 use crate::upstream::UpstreamError;
@@ -186,6 +187,7 @@ fn forget_refused_turns(
 }
 
 /// Handles one proxied request. Errors are rendered once, here, in the route's envelope.
+/// `client` is the client key the edge authenticated the request by (contract §13), if any.
 pub async fn handle(
     app: App,
     route: Route,
@@ -193,11 +195,26 @@ pub async fn handle(
     headers: HeaderMap,
     query: Option<String>,
     body: Body,
+    client: Option<Arc<Client>>,
 ) -> Response {
     let started = Instant::now();
+    // A client key's daily quotas, before anything else: a refused request is not a usage
+    // record (counted as rejected instead). count_tokens calls are not usage and do not count.
+    if let Some(c) = &client
+        && route != Route::CountTokens
+        && let Err(r) = app
+            .inbound
+            .clients
+            .admit(c, jiff::Timestamp::now().as_millisecond())
+    {
+        app.inbound.count_client_refusal(r.reason());
+        return r.to_api_error().render(route.envelope(), &request_id);
+    }
     let mut log = RequestLog::new(route, request_id.clone(), started);
     log.recorder = Some(Arc::clone(&app.recorder));
-    if app.settings.api_access_key.is_some() {
+    if client.is_some() {
+        log.client_key = client;
+    } else if app.settings.api_access_key.is_some() {
         // The edge already checked it: every request that gets here presented the key.
         log.client = "api_access_key";
     }
@@ -251,13 +268,13 @@ async fn run(
             Some((plan, requested))
         }),
     };
-    let mut plan = match lazy {
+    let (mut plan, requested) = match lazy {
         Some((plan, requested)) => {
             drop(bytes);
             if let Some(m) = settings.find_model(&requested) {
                 log.model = m.id.clone();
             }
-            plan?
+            (plan?, requested)
         }
         None => {
             let (value, requested, weight) = body::parse_body(&bytes, max_values)?;
@@ -267,7 +284,7 @@ async fn run(
             }
             let now = Instant::now();
             let turns = |call_id: &str| app.reasoning.get(call_id, now);
-            plan::plan(
+            let plan = plan::plan(
                 settings,
                 route,
                 headers,
@@ -276,14 +293,37 @@ async fn run(
                 &requested,
                 max_values.saturating_sub(weight),
                 &turns,
-            )?
+            )?;
+            (plan, requested)
         }
     };
     log.format = Some(plan.format);
     if plan.keep_turn {
         plan.turn_cache = Some(Arc::clone(&app.reasoning));
     }
-    let client_cred = client_credential(headers);
+    if let Some(c) = &log.client_key
+        && !c.allows_model(&requested, &log.model)
+    {
+        app.inbound.count_client_refusal("model_not_allowed");
+        let shown = if log.model.is_empty() || log.model == requested {
+            requested.clone()
+        } else {
+            format!("{requested} ({})", log.model)
+        };
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            format!("this client key may not use the model {shown}"),
+        )
+        .with_param("model")
+        .with_code("model_not_allowed"));
+    }
+    // A request authenticated by a client key never passes that key upstream (level 5 is only
+    // for a gateway without client authentication).
+    let client_cred = if log.client_key.is_some() {
+        None
+    } else {
+        client_credential(headers)
+    };
     let mut used = Vec::new();
     let answer = dispatch::dispatch(app, &plan, headers, client_cred, &mut used, log).await;
     scrub.extra.extend(used);

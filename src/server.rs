@@ -73,6 +73,10 @@ fn request_id(req: &Request) -> String {
 async fn proxy_route(app: App, route: Route, req: Request) -> Response {
     let id = request_id(&req);
     let (parts, body) = req.into_parts();
+    let client = parts
+        .extensions
+        .get::<crate::inbound::clients::ClientAuth>()
+        .map(|a| std::sync::Arc::clone(&a.0));
     let bytes = match read_limited(body, &parts.headers, &app.inbound.bodies, MAX_BODY_BYTES).await
     {
         Ok(b) => b,
@@ -95,6 +99,7 @@ async fn proxy_route(app: App, route: Route, req: Request) -> Response {
         parts.headers,
         parts.uri.query().map(str::to_string),
         Body::from(bytes),
+        client,
     )
     .await
 }
@@ -294,6 +299,16 @@ impl Running {
             .local_addr()
             .map_err(|source| StartError::Bind { addr, source })?;
         let app = App::start(settings)?;
+        // Today's client-key counters from the usage rollups, so that a restart does not reset
+        // a daily quota (contract §13).
+        if let Err(e) = app
+            .inbound
+            .clients
+            .seed(&app.store, jiff::Timestamp::now().as_millisecond())
+            .await
+        {
+            tracing::warn!(error = %e, "could not read today's client-key usage: daily quotas start from zero");
+        }
         if let Some(shared) = &app.shared {
             // Start with the fleet's keys when Redis answers; without it, from the local copy.
             if shared.first_sync(FIRST_SYNC_WAIT).await {

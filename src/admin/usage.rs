@@ -13,7 +13,7 @@ use crate::store::sqlite::{Tokens, UsageTotals};
 use crate::usage::buckets;
 
 /// The contract's token object `T`.
-fn tokens_json(t: &Tokens) -> Value {
+pub(super) fn tokens_json(t: &Tokens) -> Value {
     json!({
         "input_tokens": t.input_tokens,
         "cache_read_tokens": t.cache_read_tokens,
@@ -180,10 +180,11 @@ pub(super) async fn balance_cleanup(
     ok(json!({"deleted": deleted}))
 }
 
-/// `GET /admin/usage?granularity=hour|day&from=&to=&key=&model=`: a time series for charts.
-/// Each point also carries `rejected` (requests refused before authentication in that bucket),
-/// and the reply the range's total `rejected` and `rejected_by_reason`; rejected requests have
-/// no key or model, so with a `key` or `model` filter they are 0.
+/// `GET /admin/usage?granularity=hour|day&from=&to=&key=&model=&client=`: a time series for
+/// charts (`client`: a client key's `cli_…` id, `api_access_key` or `anonymous`). Each point also
+/// carries `rejected` (requests refused before authentication in that bucket), and the reply the
+/// range's total `rejected` and `rejected_by_reason`; rejected requests have no key, model or
+/// client, so with a filter they are 0.
 pub(super) async fn usage_series(State(st): State<AdminState>, RawQuery(raw): RawQuery) -> Reply {
     let q = Query::parse(raw.as_deref())?;
     let granularity = q
@@ -220,6 +221,7 @@ pub(super) async fn usage_series(State(st): State<AdminState>, RawQuery(raw): Ra
     }
     let key = q.get("key").map(str::to_string);
     let model = q.get("model").map(str::to_string);
+    let client = q.get("client").map(str::to_string);
     // A whole bucket that starts before `from` but contains it is included.
     let first_bucket = {
         let (h, d) = buckets::buckets(from, &tz);
@@ -228,18 +230,19 @@ pub(super) async fn usage_series(State(st): State<AdminState>, RawQuery(raw): Ra
     let points = st
         .app
         .store
-        .usage_series(
+        .usage_series_of(
             &granularity,
             first_bucket,
             to,
             key.as_deref(),
             model.as_deref(),
+            client.as_deref(),
         )
         .await
         .map_err(store_error)?;
     // Requests rejected before authentication have no key or model: they are counted only in
     // the unfiltered series.
-    let rejected_rows = if key.is_none() && model.is_none() {
+    let rejected_rows = if key.is_none() && model.is_none() && client.is_none() {
         st.app
             .store
             .rejected_series(&granularity, first_bucket, to)

@@ -30,8 +30,15 @@ pub const TOO_LARGE: &str = "too_large";
 /// The client stopped sending its body halfway (400).
 pub const INCOMPLETE_BODY: &str = "incomplete_body";
 
+/// A client key over its requests per minute (429 `rate_limited`, contract §13).
+pub const RATE_LIMITED: &str = "rate_limited";
+/// A client key over a daily quota (429 `quota_exceeded`).
+pub const QUOTA_EXCEEDED: &str = "quota_exceeded";
+/// An expired client key (401).
+pub const EXPIRED_CLIENT_KEY: &str = "expired_client_key";
+
 /// Every `reason` label.
-pub const REASONS: [&str; 8] = [
+pub const REASONS: [&str; 11] = [
     BAD_CLIENT_KEY,
     BAD_ADMIN_KEY,
     THROTTLED,
@@ -40,6 +47,9 @@ pub const REASONS: [&str; 8] = [
     BODY_TIMEOUT,
     TOO_LARGE,
     INCOMPLETE_BODY,
+    RATE_LIMITED,
+    QUOTA_EXCEEDED,
+    EXPIRED_CLIENT_KEY,
 ];
 
 /// Every real time zone's offset is a multiple of 15 minutes, so local hours and days never

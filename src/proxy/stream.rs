@@ -7,6 +7,7 @@ use std::time::Instant;
 
 use super::{ProxyInfo, Route};
 use crate::credentials::pool::KeyPool;
+use crate::inbound::clients::Client;
 use crate::store::records::{Millis, UsageRecord};
 use crate::telemetry::metrics as m;
 use crate::usage::recorder::Recorder;
@@ -23,8 +24,11 @@ pub struct RequestLog {
     pub at_ms: Millis,
     pub model: String,
     pub credential: String,
-    /// `api_access_key` or `anonymous`.
+    /// `api_access_key` or `anonymous` (when no client key authenticated the request).
     pub client: &'static str,
+    /// The client key that authenticated the request (contract §13): the record's client is
+    /// its id, and its daily token count gets the usage.
+    pub client_key: Option<Arc<Client>>,
     /// Upstream attempts made (failovers + 1).
     pub attempts: u32,
     pub format: Option<WireFormat>,
@@ -56,6 +60,7 @@ impl RequestLog {
             model: String::new(),
             credential: String::new(),
             client: "anonymous",
+            client_key: None,
             attempts: 0,
             format: None,
             upstream_status: None,
@@ -88,13 +93,25 @@ impl RequestLog {
             return;
         }
         let latency_ms = self.started.elapsed().as_millis() as u64;
+        if let Some(c) = &self.client_key {
+            c.add_tokens(
+                self.at_ms,
+                u.input_tokens
+                    .saturating_add(u.cache_read_tokens)
+                    .saturating_add(u.cache_write_tokens)
+                    .saturating_add(u.output_tokens),
+            );
+        }
         rec.record(UsageRecord {
             at: self.at_ms,
             hour_start: 0,
             day_start: 0,
             credential: or_dash(&self.credential).to_string(),
             attempts: self.attempts,
-            client: self.client.to_string(),
+            client: match &self.client_key {
+                Some(c) => c.rec.id.clone(),
+                None => self.client.to_string(),
+            },
             model: or_dash(&self.model).to_string(),
             route: self.route.label().to_string(),
             upstream_format: match self.format {

@@ -4,12 +4,15 @@
 //!
 //! Order on `/v1/*`: a preflight (`OPTIONS`) is answered at once without authentication; then a
 //! throttled address gets 429 `too_many_attempts` (even with the right key); then the client key
-//! (401 on a missing or wrong one; a wrong one counts against the address); then 415 for a
-//! client JSON route without a JSON `Content-Type`. Everything refused here is counted in
+//! — `API_ACCESS_KEY` or a client key of contract §13 (401 on a missing or wrong one; a wrong one
+//! counts against the address; an expired client key is 401 `key_expired`, a client over its
+//! `rpm` 429 `rate_limited`; the client is handed to the pipeline as a [`ClientAuth`]
+//! extension); then 415 for a client JSON route without a JSON `Content-Type`. Everything refused here is counted in
 //! `droid2api_rejected_total{reason}` and the hourly rejected counts, never as a usage record.
 //! The admin routes (`/admin/*`, `/factory/*`, `/metrics`) authenticate themselves
 //! (`admin::admin_gate`) and never get CORS headers.
 
+use std::sync::Arc;
 use std::time::Instant;
 
 use axum::extract::{MatchedPath, Request, State};
@@ -21,6 +24,7 @@ use super::RequestId;
 use crate::app::App;
 use crate::error::{ApiError, Envelope};
 use crate::inbound::body::is_json_content_type;
+use crate::inbound::clients::{Client, ClientAuth};
 use crate::inbound::rejected;
 use crate::proxy::ProxyInfo;
 use crate::telemetry::metrics as m;
@@ -45,11 +49,10 @@ pub fn envelope_for(path: &str) -> Envelope {
     }
 }
 
-/// Whether `/v1/*` requires a client key. Today that is `API_ACCESS_KEY`; client keys
-/// (contract §13) will turn it on too, once any exists — add that here, and the CORS default
-/// follows.
+/// Whether `/v1/*` requires a client key: `API_ACCESS_KEY` is set or any client key exists
+/// (contract §13); the CORS default follows.
 pub fn client_auth_on(app: &App) -> bool {
-    app.settings.api_access_key.is_some()
+    app.settings.api_access_key.is_some() || app.inbound.clients.any()
 }
 
 /// Which browser origins may call `/v1/*`.
@@ -152,16 +155,17 @@ fn apply_cors(cors: Cors<'_>, origin: Option<&HeaderValue>, headers: &mut Header
 
 /// What a request presented as its client key.
 enum ClientKey {
+    /// `API_ACCESS_KEY` (unlimited), or no key needed.
     Valid,
+    /// A client key (contract §13).
+    Client(Arc<Client>),
     Missing,
     Wrong,
 }
 
-/// Checks `API_ACCESS_KEY` (Bearer or x-api-key, constant time).
+/// Checks `API_ACCESS_KEY` (Bearer or x-api-key, constant time), then the client keys (by
+/// digest).
 fn client_key(app: &App, headers: &HeaderMap) -> ClientKey {
-    let Some(key) = &app.settings.api_access_key else {
-        return ClientKey::Valid;
-    };
     let authorization = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
@@ -178,12 +182,24 @@ fn client_key(app: &App, headers: &HeaderMap) -> ClientKey {
         .and_then(|v| v.to_str().ok())
         .map(str::trim)
         .filter(|v| !v.is_empty());
-    // Both candidates are compared so the time taken does not reveal which header was used.
-    let a = bearer.is_some_and(|b| key.ct_eq(b));
-    let b = x_api_key.is_some_and(|k| key.ct_eq(k));
-    if a | b {
-        ClientKey::Valid
-    } else if authorization.is_none() && x_api_key.is_none() {
+    if let Some(key) = &app.settings.api_access_key {
+        // Both candidates are compared so the time taken does not reveal which header was used.
+        let a = bearer.is_some_and(|b| key.ct_eq(b));
+        let b = x_api_key.is_some_and(|k| key.ct_eq(k));
+        if a | b {
+            return ClientKey::Valid;
+        }
+    } else if !app.inbound.clients.any() {
+        return ClientKey::Valid;
+    }
+    let clients = &app.inbound.clients;
+    if let Some(c) = bearer
+        .and_then(|b| clients.authenticate(b))
+        .or_else(|| x_api_key.and_then(|k| clients.authenticate(k)))
+    {
+        return ClientKey::Client(c);
+    }
+    if authorization.is_none() && x_api_key.is_none() {
         ClientKey::Missing
     } else {
         ClientKey::Wrong
@@ -191,8 +207,10 @@ fn client_key(app: &App, headers: &HeaderMap) -> ClientKey {
 }
 
 /// Throttling, the client key and the content type on a `/v1/*` request (not a preflight).
-fn check_v1(app: &App, req: &Request, path: &str) -> Result<(), ApiError> {
+/// Returns the client key that authenticated it, if one did.
+fn check_v1(app: &App, req: &Request, path: &str) -> Result<Option<ClientAuth>, ApiError> {
     let inbound = &app.inbound;
+    let mut auth = None;
     if client_auth_on(app) {
         let now = std::time::Instant::now();
         let ip = || inbound.client_ip_of(req.extensions(), req.headers());
@@ -211,6 +229,28 @@ fn check_v1(app: &App, req: &Request, path: &str) -> Result<(), ApiError> {
         }
         match client_key(app, req.headers()) {
             ClientKey::Valid => {}
+            ClientKey::Client(c) => {
+                let now_ms = jiff::Timestamp::now().as_millisecond();
+                if c.expired(now_ms) {
+                    inbound.count_client_refusal("expired");
+                    let at = c
+                        .rec
+                        .expires_at
+                        .and_then(|t| jiff::Timestamp::from_millisecond(t).ok())
+                        .map(|t| t.to_string())
+                        .unwrap_or_default();
+                    return Err(ApiError::new(
+                        StatusCode::UNAUTHORIZED,
+                        format!("this client key expired at {at}"),
+                    )
+                    .with_code("key_expired"));
+                }
+                if let Err(r) = inbound.clients.check_rate(&c) {
+                    inbound.count_client_refusal("rate_limited");
+                    return Err(r.to_api_error());
+                }
+                auth = Some(ClientAuth(c));
+            }
             outcome => {
                 inbound.rejected.record(rejected::BAD_CLIENT_KEY);
                 if matches!(outcome, ClientKey::Wrong) {
@@ -247,7 +287,7 @@ fn check_v1(app: &App, req: &Request, path: &str) -> Result<(), ApiError> {
         )
         .with_code("unsupported_media_type"));
     }
-    Ok(())
+    Ok(auth)
 }
 
 /// Request id, CORS, throttling and client authentication on `/v1/*`, the content-type rule,
@@ -297,10 +337,13 @@ pub(super) async fn edge(State(app): State<App>, mut req: Request, next: Next) -
         match if is_v1 {
             check_v1(&app, &req, &path)
         } else {
-            Ok(())
+            Ok(None)
         } {
             Err(e) => e.render(envelope_for(&path), &request_id),
-            Ok(()) => {
+            Ok(auth) => {
+                if let Some(auth) = auth {
+                    req.extensions_mut().insert(auth);
+                }
                 req.extensions_mut().insert(RequestId(request_id.clone()));
                 next.run(req).await
             }

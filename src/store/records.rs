@@ -223,6 +223,34 @@ pub enum StoreOp {
     PutBalance(BalanceRecord),
     /// Add to the hourly counts of requests rejected before authentication.
     AddRejected(Vec<RejectedCount>),
+    /// Insert or replace a client key record (contract §13).
+    PutClient(ClientRecord),
+    /// Delete a client key record (its usage stays, under its id).
+    DeleteClient(String),
+}
+
+/// A client key (contract §13), as stored. The key itself is never stored: only its SHA-256
+/// digest (to authenticate) and a display mask computed when it was made.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClientRecord {
+    /// `cli_…`.
+    pub id: String,
+    pub name: String,
+    /// SHA-256 of the key, lowercase hex.
+    pub key_digest: String,
+    /// `d2a-abc…wxyz`.
+    pub key_masked: String,
+    /// Requests per minute (`None` = unlimited).
+    pub rpm: Option<u32>,
+    /// Requests per local day (`None` = unlimited).
+    pub requests_per_day: Option<u64>,
+    /// Tokens (`total_tokens`) per local day (`None` = unlimited).
+    pub tokens_per_day: Option<u64>,
+    /// Model ids the key may use (`None` = all).
+    pub models: Option<Vec<String>>,
+    pub expires_at: Option<Millis>,
+    pub created_at: Millis,
+    pub updated_at: Millis,
 }
 
 /// Requests rejected before authentication (or before the pipeline) in one local hour, for one
@@ -252,7 +280,7 @@ pub struct UsageRecord {
     pub credential: String,
     /// Upstream attempts (failovers + 1); 0 when the gateway answered itself.
     pub attempts: u32,
-    /// `api_access_key` or `anonymous`.
+    /// A client key's id (`cli_…`), `api_access_key` or `anonymous`.
     pub client: String,
     /// The resolved model id (`-` when unknown).
     pub model: String,

@@ -519,6 +519,8 @@ impl Shared {
                 true,
             ),
             StoreOp::AddEvents(_) | StoreOp::AddUsage(_) | StoreOp::AddRejected(_) => {}
+            // Client keys are not shared through Redis yet (they are written to SQLite only).
+            StoreOp::PutClient(_) | StoreOp::DeleteClient(_) => {}
         }
     }
 

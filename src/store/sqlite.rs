@@ -54,6 +54,7 @@
 //!   mirrored in `fleet_rollups` (written through the writer, [`Store::mirror_fleet`]) and, once
 //!   [`Store::include_fleet`] is on, added to every rollup-based usage answer.
 
+mod clients;
 mod fleet;
 pub mod offline;
 mod queue;
@@ -79,7 +80,9 @@ use queue::{AdminMsg, Queue};
 
 use super::StoreError;
 use super::import::{ImportError, parse_node_pool};
-use super::records::{BalanceRecord, KeyEvent, KeyRecord, Millis, PoolGroup, StoreOp, UsageRecord};
+use super::records::{
+    BalanceRecord, ClientRecord, KeyEvent, KeyRecord, Millis, PoolGroup, StoreOp, UsageRecord,
+};
 use crate::telemetry::metrics as m;
 pub use fleet::{ChangeCursor, MirrorPos, RollupRow};
 pub use queue::{ADMIN_CAPACITY, QueueStats, TRAFFIC_CAPACITY, TRAFFIC_LINGER};
@@ -198,6 +201,10 @@ pub struct Loaded {
     pub balances: Vec<BalanceRecord>,
     /// The first-start import of `key_pool.json`, when one happened.
     pub import: Option<ImportReport>,
+    /// The client keys (contract §13), in creation order.
+    pub clients: Vec<ClientRecord>,
+    /// When each client was last used (from the usage records), by client id.
+    pub client_last_used: std::collections::HashMap<String, Millis>,
 }
 
 /// What a first-start import of `key_pool.json` did.
@@ -322,7 +329,13 @@ impl Store {
         schema::ensure_default_group(&conn, now).map_err(|e| db_err(&path, e))?;
         let import = first_start_import(&mut conn, &path, data_dir, now)?;
 
+        let clients = clients::load_clients(&conn).map_err(|e| db_err(&path, e))?;
+        let ids: Vec<&str> = clients.iter().map(|c| c.id.as_str()).collect();
+        let client_last_used =
+            clients::load_last_used(&conn, &ids).map_err(|e| db_err(&path, e))?;
         let loaded = Loaded {
+            clients,
+            client_last_used,
             keys: schema::load_keys(&conn).map_err(|e| db_err(&path, e))?,
             groups: schema::load_groups(&conn).map_err(|e| db_err(&path, e))?,
             settings: schema::load_settings(&conn).map_err(|e| db_err(&path, e))?,
@@ -554,9 +567,26 @@ impl Store {
         key: Option<&str>,
         model: Option<&str>,
     ) -> Result<Vec<(Millis, UsageTotals)>, StoreError> {
+        self.usage_series_of(granularity, from, to, key, model, None)
+            .await
+    }
+
+    /// [`Store::usage_series`] with a `client` filter too (the records' client: a client key's
+    /// `cli_…` id, `api_access_key` or `anonymous`); one filter reads that dimension's rollups,
+    /// several the records.
+    pub async fn usage_series_of(
+        &self,
+        granularity: &str,
+        from: Millis,
+        to: Millis,
+        key: Option<&str>,
+        model: Option<&str>,
+        client: Option<&str>,
+    ) -> Result<Vec<(Millis, UsageTotals)>, StoreError> {
         let granularity = granularity.to_string();
         let key = key.map(str::to_string);
         let model = model.map(str::to_string);
+        let client = client.map(str::to_string);
         let fleet = self.fleet_included();
         self.read(move |conn| {
             usage::usage_series(
@@ -566,6 +596,7 @@ impl Store {
                 to,
                 key.as_deref(),
                 model.as_deref(),
+                client.as_deref(),
                 fleet,
             )
         })

@@ -36,6 +36,10 @@ pub const USAGE_DROPPED: &str = "droid2api_usage_dropped_total";
 /// Requests refused before authentication or before the pipeline, by `reason`
 /// (`inbound::rejected::REASONS`). They are not usage records.
 pub const REJECTED: &str = "droid2api_rejected_total";
+/// Requests refused by a client key's limits (contract §13), by `reason` (`rate_limited`,
+/// `quota_exceeded`, `model_not_allowed`, `expired`). The first three of those are also rejected
+/// counts (no usage record); a `model_not_allowed` refusal is a usage record (status 403).
+pub const CLIENT_REJECTED: &str = "droid2api_client_rejected_total";
 /// Client connections open now.
 pub const OPEN_CONNECTIONS: &str = "droid2api_open_connections";
 /// Connections the gateway closed itself, by `reason` (`header_timeout`, `idle_timeout`).

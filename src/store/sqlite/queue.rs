@@ -290,7 +290,9 @@ impl Queue {
                 | StoreOp::PutGroup(_)
                 | StoreOp::DeleteGroup { .. }
                 | StoreOp::PutSetting { .. }
-                | StoreOp::ClearSettings) => admin_ops.push(op),
+                | StoreOp::ClearSettings
+                | StoreOp::PutClient(_)
+                | StoreOp::DeleteClient(_)) => admin_ops.push(op),
                 #[allow(unreachable_patterns)]
                 other => {
                     if t.len < capacity {

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 
 use rusqlite::{Connection, OptionalExtension, Row, TransactionBehavior, params};
 
-use super::{SqliteError, rejected, usage};
+use super::{SqliteError, clients, rejected, usage};
 use crate::secret::Secret;
 use crate::store::records::{
     CounterDelta, DEFAULT_GROUP, DEFAULT_GROUP_PRIORITY, DisabledBy, EventSource, KeyEvent,
@@ -128,6 +128,8 @@ pub(super) const MIGRATIONS: &[&str] = &[
     // are mirrored. The rollups are rebuilt with the new column, so that the step also runs on
     // a database that has it already.
     super::fleet::FLEET_STEP,
+    // 6: client keys (contract §13; see clients.rs): digests and masks, never the keys.
+    super::clients::CLIENTS_STEP,
 ];
 
 /// The schema version this build writes.
@@ -369,6 +371,8 @@ pub(super) fn apply_op(conn: &Connection, op: &StoreOp) -> Result<(), SqliteErro
         StoreOp::AddUsage(records) => usage::add_usage(conn, records)?,
         StoreOp::PutBalance(b) => usage::put_balance(conn, b)?,
         StoreOp::AddRejected(counts) => rejected::add(conn, counts)?,
+        StoreOp::PutClient(c) => clients::put_client(conn, c)?,
+        StoreOp::DeleteClient(id) => clients::delete_client(conn, id)?,
     }
     Ok(())
 }

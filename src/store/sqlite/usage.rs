@@ -453,24 +453,27 @@ const SERIES_FROM_ROLLUPS: &str = "SELECT bucket_start, {sums} FROM usage_rollup
     WHERE granularity = ?1 AND dim = ?2 AND value = ?3 AND bucket_start >= ?4 AND bucket_start < ?5
     ORDER BY bucket_start";
 
-/// The series of one credential and one model, from the records (`{col}` is `hour_start` or
-/// `day_start`). `at` is bounded first so the `at` index narrows the scan. Token sums use
-/// `total()` (a float) cast back to an integer, which saturates at `i64::MAX` where `sum()` would
-/// fail with "integer overflow"; they are exact while below 2^53 (9·10^15 tokens).
+/// The series of several filters at once (credential, model, client), from the records (`{col}`
+/// is `hour_start` or `day_start`); a `NULL` filter matches everything. `at` is bounded first so
+/// the `at` index narrows the scan. Token sums use `total()` (a float) cast back to an integer,
+/// which saturates at `i64::MAX` where `sum()` would fail with "integer overflow"; they are exact
+/// while below 2^53 (9·10^15 tokens).
 const SERIES_FROM_RECORDS: &str = "SELECT {col}, count(*), sum(status >= 200 AND status < 300),
         CAST(total(input_tokens) AS INTEGER), CAST(total(cache_read_tokens) AS INTEGER),
         CAST(total(cache_write_tokens) AS INTEGER), CAST(total(output_tokens) AS INTEGER),
         CAST(total(reasoning_tokens) AS INTEGER)
     FROM usage_records
-    WHERE at >= ?3 AND at < ?4 AND credential = ?1 AND model = ?2
+    WHERE at >= ?3 AND at < ?4 AND (?1 IS NULL OR credential = ?1)
+        AND (?2 IS NULL OR model = ?2) AND (?7 IS NULL OR client = ?7)
         AND {col} >= ?5 AND {col} < ?6
     GROUP BY {col}
     ORDER BY {col}";
 
 /// Buckets with `from <= bucket_start < to` that have data, ascending. No filter: every request;
-/// `key` or `model`: from that dimension's rollups; both: from the records, so only as far back
-/// as the records are kept. With `fleet`, the rollup-based series add the other instances'
-/// mirrored sums (the one from records stays this instance's).
+/// one of `key`, `model`, `client`: from that dimension's rollups; several: from the records, so
+/// only as far back as the records are kept. With `fleet`, the rollup-based series add the other
+/// instances' mirrored sums (the one from records stays this instance's).
+#[allow(clippy::too_many_arguments)]
 pub(super) fn usage_series(
     conn: &Connection,
     granularity: &str,
@@ -478,13 +481,15 @@ pub(super) fn usage_series(
     to: Millis,
     key: Option<&str>,
     model: Option<&str>,
+    client: Option<&str>,
     fleet: bool,
 ) -> Result<Vec<(Millis, UsageTotals)>, SqliteError> {
     let granularity = parse_granularity(granularity)?;
     let context = || format!("reading the {granularity} usage series");
     let read = |r: &Row<'_>| Ok((r.get(0)?, totals_at(r, 1)?));
-    let (dim, value) = match (key, model) {
-        (Some(key), Some(model)) => {
+    let filters = [key, model, client].iter().filter(|f| f.is_some()).count();
+    let (dim, value) = match (key, model, client) {
+        _ if filters >= 2 => {
             let (col, slack) = if granularity == HOUR {
                 ("hour_start", HOUR_SLACK_MS)
             } else {
@@ -500,16 +505,18 @@ pub(super) fn usage_series(
                         from.saturating_sub(slack),
                         to.saturating_add(slack),
                         from,
-                        to
+                        to,
+                        client
                     ],
                     read,
                 )
                 .and_then(|rows| rows.collect())
                 .map_err(sql(context()));
         }
-        (Some(key), None) => (DIM_KEY, key),
-        (None, Some(model)) => (DIM_MODEL, model),
-        (None, None) => (DIM_ALL, ""),
+        (Some(key), _, _) => (DIM_KEY, key),
+        (_, Some(model), _) => (DIM_MODEL, model),
+        (_, _, Some(client)) => (DIM_CLIENT, client),
+        (None, None, None) => (DIM_ALL, ""),
     };
     let mut st = conn
         .prepare_cached(&SERIES_FROM_ROLLUPS.replace("{sums}", ROLLUP_SUMS))

@@ -257,7 +257,12 @@ async fn the_fleet_step_runs_again_on_a_database_that_has_it() {
     store.close().unwrap();
     {
         let raw = rusqlite::Connection::open(dir.path().join(DB_FILE)).unwrap();
-        raw.pragma_update(None, "user_version", schema::schema_version() - 1)
+        // The version before the fleet step (later steps run again too).
+        let before_fleet = schema::MIGRATIONS
+            .iter()
+            .position(|step| *step == super::FLEET_STEP)
+            .unwrap();
+        raw.pragma_update(None, "user_version", before_fleet as i64)
             .unwrap();
     }
     let (store, _) = Store::open(dir.path()).unwrap();
