@@ -120,7 +120,7 @@ async fn conversation_repins_once(
     for t in 1..fail_at {
         assert_eq!(
             turn(gw, mock, path, &body(t), headers).await,
-            [pinned.clone()],
+            std::slice::from_ref(&pinned),
             "{path} turn {t}: the conversation's key"
         );
     }
@@ -133,7 +133,7 @@ async fn conversation_repins_once(
     for t in fail_at + 1..TURNS {
         assert_eq!(
             turn(gw, mock, path, &body(t), headers).await,
-            [repinned.clone()],
+            std::slice::from_ref(&repinned),
             "{path} turn {t}: re-pinned once, and stays"
         );
     }
@@ -193,9 +193,7 @@ async fn a_header_session_stays_on_its_key_on_every_route() {
     // The header wins over the body's own identity.
     let mut body = responses_body("gpt-test");
     body["prompt_cache_key"] = json!("something-else");
-    let (pinned, _) =
-        conversation_repins_once(&gw, &mock, "/v1/responses", |_| body.clone(), &h, 500).await;
-    let _ = pinned;
+    conversation_repins_once(&gw, &mock, "/v1/responses", |_| body.clone(), &h, 500).await;
     // The same identity on the other routes lands on the conversation's (re-pinned) key.
     let now = turn(&gw, &mock, "/v1/responses", &body, &h).await;
     for (path, body) in [
