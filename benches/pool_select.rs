@@ -8,6 +8,10 @@
 //! sorted, and printed as p50 / p99 / p99.9 / max; then the mass wake-up case: 9,000 cooldowns
 //! ending at the same moment, the first pick after and the slowest of the next 200. Under
 //! `cargo test` (no `--bench` argument) these reports run a few picks only, as a smoke test.
+//!
+//! Conversation-sticky picks (contract §14) at 100,000 pins: `cargo bench --bench pool_select --
+//! sticky` runs only those (the latency report of hits, and of misses that pin a new
+//! conversation and evict the least recently used one, then criterion's means).
 
 // Benchmark setup panics on purpose: a broken setup is a broken benchmark; the latency report
 // is printed.
@@ -20,7 +24,7 @@ use std::time::Instant;
 
 use criterion::{Criterion, criterion_group};
 use droid2api::config::{ALGORITHMS, KeyPoolSettings};
-use droid2api::credentials::pool::{Clock, KeyPool, PoolPick};
+use droid2api::credentials::pool::{Clock, Conversation, KeyPool, PoolPick};
 use droid2api::secret::Secret;
 use droid2api::store::records::{KeyRecord, KeyStatus, Millis, PoolGroup};
 
@@ -191,11 +195,108 @@ fn mass_wake_up_report() {
     }
 }
 
-criterion_group!(benches, select);
+/// Pins the table holds (contract §14's bound).
+const PINS: usize = 100_000;
+
+fn pick_for(pool: &KeyPool, c: Conversation) -> String {
+    match pool.pick_for(&[], Some(c)) {
+        PoolPick::Key { id, .. } => id,
+        other => panic!("{other:?}"),
+    }
+}
+
+/// A pool of [`KEYS`] keys (5 % cooling) whose pin table is full: `PINS` conversations, each
+/// picked once. Returns the pool and those conversations.
+fn sticky_pool(alg: &str) -> (KeyPool, Vec<Conversation>) {
+    let pool = pool(alg, 5);
+    let convs: Vec<Conversation> = (0..PINS)
+        .map(|i| pool.conversation(&format!("session_{i:08}"), true).unwrap())
+        .collect();
+    for c in &convs {
+        black_box(pick_for(&pool, *c));
+    }
+    assert_eq!(pool.sticky_pins(), PINS);
+    (pool, convs)
+}
+
+/// Per-pick latency with stickiness on and the pin table full: hits (a pinned conversation,
+/// in a scattered order) and misses (a new conversation: the pick is pinned and the least
+/// recently used pin evicted).
+fn sticky_report() {
+    let full = std::env::args().any(|a| a == "--bench");
+    let samples = if full { 200_000 } else { 100 };
+    println!(
+        "pool_select sticky picks, {KEYS} keys, {PINS} pins, {samples} picks per case (ns; Instant overhead included)"
+    );
+    println!(
+        "{:<18} {:>6} {:>7} {:>7} {:>7} {:>9}",
+        "algorithm", "case", "p50", "p99", "p99.9", "max"
+    );
+    let algs: &[&str] = if full { &ALGORITHMS } else { &ALGORITHMS[..1] };
+    for alg in algs {
+        let (pool, convs) = sticky_pool(alg);
+        let mut rng = fastrand::Rng::with_seed(7);
+        let hits: Vec<Conversation> = (0..samples)
+            .map(|_| convs[rng.usize(..convs.len())])
+            .collect();
+        let fresh: Vec<Conversation> = (0..samples)
+            .map(|i| pool.conversation(&format!("new_{i:08}"), true).unwrap())
+            .collect();
+        for (case, list) in [("hit", &hits), ("miss", &fresh)] {
+            let mut ns: Vec<u64> = Vec::with_capacity(samples);
+            for c in list {
+                let t = Instant::now();
+                black_box(pick_for(&pool, *c));
+                ns.push(t.elapsed().as_nanos() as u64);
+            }
+            ns.sort_unstable();
+            let q = |p: f64| ns[((ns.len() as f64 * p) as usize).min(ns.len() - 1)];
+            println!(
+                "{:<18} {:>6} {:>7} {:>7} {:>7} {:>9}",
+                alg,
+                case,
+                q(0.50),
+                q(0.99),
+                q(0.999),
+                ns[ns.len() - 1]
+            );
+        }
+        assert_eq!(pool.sticky_pins(), PINS, "the bound holds");
+    }
+}
+
+fn sticky(c: &mut Criterion) {
+    let mut g = c.benchmark_group("pool_select_sticky_100k_pins");
+    for alg in ["round-robin", "least-used"] {
+        let (pool, convs) = sticky_pool(alg);
+        let mut i = 0usize;
+        g.bench_function(format!("{alg}/hit"), |b| {
+            b.iter(|| {
+                i = (i + 7919) % convs.len();
+                pick_for(&pool, convs[i])
+            })
+        });
+        let mut n = 0u64;
+        g.bench_function(format!("{alg}/miss"), |b| {
+            b.iter(|| {
+                n += 1;
+                let c = pool.conversation(&format!("m{n}"), true).unwrap();
+                pick_for(&pool, c)
+            })
+        });
+    }
+    g.finish();
+}
+
+criterion_group!(benches, select, sticky);
 
 fn main() {
-    latency_report();
-    mass_wake_up_report();
+    let only_sticky = std::env::args().skip(1).any(|a| a == "sticky");
+    if !only_sticky {
+        latency_report();
+        mass_wake_up_report();
+    }
+    sticky_report();
     benches();
     Criterion::default().configure_from_args().final_summary();
 }

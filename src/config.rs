@@ -241,6 +241,9 @@ pub struct KeyPoolSettings {
     pub unauthorized_threshold: u32,
     pub auto_fallback: bool,
     pub test_concurrency: u32,
+    /// Conversation-sticky keys (contract §14) and how long an unused pin is honoured.
+    pub sticky_sessions: bool,
+    pub sticky_ttl_s: u64,
 }
 
 impl Default for KeyPoolSettings {
@@ -256,6 +259,8 @@ impl Default for KeyPoolSettings {
             unauthorized_threshold: 2,
             auto_fallback: true,
             test_concurrency: 10,
+            sticky_sessions: true,
+            sticky_ttl_s: 3600,
         }
     }
 }

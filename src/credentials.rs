@@ -289,11 +289,13 @@ impl Credentials {
 
     /// Chooses the credential of one attempt. `client` is the client's own credential
     /// (`Authorization: Bearer` or `x-api-key`), used only at level 5. `exclude` lists pool keys
-    /// already tried by this request.
+    /// already tried by this request; `conversation` is the request's conversation, whose
+    /// pinned pool key serves while it may (contract §14).
     pub async fn lease(
         &self,
         client: Option<&str>,
         exclude: &[String],
+        conversation: Option<pool::Conversation>,
     ) -> Result<Lease, CascadeError> {
         if let Some(k) = &self.factory_key {
             return Ok(Lease {
@@ -303,7 +305,7 @@ impl Credentials {
             });
         }
         if self.pool.is_configured() {
-            return match self.pool.pick(exclude) {
+            return match self.pool.pick_for(exclude, conversation) {
                 PoolPick::Key { id, secret } => Ok(Lease {
                     secret,
                     label: CredentialLabel::Pool(id),

@@ -4,6 +4,7 @@
 //!
 //! - `body`: reading and parsing the client's body;
 //! - `plan`: model, translation and the prepared upstream request (no I/O);
+//! - `identity`: the request's conversation identity (contract §14), for a sticky key;
 //! - `dispatch`: lease → send → fail over (the replay rule of contract §10);
 //! - `respond`: relay or translate the answer; `relay` (pass-through streams), `translated`
 //!   (chat streams), `failure` (the error frames of a broken stream), `stream` (the
@@ -18,6 +19,7 @@
 mod body;
 mod dispatch;
 mod failure;
+mod identity;
 mod plan;
 mod relay;
 mod respond;
@@ -258,6 +260,11 @@ async fn run(
     let bytes = body::read_body(body, headers).await?;
     let max_values = app.settings.limits.max_json_values;
     let settings = &app.settings;
+    // The conversation (contract §14): headers first, then the body as it is read.
+    // count_tokens follows a conversation's pin but never creates or moves one.
+    let pool = app.credentials.pool();
+    let pins = route != Route::CountTokens;
+    let from_headers = identity::from_headers(headers).and_then(|i| pool.conversation(i, pins));
     // Same-format routes first try the lazy path (no DOM of the conversation); it declines
     // whatever the general path might answer differently.
     let lazy = match route {
@@ -265,16 +272,18 @@ async fn run(
         _ => body::parse_top_level(&bytes, max_values).and_then(|(top, requested, _)| {
             let plan =
                 plan::plan_lazy(settings, route, headers, query.as_deref(), &top, &requested)?;
-            Some((plan, requested))
+            let conversation = from_headers
+                .or_else(|| identity::from_top(&top).and_then(|i| pool.conversation(&i, pins)));
+            Some((plan, requested, conversation))
         }),
     };
-    let (mut plan, requested) = match lazy {
-        Some((plan, requested)) => {
+    let (mut plan, requested, conversation) = match lazy {
+        Some((plan, requested, conversation)) => {
             drop(bytes);
             if let Some(m) = settings.find_model(&requested) {
                 log.model = m.id.clone();
             }
-            (plan?, requested)
+            (plan?, requested, conversation)
         }
         None => {
             let (value, requested, weight) = body::parse_body(&bytes, max_values)?;
@@ -282,6 +291,8 @@ async fn run(
             if let Some(m) = settings.find_model(&requested) {
                 log.model = m.id.clone();
             }
+            let conversation = from_headers
+                .or_else(|| identity::from_value(&value).and_then(|i| pool.conversation(&i, pins)));
             let now = Instant::now();
             let turns = |call_id: &str| app.reasoning.get(call_id, now);
             let plan = plan::plan(
@@ -294,7 +305,7 @@ async fn run(
                 max_values.saturating_sub(weight),
                 &turns,
             )?;
-            (plan, requested)
+            (plan, requested, conversation)
         }
     };
     log.format = Some(plan.format);
@@ -325,7 +336,16 @@ async fn run(
         client_credential(headers)
     };
     let mut used = Vec::new();
-    let answer = dispatch::dispatch(app, &plan, headers, client_cred, &mut used, log).await;
+    let answer = dispatch::dispatch(
+        app,
+        &plan,
+        headers,
+        client_cred,
+        conversation,
+        &mut used,
+        log,
+    )
+    .await;
     scrub.extra.extend(used);
     let keepalive = std::time::Duration::from_secs(settings.timing.sse_keepalive_s);
     match answer? {

@@ -1832,7 +1832,7 @@ async fn config_put_get_reset() {
         "algorithm": "least-used", "max_attempts": 4, "rate_limit_cooldown_s": 60,
         "rate_limit_cooldown_max_s": 3600, "failure_threshold": 5, "failure_window_s": 60,
         "failure_cooldown_s": 30, "unauthorized_threshold": 2, "auto_fallback": true,
-        "test_concurrency": 10,
+        "test_concurrency": 10, "sticky_sessions": true, "sticky_ttl_s": 3600,
     });
     let (s, v) = admin.get("/admin/config").await;
     assert_eq!(s, 200);

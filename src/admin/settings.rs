@@ -25,6 +25,8 @@ fn key_pool_json(k: &KeyPoolSettings) -> Value {
         "unauthorized_threshold": k.unauthorized_threshold,
         "auto_fallback": k.auto_fallback,
         "test_concurrency": k.test_concurrency,
+        "sticky_sessions": k.sticky_sessions,
+        "sticky_ttl_s": k.sticky_ttl_s,
     })
 }
 

@@ -377,7 +377,7 @@ pub struct Findings {
 }
 
 /// The field names of `key_pool` (config.json and the admin API use the same names).
-pub const KEY_POOL_FIELDS: [&str; 10] = [
+pub const KEY_POOL_FIELDS: [&str; 12] = [
     "algorithm",
     "max_attempts",
     "rate_limit_cooldown_s",
@@ -388,6 +388,8 @@ pub const KEY_POOL_FIELDS: [&str; 10] = [
     "unauthorized_threshold",
     "auto_fallback",
     "test_concurrency",
+    "sticky_sessions",
+    "sticky_ttl_s",
 ];
 
 /// Applies a `key_pool` object (config.json or a partial admin update) over `base`.
@@ -432,8 +434,12 @@ pub fn key_pool_from(o: &Map<String, Value>, base: KeyPoolSettings) -> (KeyPoolS
         num!(failure_cooldown_s, 1, day, u64);
         num!(unauthorized_threshold, 1, 10_000, u32);
         num!(test_concurrency, 1, 100, u32);
+        num!(sticky_ttl_s, 1, 7 * 24 * 3600, u64);
         if let Some(b) = r.bool(o, "auto_fallback", "key_pool.auto_fallback") {
             kp.auto_fallback = b;
+        }
+        if let Some(b) = r.bool(o, "sticky_sessions", "key_pool.sticky_sessions") {
+            kp.sticky_sessions = b;
         }
     }
     if kp.rate_limit_cooldown_max_s < kp.rate_limit_cooldown_s {

@@ -80,6 +80,41 @@ fn every_error_is_collected() {
 }
 
 #[test]
+fn sticky_settings_default_validate_and_name_the_field() {
+    let s = settings(&[], json!({})).unwrap();
+    assert!(s.key_pool.sticky_sessions);
+    assert_eq!(s.key_pool.sticky_ttl_s, 3600);
+    let s = settings(
+        &[],
+        json!({"key_pool": {"sticky_sessions": false, "sticky_ttl_s": 604800}}),
+    )
+    .unwrap();
+    assert!(!s.key_pool.sticky_sessions);
+    assert_eq!(s.key_pool.sticky_ttl_s, 604_800);
+    for (bad, needle) in [
+        (
+            json!({"sticky_ttl_s": 0}),
+            "key_pool.sticky_ttl_s: expected a whole number from 1 to 604800, got 0",
+        ),
+        (
+            json!({"sticky_ttl_s": 604801}),
+            "key_pool.sticky_ttl_s: expected a whole number from 1 to 604800, got 604801",
+        ),
+        (
+            json!({"sticky_ttl_s": -1}),
+            "key_pool.sticky_ttl_s: expected a whole number from 1 to 604800, got -1",
+        ),
+        (
+            json!({"sticky_sessions": "yes"}),
+            r#"key_pool.sticky_sessions: expected true or false, got "yes""#,
+        ),
+    ] {
+        let text = errors(settings(&[], json!({ "key_pool": bad }))).join("\n");
+        assert!(text.contains(needle), "{text}");
+    }
+}
+
+#[test]
 fn unknown_fields_are_warnings() {
     let s = settings(&[], json!({"prot": 1, "key_pool": {"algoritm": "random"}, "models": [{"id": "m", "type": "common", "colour": 1}]})).unwrap();
     let w = s.warnings.join("\n");

@@ -18,6 +18,7 @@ mod admin;
 pub mod health;
 mod remote;
 pub mod select;
+pub mod sticky;
 mod tiers;
 
 use std::collections::{BTreeMap, HashMap};
@@ -36,6 +37,7 @@ use crate::telemetry::metrics as m;
 
 pub use health::{Health, Outcome};
 pub use select::{Algorithm, Rank};
+pub use sticky::{Conversation, StickyResult};
 
 /// Wall-clock time in milliseconds; tests substitute their own.
 pub trait Clock: Send + Sync + std::fmt::Debug {
@@ -374,6 +376,8 @@ struct Inner {
     fleet: HashMap<String, crate::store::redis::Counters>,
     /// Fleet-wide round-robin positions, when instances share state.
     positions: Option<Arc<dyn Positions>>,
+    /// Conversation pins (contract §14), per instance.
+    pins: sticky::Pins,
 }
 
 /// The pool.
@@ -382,6 +386,7 @@ pub struct KeyPool {
     persist: Option<Arc<dyn Persist>>,
     clock: Arc<dyn Clock>,
     pending: Mutex<HashMap<String, CounterDelta>>,
+    conversations: sticky::Conversations,
 }
 
 impl std::fmt::Debug for KeyPool {
@@ -557,6 +562,7 @@ impl KeyPool {
             secrets_generation: 0,
             fleet: HashMap::new(),
             positions: None,
+            pins: sticky::Pins::default(),
         };
         inner
             .groups
@@ -584,6 +590,7 @@ impl KeyPool {
             persist,
             clock,
             pending: Mutex::new(HashMap::new()),
+            conversations: sticky::Conversations::default(),
         };
         pool.publish_gauges();
         pool
@@ -629,11 +636,19 @@ impl KeyPool {
         let now = self.now();
         let mut inner = self.lock();
         let alg = Algorithm::parse(&settings.algorithm).unwrap_or(Algorithm::RoundRobin);
+        if !settings.sticky_sessions {
+            inner.pins.clear();
+        }
         inner.settings = settings;
         if alg != inner.alg {
             inner.alg = alg;
             inner.rebuild(now);
         }
+    }
+
+    /// How many conversations are pinned now (stale pins included until they are dropped).
+    pub fn sticky_pins(&self) -> usize {
+        self.lock().pins.len()
     }
 
     /// Takes round-robin positions from the fleet (several instances).
@@ -643,8 +658,24 @@ impl KeyPool {
 
     /// Chooses an eligible key not in `exclude` (contract §5 and §7 tier rules).
     pub fn pick(&self, exclude: &[String]) -> PoolPick {
+        self.pick_for(exclude, None)
+    }
+
+    /// A request's conversation from its identity (contract §14): a keyed hash, never the
+    /// identity itself; `None` for an empty identity. `pin`: whether the request may create or
+    /// move a pin.
+    pub fn conversation(&self, identity: &str, pin: bool) -> Option<Conversation> {
+        self.conversations.of(identity, pin)
+    }
+
+    /// [`KeyPool::pick`] for a request of a conversation: its pinned key serves while it may
+    /// (`sticky_sessions`), else the pick is remembered (contract §14).
+    pub fn pick_for(&self, exclude: &[String], conversation: Option<Conversation>) -> PoolPick {
         let now = self.now();
-        let pick = self.lock().pick(exclude, now);
+        let (pick, sticky) = self.lock().pick(exclude, now, conversation);
+        if let Some(r) = sticky {
+            metrics::counter!(m::STICKY, "result" => r.label()).increment(1);
+        }
         match &pick {
             PoolPick::Key { .. } => {}
             PoolPick::AllCooling { .. } => {
@@ -889,6 +920,10 @@ impl KeyPool {
 
 #[cfg(test)]
 mod tests;
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod sticky_tests;
 
 /// Whether `needle` occurs in `hay`, ignoring case (Unicode simple case folding).
 fn contains_ci(hay: &str, needle: &str) -> bool {

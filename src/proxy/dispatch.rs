@@ -15,7 +15,7 @@ use bytes::Bytes;
 use super::RequestLog;
 use super::plan::Plan;
 use crate::app::App;
-use crate::credentials::pool::{KeyPool, Outcome};
+use crate::credentials::pool::{Conversation, KeyPool, Outcome};
 use crate::credentials::{CredentialLabel, Lease};
 use crate::error::ApiError;
 use crate::secret::Secret;
@@ -80,12 +80,15 @@ pub(super) fn retry_after(h: &HeaderMap) -> Option<u64> {
 }
 
 /// Runs the attempts of one request. `client_cred` is the client's own credential (level 5);
-/// the secrets this request used are pushed to `used` (for scrubbing later error text).
+/// the secrets this request used are pushed to `used` (for scrubbing later error text). Every
+/// attempt's pick follows and moves the `conversation`'s pin, so a failover re-pins the
+/// conversation to the key that finally served (contract §14).
 pub(super) async fn dispatch(
     app: &App,
     plan: &Plan<'_>,
     client_headers: &HeaderMap,
     client_cred: Option<&str>,
+    conversation: Option<Conversation>,
     used: &mut Vec<Secret>,
     log: &mut RequestLog,
 ) -> Result<Answer, ApiError> {
@@ -101,7 +104,11 @@ pub(super) async fn dispatch(
     loop {
         let lease = match refreshed_lease.take() {
             Some(l) => l,
-            None => match app.credentials.lease(client_cred, &tried).await {
+            None => match app
+                .credentials
+                .lease(client_cred, &tried, conversation)
+                .await
+            {
                 Ok(l) => l,
                 // Every key this request could use has been tried: the last upstream answer.
                 Err(e) => {

@@ -27,6 +27,10 @@ pub const POOL_FAILOVERS: &str = "droid2api_pool_failovers_total";
 pub const POOL_EXHAUSTED: &str = "droid2api_pool_exhausted_total";
 /// Key state transitions, by `reason`.
 pub const POOL_TRANSITIONS: &str = "droid2api_pool_transitions_total";
+/// Picks for a request of a known conversation (contract §14), by `result`: `hit` (its pinned
+/// key served), `miss` (no pin: the pick was pinned), `repin` (the pinned key could not serve:
+/// the pin moved).
+pub const STICKY: &str = "droid2api_sticky_total";
 
 /// Usage records dropped because the store's traffic queue was full (kept for dashboards that
 /// use it; `droid2api_store_dropped_total{kind="usage"}` counts the same records).
@@ -107,6 +111,10 @@ fn describe() {
         "Upstream non-2xx answers and transport failures by status"
     );
     metrics::describe_counter!(REFRESH_FAILURES, "Failed WorkOS token refreshes");
+    metrics::describe_counter!(
+        STICKY,
+        "Key picks for a conversation, by result: hit (its pinned key), miss (newly pinned), repin (pin moved)"
+    );
     metrics::describe_counter!(TOKENS, "Tokens reported by the upstream, by model and kind");
     metrics::describe_counter!(
         CLIENT_DISCONNECTS,

@@ -16,6 +16,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use super::select::{Rank, TierIndex};
+use super::sticky::{Conversation, Pin, StickyResult};
 use super::{Algorithm, Inner, PoolPick, Slot, priority_of};
 use crate::store::records::{KeyStatus, Millis};
 
@@ -302,8 +303,16 @@ impl Inner {
         self.rebuilds += 1;
     }
 
-    /// Chooses a key not in `exclude` (contract §5 and §7 tier rules).
-    pub(super) fn pick(&mut self, exclude: &[String], now: Millis) -> PoolPick {
+    /// Chooses a key not in `exclude` (contract §5 and §7 tier rules). With a conversation
+    /// (contract §14), its pinned key serves while it may serve this pick — in the tier the
+    /// pick serves from —, else the algorithm picks and the pin moves; what happened is
+    /// returned for the metric (`None` when nothing was pinned or looked up).
+    pub(super) fn pick(
+        &mut self,
+        exclude: &[String],
+        now: Millis,
+        conversation: Option<Conversation>,
+    ) -> (PoolPick, Option<StickyResult>) {
         if self.alg == Algorithm::LeastUsed {
             self.rerank_some(now);
         }
@@ -311,12 +320,15 @@ impl Inner {
             .iter()
             .filter_map(|id| self.by_id.get(id).copied())
             .collect();
+        let conversation = conversation.filter(|_| self.settings.sticky_sessions);
+        let ttl_ms = self.sticky_ttl_ms();
+        let pinned = conversation.and_then(|c| self.pins.get(c.id, now, ttl_ms));
         let mut strict_tier = None;
         let mut t = 0;
         while t < self.tiers.len() {
             let priority = self.tiers[t].priority;
             self.wake(priority, now, WAKE_BUDGET);
-            let mut chosen = self.pick_in(priority, &excluded, now);
+            let mut chosen = self.choose(pinned, priority, &excluded, now);
             if chosen.is_none()
                 && self
                     .tier_position(priority)
@@ -324,10 +336,11 @@ impl Inner {
             {
                 // More keys are due than one pick wakes, and none of the awake ones may serve.
                 self.wake(priority, now, usize::MAX);
-                chosen = self.pick_in(priority, &excluded, now);
+                chosen = self.choose(pinned, priority, &excluded, now);
             }
-            if let Some(i) = chosen {
-                return self.picked(i, now);
+            if let Some((i, hit)) = chosen {
+                let sticky = conversation.and_then(|c| self.repin(c, pinned, hit, i, now));
+                return (self.picked(i, now), sticky);
             }
             let Ok(here) = self.tier_position(priority) else {
                 break;
@@ -340,7 +353,7 @@ impl Inner {
             t = here + 1;
         }
         if self.tiers.is_empty() {
-            return PoolPick::NoActiveKey;
+            return (PoolPick::NoActiveKey, None);
         }
         // Nothing may serve: 429 with the soonest time a key of the serving tier(s) may.
         let soonest = match strict_tier {
@@ -352,7 +365,69 @@ impl Inner {
                 .min(),
         };
         let retry_after_s = soonest.map_or(1, |t| ((t - now + 999) / 1000).max(1) as u64);
-        PoolPick::AllCooling { retry_after_s }
+        (PoolPick::AllCooling { retry_after_s }, None)
+    }
+
+    /// `sticky_ttl_s` in milliseconds.
+    pub(super) fn sticky_ttl_ms(&self) -> Millis {
+        Millis::try_from(self.settings.sticky_ttl_s)
+            .unwrap_or(Millis::MAX)
+            .saturating_mul(1000)
+    }
+
+    /// The key of tier `priority` this pick takes: the pinned one if it may serve here (then
+    /// `true`), else the algorithm's.
+    fn choose(
+        &mut self,
+        pinned: Option<Pin>,
+        priority: i64,
+        excluded: &[usize],
+        now: Millis,
+    ) -> Option<(usize, bool)> {
+        if let Some(i) = self.pinned_here(pinned, priority, excluded, now) {
+            return Some((i, true));
+        }
+        self.pick_in(priority, excluded, now).map(|i| (i, false))
+    }
+
+    /// The pinned key, if it is still the key it was pinned to, ready in tier `priority` (active,
+    /// not cooling, no probe in flight), eligible, and not tried by this request.
+    fn pinned_here(
+        &self,
+        pinned: Option<Pin>,
+        priority: i64,
+        excluded: &[usize],
+        now: Millis,
+    ) -> Option<usize> {
+        let p = pinned?;
+        let s = self.slots.get(p.slot)?.as_ref()?;
+        (s.order == p.order
+            && s.placed == Placement::Ready { priority }
+            && !excluded.contains(&p.slot)
+            && s.health.eligible(&s.rec, now))
+        .then_some(p.slot)
+    }
+
+    /// Remembers that key `i` serves the conversation (a request that may pin), and says how.
+    fn repin(
+        &mut self,
+        c: Conversation,
+        pinned: Option<Pin>,
+        hit: bool,
+        i: usize,
+        now: Millis,
+    ) -> Option<StickyResult> {
+        if !c.pin {
+            return None;
+        }
+        let order = self.slots[i].as_ref()?.order;
+        let ttl_ms = self.sticky_ttl_ms();
+        self.pins.set(c.id, Pin { slot: i, order }, now, ttl_ms);
+        Some(match (hit, pinned) {
+            (true, _) => StickyResult::Hit,
+            (false, None) => StickyResult::Miss,
+            (false, Some(_)) => StickyResult::Repin,
+        })
     }
 
     /// Least-used ranks by requests over the last 24 hours, which change for every key when an

@@ -16,6 +16,7 @@ const NUMBERS = {
   failure_cooldown_s: [1, 2592000],
   unauthorized_threshold: [1, 10000],
   test_concurrency: [1, 100],
+  sticky_ttl_s: [1, 604800],
 };
 
 /** The field a server message names: "key_pool.max_attempts: …", "algorithm: …". */
@@ -42,7 +43,7 @@ export function mount(root) {
 
   function valueOf(name) {
     const c = controls[name];
-    if (name === 'auto_fallback') return c.checked;
+    if (c.type === 'checkbox') return c.checked;
     if (name === 'algorithm') return c.value;
     const v = c.value.trim();
     return v === '' || !/^\d+$/.test(v) ? v : Number(v);
