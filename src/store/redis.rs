@@ -2,7 +2,8 @@
 //!
 //! Redis holds, while reachable, what instances share: the key set and every key's shared
 //! fields (status, cooldown, group, notes, last test), pool groups, stored admin settings,
-//! balances, each instance's own key counters, and a change log. Nothing on the request path
+//! balances, console sessions, client keys (their digests, never the keys), each instance's own
+//! key counters and client counts of today, and a change log. Nothing on the request path
 //! waits on it: the pool keeps serving from its in-memory view, which this module updates.
 //!
 //! * **Writes** (`outbox.rs`): every change the pool hands to the store is also queued here and
@@ -11,7 +12,8 @@
 //!   (bans, cooldowns) are write-behind and buffered while Redis is down (bounded, drops
 //!   counted); admin changes are refused up front while Redis is down and otherwise wait (≤ 1 s)
 //!   for Redis to take them. Counters are published as each instance's absolute totals
-//!   (`kc:<instance>`), so a retry or a re-seed is exact.
+//!   (`kc:<instance>`), so a retry or a re-seed is exact; so are client keys' counts of the
+//!   local day (`cq:<instance>:<day start>`, expiring after two days).
 //! * **Reads** (`sync.rs`): one reader task follows the log with a blocking `XREAD` on its own
 //!   connection and hands each entry to the [`Apply`] side (the pool), so a change reaches every
 //!   instance in one round trip. A gap in the log (trimmed, or Redis replaced) triggers a full
