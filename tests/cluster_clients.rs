@@ -285,3 +285,67 @@ async fn with_redis_gone_client_keys_keep_working_and_client_changes_are_refused
         assert_eq!(status_as(inst, &key).await, 200, "{}", inst.name);
     }
 }
+
+/// A client's record in Redis's `clients` hash (`(nil)` when absent).
+async fn client_field(redis: &RedisServer, id: &str) -> String {
+    redis.cmd(&["HGET", "droid2api:{v1}:clients", id]).await
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_empty_redis_and_a_joiner_get_the_clients_and_a_deleted_one_stays_gone() {
+    let mut redis = RedisServer::start().await;
+    let mock = MockUpstream::start().await;
+    let (a, b) = pair(&redis, &mock).await;
+    let (kept, kept_key) = create_client(&a, json!({"name": "kept", "requests_per_day": 10})).await;
+    let (gone, gone_key) = create_client(&a, json!({"name": "gone"})).await;
+    assert!(
+        eventually(SOON, async || status_as(&b, &gone_key).await == 200).await,
+        "{}",
+        b.dump()
+    );
+    a.admin_ok("DELETE", &format!("/admin/clients/{gone}"), None)
+        .await;
+    assert!(
+        eventually(SOON, async || status_as(&b, &gone_key).await == 401).await,
+        "{}",
+        b.dump()
+    );
+    let (s, v) = chat_as(&a, Some(&kept_key)).await;
+    assert_eq!(s, 200, "{v}");
+    fleet_count_is(&[&a, &b], &kept, 1).await;
+
+    // Redis comes back empty: the instances seed it again with the client they hold, never
+    // with the one they saw deleted.
+    redis.restart_empty().await;
+    assert!(
+        eventually(SOON, async || client_field(&redis, &kept)
+            .await
+            .contains(&kept))
+        .await,
+        "{}\n{}",
+        a.dump(),
+        redis.output()
+    );
+    assert_eq!(client_field(&redis, &gone).await, "(nil)");
+    // Counting goes on across the fleet (the counts were published again).
+    let (s, v) = chat_as(&b, Some(&kept_key)).await;
+    assert_eq!(s, 200, "{v}");
+    fleet_count_is(&[&a, &b], &kept, 2).await;
+
+    // A joiner adopts Redis's clients and the fleet's counts.
+    let c = Instance::start("C", &mock, Some(&redis)).await;
+    assert!(
+        eventually(SOON, async || status_as(&c, &kept_key).await == 200).await,
+        "{}",
+        c.dump()
+    );
+    assert_eq!(status_as(&c, &gone_key).await, 401);
+    fleet_count_is(&[&a, &b, &c], &kept, 3).await;
+    // And what it changes reaches the others.
+    let (_, c_key) = create_client(&c, json!({"name": "from C"})).await;
+    assert!(
+        eventually(SOON, async || status_as(&a, &c_key).await == 200).await,
+        "{}",
+        a.dump()
+    );
+}
