@@ -114,7 +114,7 @@ impl App {
             loaded.keys,
             loaded.groups,
             key_pool,
-            Some(persist),
+            Some(Arc::clone(&persist)),
             Arc::new(SystemClock),
         ));
         for b in &loaded.balances {
@@ -149,7 +149,7 @@ impl App {
         inbound.clients.load(
             loaded.clients,
             &loaded.client_last_used,
-            Some(store.clone()),
+            Some(Arc::clone(&persist)),
         );
         let app = App {
             settings,
@@ -176,6 +176,8 @@ impl App {
                 stored: Arc::clone(&app.stored_key_pool),
                 local: app.store.clone(),
                 sessions: Arc::clone(&app.inbound) as Arc<dyn crate::store::redis::SessionTable>,
+                clients: Arc::clone(&app.inbound.clients)
+                    as Arc<dyn crate::store::redis::ClientTable>,
             });
             app.inbound.sessions.share_through(Arc::clone(shared));
             shared.start(applier, &app.tasks, app.shutdown.clone());

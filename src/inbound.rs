@@ -48,7 +48,7 @@ pub struct Inbound {
     /// Console sessions (contract §11).
     pub sessions: session::Sessions,
     /// Client keys with their limits (contract §13).
-    pub clients: clients::Clients,
+    pub clients: Arc<clients::Clients>,
     trust_proxy: bool,
 }
 
@@ -64,7 +64,7 @@ impl Inbound {
             ),
             rejected: Rejected::new(settings.time_zone()),
             sessions: session::Sessions::default(),
-            clients: clients::Clients::new(settings.time_zone()),
+            clients: Arc::new(clients::Clients::new(settings.time_zone())),
             trust_proxy: settings.trust_proxy,
         }
     }

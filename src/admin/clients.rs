@@ -4,7 +4,8 @@
 //! A key is shown whole only by the create and rotate replies (`key`); every other view shows
 //! `key_masked`. Every field is validated with a 400 naming it; unknown fields are refused.
 //! Changes are applied to the registry (`inbound::clients`) and acknowledged by the store
-//! before the reply, like key changes.
+//! (and Redis, when instances share state: refused with 503 `redis_unavailable` while it does
+//! not answer) before the reply, like key changes. `quota_today` counts every instance.
 
 use std::collections::HashMap;
 
@@ -42,6 +43,10 @@ impl From<ClientsError> for AdminError {
         match e {
             ClientsError::NotFound(id) => {
                 AdminError::not_found(format!("client {id} does not exist"))
+            }
+            ClientsError::Shared(m) => {
+                tracing::warn!(error = %m, "client change refused: the shared state is unreachable");
+                AdminError::new(StatusCode::SERVICE_UNAVAILABLE, "redis_unavailable", m)
             }
             e if e.is_unavailable() => {
                 tracing::warn!(error = %e, "client change not acknowledged by the store");
@@ -272,7 +277,7 @@ fn client_json(st: &AdminState, c: &Client, usage: Option<&UsageTotals>, now: Mi
         "updated_at": time(r.updated_at),
         "last_used_at": c.last_used_at().map_or(Value::Null, time),
         "usage_today": {"requests": u.requests, "tokens": tokens_json(&u.tokens)},
-        "quota_today": {"requests": q.requests, "tokens": q.tokens},
+        "quota_today": {"requests": q.total_requests(), "tokens": q.total_tokens()},
     })
 }
 

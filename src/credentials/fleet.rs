@@ -3,7 +3,8 @@
 //! [`Replicated`] is the pool's `Persist` when Redis is configured: every change goes to the
 //! local SQLite store *and* to the shared engine; an admin change is refused up front while
 //! Redis is unreachable and acknowledged only once both took it. [`FleetApplier`] applies what
-//! other instances changed to this instance's pool, stored settings and local store.
+//! other instances changed to this instance's pool, stored settings, console sessions, client
+//! keys and local store.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
@@ -13,7 +14,9 @@ use tokio::sync::oneshot;
 use super::pool::{Balance, KeyPool, Persist, PersistError};
 use crate::config::Settings;
 use crate::store::records::StoreOp;
-use crate::store::redis::{ADMIN_WAIT, Apply, Counters, Remote, SessionTable, Shared, Snapshot};
+use crate::store::redis::{
+    ADMIN_WAIT, Apply, ClientTable, Counters, Remote, SessionTable, Shared, Snapshot,
+};
 use crate::store::sqlite::Store;
 
 /// The stored admin layer of `key_pool` settings (name → JSON value).
@@ -120,11 +123,19 @@ pub struct FleetApplier {
     pub local: Store,
     /// The console's sessions (kept by the inbound layer).
     pub sessions: Arc<dyn SessionTable>,
+    /// The client keys (kept by the inbound layer).
+    pub clients: Arc<dyn ClientTable>,
 }
 
 impl std::fmt::Debug for dyn SessionTable {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str("SessionTable")
+    }
+}
+
+impl std::fmt::Debug for dyn ClientTable {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ClientTable")
     }
 }
 
@@ -181,11 +192,14 @@ impl Apply for FleetApplier {
             }
             Remote::Session { digest, data } => self.sessions.apply_session(&digest, Some(&data)),
             Remote::EndSession { digest } => self.sessions.apply_session(&digest, None),
+            Remote::Client(rec) => self.clients.apply_client(&rec.id.clone(), Some(rec)),
+            Remote::DeleteClient(id) => self.clients.apply_client(&id, None),
         }
     }
 
     fn replace_all(&self, snap: Snapshot) {
         self.sessions.replace_sessions(snap.sessions);
+        self.clients.replace_clients(snap.clients);
         self.pool.replace_shared(snap.keys, snap.groups);
         if snap.settings != self.stored() {
             let mut ops = vec![StoreOp::ClearSettings];
@@ -213,10 +227,15 @@ impl Apply for FleetApplier {
             settings: self.stored(),
             balances: Vec::new(),
             sessions: self.sessions.local_sessions(),
+            clients: self.clients.local_clients(),
         }
     }
 
     fn fleet_counters(&self, others: HashMap<String, Counters>) {
         self.pool.set_fleet_counters(others);
+    }
+
+    fn clients(&self) -> Option<&dyn ClientTable> {
+        Some(self.clients.as_ref())
     }
 }

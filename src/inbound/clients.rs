@@ -9,11 +9,12 @@
 //!   about any key (a near miss of the key is a random miss of the digest).
 //! - **The table** sits behind one `std::sync::RwLock` taken for a lookup or a replacement, never
 //!   across an await; an entry is an `Arc<Client>` that a request keeps for its lifetime.
-//!   [`Clients::apply`] replaces one record (an admin change here or, later, one applied from
-//!   another instance) and keeps the client's counters and, when its `rpm` is unchanged, its
-//!   rate limiter; [`Clients::forget`] drops one. Admin changes are queued to the store's admin
-//!   lane under the write lock (so the database sees them in memory's order) and acknowledged
-//!   outside it.
+//!   [`Clients::apply`] replaces one record (an admin change here or one applied from another
+//!   instance) and keeps the client's counters and, when its `rpm` is unchanged, its rate
+//!   limiter; [`Clients::forget`] drops one. Admin changes are queued to the store's admin
+//!   lane (and, with Redis, to the shared change log: the pool's `Persist`) under the write
+//!   lock, so the database sees them in memory's order, and acknowledged outside it; with Redis
+//!   configured they are refused up front while it does not answer (503 `redis_unavailable`).
 //! - **Requests per minute**: a `governor` GCRA limiter per client (burst = `rpm`, one more
 //!   every `60/rpm` s), checked at the edge on every authenticated `/v1/*` request.
 //! - **Daily quotas** count per local day in the configured zone: requests when admitted (the
@@ -21,8 +22,13 @@
 //!   when the request's usage record is made. A request is refused while `requests_today + 1 >
 //!   requests_per_day` or `tokens_today >= tokens_per_day`; one already running is never cut.
 //!   At start-up today's counters are seeded from the usage rollups per client
-//!   ([`Clients::seed`]), so a restart does not reset a quota; [`Clients::merge_day`] adds
-//!   counts from elsewhere (other instances, later).
+//!   ([`Clients::seed`]), so a restart does not reset a quota.
+//! - **Several instances** (Redis): every instance counts its own share of a client's day
+//!   (`DayCount::requests`/`tokens`), publishes it as an absolute total and learns the others'
+//!   (`fleet_requests`/`fleet_tokens`) every 2 s ([`ClientTable`]); admission judges the sum,
+//!   so a fleet-wide daily quota holds within that delay. Both only grow within a day (a
+//!   value read back is taken as a maximum, never added), so this instance's own share is never
+//!   counted twice. The `rpm` limiter stays per instance.
 
 use std::collections::HashMap;
 use std::num::NonZeroU32;
@@ -37,9 +43,11 @@ use sha2::{Digest, Sha256};
 
 use axum::http::StatusCode;
 
+use crate::credentials::pool::{Persist, PersistError};
 use crate::error::ApiError;
 use crate::store::StoreError;
 use crate::store::records::{ClientRecord, Millis, StoreOp};
+use crate::store::redis::{ClientTable, QuotaCounts};
 use crate::store::sqlite::{SqliteError, Store};
 
 /// The prefix of every client key.
@@ -94,6 +102,18 @@ pub enum ClientsError {
     Store(#[from] StoreError),
     #[error("{0}")]
     Sqlite(#[from] SqliteError),
+    /// The shared state (Redis) is unreachable or did not take the change.
+    #[error("{0}")]
+    Shared(String),
+}
+
+impl From<PersistError> for ClientsError {
+    fn from(e: PersistError) -> Self {
+        match e {
+            PersistError::Store(e) => ClientsError::Sqlite(e),
+            PersistError::Shared(m) => ClientsError::Shared(m),
+        }
+    }
 }
 
 impl ClientsError {
@@ -114,8 +134,12 @@ pub struct DayCount {
     pub day_start: Millis,
     /// Start of the next local day (UTC ms).
     pub day_end: Millis,
+    /// Counted by this instance.
     pub requests: u64,
     pub tokens: u64,
+    /// The other instances' last known counts of the same day (zero without Redis).
+    pub fleet_requests: u64,
+    pub fleet_tokens: u64,
 }
 
 /// The local day containing `at`: its start and the next day's start.
@@ -147,10 +171,19 @@ impl DayCount {
             *self = DayCount {
                 day_start: start,
                 day_end: end,
-                requests: 0,
-                tokens: 0,
+                ..DayCount::default()
             };
         }
+    }
+
+    /// Requests of the day on every instance (this one's and the others' last known).
+    pub fn total_requests(&self) -> u64 {
+        self.requests.saturating_add(self.fleet_requests)
+    }
+
+    /// Tokens of the day on every instance.
+    pub fn total_tokens(&self) -> u64 {
+        self.tokens.saturating_add(self.fleet_tokens)
     }
 }
 
@@ -327,7 +360,8 @@ pub struct Clients {
     table: RwLock<Table>,
     /// Whether any client exists (read on every `/v1/*` request without the lock).
     any: AtomicBool,
-    store: OnceLock<Store>,
+    /// Where changes go: the store, and Redis too when instances share state.
+    persist: OnceLock<Arc<dyn Persist>>,
 }
 
 impl Clients {
@@ -336,7 +370,7 @@ impl Clients {
             tz,
             table: RwLock::new(Table::default()),
             any: AtomicBool::new(false),
-            store: OnceLock::new(),
+            persist: OnceLock::new(),
         }
     }
 
@@ -348,12 +382,12 @@ impl Clients {
         self.table.write().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Loads the stored clients (start-up) and the store admin changes are written to.
+    /// Loads the stored clients (start-up) and where admin changes are written to.
     pub fn load(
         &self,
         records: Vec<ClientRecord>,
         last_used: &HashMap<String, Millis>,
-        store: Option<Store>,
+        persist: Option<Arc<dyn Persist>>,
     ) {
         let mut t = self.write();
         for rec in records {
@@ -364,8 +398,8 @@ impl Clients {
         }
         self.any.store(!t.by_id.is_empty(), Ordering::Relaxed);
         drop(t);
-        if let Some(s) = store {
-            let _ = self.store.set(s);
+        if let Some(p) = persist {
+            let _ = self.persist.set(p);
         }
     }
 
@@ -419,12 +453,12 @@ impl Clients {
     fn enqueue(
         &self,
         ops: Vec<StoreOp>,
-    ) -> Option<tokio::sync::oneshot::Receiver<Result<(), SqliteError>>> {
-        self.store.get().map(|s| s.enqueue_acked(ops))
+    ) -> Option<tokio::sync::oneshot::Receiver<Result<(), PersistError>>> {
+        self.persist.get().map(|p| p.enqueue_acked(ops))
     }
 
     async fn acked(
-        rx: Option<tokio::sync::oneshot::Receiver<Result<(), SqliteError>>>,
+        rx: Option<tokio::sync::oneshot::Receiver<Result<(), PersistError>>>,
     ) -> Result<(), ClientsError> {
         match rx {
             None => Ok(()),
@@ -435,8 +469,25 @@ impl Clients {
         }
     }
 
+    /// Refuses an admin change up front while the shared state (Redis) does not answer: it
+    /// would diverge from the other instances.
+    async fn writable(&self) -> Result<(), ClientsError> {
+        match self.persist.get() {
+            Some(p) => p.writable().await.map_err(ClientsError::from),
+            None => Ok(()),
+        }
+    }
+
+    /// Queues a change another instance made to this instance's store only.
+    fn enqueue_local(&self, ops: Vec<StoreOp>) {
+        if let Some(p) = self.persist.get() {
+            p.enqueue_local(ops);
+        }
+    }
+
     /// Creates a client (applied in memory, then acknowledged by the store).
     pub async fn create(&self, rec: ClientRecord) -> Result<Arc<Client>, ClientsError> {
+        self.writable().await?;
         let (c, rx) = {
             let mut t = self.write();
             let c = t.apply(rec.clone(), &self.tz);
@@ -454,6 +505,7 @@ impl Clients {
         id: &str,
         change: impl FnOnce(&mut ClientRecord) -> Result<(), E>,
     ) -> Result<Result<Arc<Client>, E>, ClientsError> {
+        self.writable().await?;
         let (c, rx) = {
             let mut t = self.write();
             let Some(old) = t.by_id.get(id) else {
@@ -473,6 +525,7 @@ impl Clients {
     /// Deletes a client: forgotten in memory first (its key is refused from now on), then the
     /// row is deleted.
     pub async fn delete(&self, id: &str) -> Result<Arc<Client>, ClientsError> {
+        self.writable().await?;
         let (c, rx) = {
             let mut t = self.write();
             let Some(old) = t.by_id.remove(id) else {
@@ -516,7 +569,7 @@ impl Clients {
             .div_ceil(1000)
             .max(1);
         if let Some(limit) = c.rec.tokens_per_day
-            && d.tokens >= limit
+            && d.total_tokens() >= limit
         {
             return Err(Refusal::Quota {
                 what: "tokens_per_day",
@@ -525,7 +578,7 @@ impl Clients {
             });
         }
         if let Some(limit) = c.rec.requests_per_day
-            && d.requests.saturating_add(1) > limit
+            && d.total_requests().saturating_add(1) > limit
         {
             return Err(Refusal::Quota {
                 what: "requests_per_day",
@@ -546,29 +599,65 @@ impl Clients {
         *d
     }
 
-    /// Adds counts of the day starting at `day_start` (made elsewhere: another instance, or the
-    /// usage rollups at start-up) to a client's; counts of another day are ignored.
+    /// Adds this instance's counts of the day starting at `day_start` (the usage rollups at
+    /// start-up) to a client's; counts of another day are ignored.
     pub fn merge_day(&self, id: &str, day_start: Millis, requests: u64, tokens: u64) {
+        self.with_day(id, day_start, |d| {
+            d.requests = d.requests.saturating_add(requests);
+            d.tokens = d.tokens.saturating_add(tokens);
+        });
+    }
+
+    /// Raises a client's counts of the day starting at `day_start` to at least what is known
+    /// from elsewhere: `own`, this instance's share as Redis holds it, and `fleet`, the other
+    /// instances' sum. Counts only grow within a day, so a maximum (never a sum) is exact
+    /// however often the same value arrives.
+    pub fn raise_day(&self, id: &str, day_start: Millis, own: (u64, u64), fleet: (u64, u64)) {
+        self.with_day(id, day_start, |d| {
+            d.requests = d.requests.max(own.0);
+            d.tokens = d.tokens.max(own.1);
+            d.fleet_requests = d.fleet_requests.max(fleet.0);
+            d.fleet_tokens = d.fleet_tokens.max(fleet.1);
+        });
+    }
+
+    fn with_day(&self, id: &str, day_start: Millis, f: impl FnOnce(&mut DayCount)) {
         let Some(c) = self.get(id) else { return };
         let mut d = c.lock_day();
         d.roll(day_start, &self.tz);
         if d.day_start == day_start {
-            d.requests = d.requests.saturating_add(requests);
-            d.tokens = d.tokens.saturating_add(tokens);
+            f(&mut d);
         }
     }
 
-    /// Seeds today's counters from the usage rollups per client (start-up, before serving).
+    /// Seeds today's counters from the usage rollups per client (start-up, before serving):
+    /// this instance's own rows as its share, and what it mirrors of the other instances'
+    /// usage (with Redis) as the fleet's until Redis tells more.
     pub async fn seed(&self, store: &Store, now: Millis) -> Result<(), StoreError> {
         if !self.any() {
             return Ok(());
         }
         let (today, _) = day_bounds(now, &self.tz);
-        let rows = store.usage_by("client", today).await?;
-        for (id, _, day) in rows {
-            if id.starts_with(ID_PREFIX) {
-                self.merge_day(&id, today, day.requests, day.tokens.total());
+        let local: HashMap<String, (u64, u64)> = store
+            .usage_by_local("client", today)
+            .await?
+            .into_iter()
+            .filter(|(id, _, _)| id.starts_with(ID_PREFIX))
+            .map(|(id, _, day)| (id, (day.requests, day.tokens.total())))
+            .collect();
+        for (id, (requests, tokens)) in &local {
+            self.merge_day(id, today, *requests, *tokens);
+        }
+        for (id, _, day) in store.usage_by("client", today).await? {
+            if !id.starts_with(ID_PREFIX) {
+                continue;
             }
+            let own = local.get(&id).copied().unwrap_or_default();
+            let fleet = (
+                day.requests.saturating_sub(own.0),
+                day.tokens.total().saturating_sub(own.1),
+            );
+            self.raise_day(&id, today, (0, 0), fleet);
         }
         Ok(())
     }
@@ -581,6 +670,89 @@ impl Clients {
     /// The start of the local day containing `at`, and the next one.
     pub fn day_bounds(&self, at: Millis) -> (Millis, Millis) {
         day_bounds(at, &self.tz)
+    }
+}
+
+impl ClientTable for Clients {
+    fn apply_client(&self, id: &str, rec: Option<ClientRecord>) {
+        let mut t = self.write();
+        match rec {
+            Some(rec) => {
+                if t.by_id.get(id).is_some_and(|c| c.rec == rec) {
+                    return;
+                }
+                t.apply(rec.clone(), &self.tz);
+                self.any.store(true, Ordering::Relaxed);
+                self.enqueue_local(vec![StoreOp::PutClient(rec)]);
+            }
+            None => {
+                let Some(old) = t.by_id.remove(id) else {
+                    return;
+                };
+                t.unindex(&old);
+                self.any.store(!t.by_id.is_empty(), Ordering::Relaxed);
+                self.enqueue_local(vec![StoreOp::DeleteClient(id.to_string())]);
+            }
+        }
+    }
+
+    fn replace_clients(&self, all: Vec<ClientRecord>) {
+        let mut t = self.write();
+        let keep: std::collections::HashSet<&str> = all.iter().map(|r| r.id.as_str()).collect();
+        let gone: Vec<String> = t
+            .by_id
+            .keys()
+            .filter(|id| !keep.contains(id.as_str()))
+            .cloned()
+            .collect();
+        let mut ops = Vec::new();
+        for id in gone {
+            if let Some(old) = t.by_id.remove(&id) {
+                t.unindex(&old);
+            }
+            ops.push(StoreOp::DeleteClient(id));
+        }
+        for rec in all {
+            if t.by_id.get(&rec.id).is_some_and(|c| c.rec == rec) {
+                continue;
+            }
+            t.apply(rec.clone(), &self.tz);
+            ops.push(StoreOp::PutClient(rec));
+        }
+        self.any.store(!t.by_id.is_empty(), Ordering::Relaxed);
+        if !ops.is_empty() {
+            self.enqueue_local(ops);
+        }
+    }
+
+    fn local_clients(&self) -> Vec<ClientRecord> {
+        self.list().iter().map(|c| c.rec.clone()).collect()
+    }
+
+    fn own_quota(&self, now: Millis) -> Option<(Millis, QuotaCounts)> {
+        if !self.any() {
+            return None;
+        }
+        let (today, _) = day_bounds(now, &self.tz);
+        let clients: Vec<Arc<Client>> = self.read().by_id.values().cloned().collect();
+        let mut out = QuotaCounts::new();
+        for c in clients {
+            let mut d = c.lock_day();
+            d.roll(now, &self.tz);
+            if d.day_start == today && (d.requests > 0 || d.tokens > 0) {
+                out.insert(c.rec.id.clone(), (d.requests, d.tokens));
+            }
+        }
+        Some((today, out))
+    }
+
+    fn fleet_quota(&self, day_start: Millis, others: QuotaCounts, mine: QuotaCounts) {
+        let ids: Vec<String> = self.read().by_id.keys().cloned().collect();
+        for id in ids {
+            let own = mine.get(&id).copied().unwrap_or_default();
+            let fleet = others.get(&id).copied().unwrap_or_default();
+            self.raise_day(&id, day_start, own, fleet);
+        }
     }
 }
 

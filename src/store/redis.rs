@@ -2,7 +2,8 @@
 //!
 //! Redis holds, while reachable, what instances share: the key set and every key's shared
 //! fields (status, cooldown, group, notes, last test), pool groups, stored admin settings,
-//! balances, each instance's own key counters, and a change log. Nothing on the request path
+//! balances, console sessions, client keys (their digests, never the keys), each instance's own
+//! key counters and client counts of today, and a change log. Nothing on the request path
 //! waits on it: the pool keeps serving from its in-memory view, which this module updates.
 //!
 //! * **Writes** (`outbox.rs`): every change the pool hands to the store is also queued here and
@@ -11,7 +12,8 @@
 //!   (bans, cooldowns) are write-behind and buffered while Redis is down (bounded, drops
 //!   counted); admin changes are refused up front while Redis is down and otherwise wait (≤ 1 s)
 //!   for Redis to take them. Counters are published as each instance's absolute totals
-//!   (`kc:<instance>`), so a retry or a re-seed is exact.
+//!   (`kc:<instance>`), so a retry or a re-seed is exact; so are client keys' counts of the
+//!   local day (`cq:<instance>:<day start>`, expiring after two days).
 //! * **Reads** (`sync.rs`): one reader task follows the log with a blocking `XREAD` on its own
 //!   connection and hands each entry to the [`Apply`] side (the pool), so a change reaches every
 //!   instance in one round trip. A gap in the log (trimmed, or Redis replaced) triggers a full
@@ -39,7 +41,9 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::secret::Secret;
-use crate::store::records::{BalanceRecord, KeyEvent, KeyRecord, PoolGroup, StoreOp};
+use crate::store::records::{
+    BalanceRecord, ClientRecord, KeyEvent, KeyRecord, Millis, PoolGroup, StoreOp,
+};
 pub use link::Link;
 pub use wire::Counters;
 
@@ -114,6 +118,9 @@ pub enum Remote {
     EndSession {
         digest: String,
     },
+    /// A client key created or changed elsewhere (its digest, never the key).
+    Client(ClientRecord),
+    DeleteClient(String),
 }
 
 /// The console's session table, shared like the pool (a login on one instance is valid on
@@ -126,6 +133,27 @@ pub trait SessionTable: Send + Sync {
     fn local_sessions(&self) -> Vec<(String, String)>;
 }
 
+/// Per client id: `(requests, tokens)` of one local day.
+pub type QuotaCounts = HashMap<String, (u64, u64)>;
+
+/// The client keys of contract §13, shared like the pool: records through the change log, and
+/// each instance's own counts of today published as absolute totals (`cq:<instance>:<day>`),
+/// read back with the other instances' every 2 s.
+pub trait ClientTable: Send + Sync {
+    /// A client created or changed (`Some`) or deleted (`None`) elsewhere.
+    fn apply_client(&self, id: &str, rec: Option<ClientRecord>);
+    /// Replaces every client with Redis's (a full resync); counters of kept clients stay.
+    fn replace_clients(&self, all: Vec<ClientRecord>);
+    /// The clients this instance holds (to seed an empty Redis or merge when joining).
+    fn local_clients(&self) -> Vec<ClientRecord>;
+    /// The local day this instance counts at `now` (its start, UTC ms) and this instance's own
+    /// counts of it per client; `None` when there is no client.
+    fn own_quota(&self, now: Millis) -> Option<(Millis, QuotaCounts)>;
+    /// What Redis holds for the day starting at `day_start`: the other instances' counts summed
+    /// per client, and this instance's own as it last published them.
+    fn fleet_quota(&self, day_start: Millis, others: QuotaCounts, mine: QuotaCounts);
+}
+
 /// The whole shared state (a full resync), or an instance's local state (seeding).
 #[derive(Debug, Clone, Default)]
 pub struct Snapshot {
@@ -135,6 +163,7 @@ pub struct Snapshot {
     pub balances: Vec<BalanceRecord>,
     /// Console sessions: digest → record.
     pub sessions: Vec<(String, String)>,
+    pub clients: Vec<ClientRecord>,
 }
 
 /// The pool's side: applies what other instances changed. Calls never block on I/O (the local
@@ -147,6 +176,10 @@ pub trait Apply: Send + Sync {
     fn local(&self) -> Snapshot;
     /// Every other instance's counters per key (this instance's own are not included).
     fn fleet_counters(&self, others: HashMap<String, Counters>);
+    /// The client keys' side (records and daily counts), when there is one.
+    fn clients(&self) -> Option<&dyn ClientTable> {
+        None
+    }
 }
 
 /// One queued shared write.
@@ -176,6 +209,9 @@ struct State {
     dirty: HashSet<String>,
     /// Keys deleted here whose counters must be removed from our `kc` hash.
     gone: HashSet<String>,
+    /// The client counts Redis acknowledged for our `cq:<instance>:<day>` (day start, counts):
+    /// only what changed since is written again.
+    quota_sent: (Millis, QuotaCounts),
 }
 
 /// The handle to the shared engine.
@@ -519,8 +555,23 @@ impl Shared {
                 true,
             ),
             StoreOp::AddEvents(_) | StoreOp::AddUsage(_) | StoreOp::AddRejected(_) => {}
-            // Client keys are not shared through Redis yet (they are written to SQLite only).
-            StoreOp::PutClient(_) | StoreOp::DeleteClient(_) => {}
+            // Client keys: the record (digest and mask, never the key); counts go separately.
+            StoreOp::PutClient(c) => self.push(
+                st,
+                out,
+                ("put", "clients", "ctomb", "client"),
+                c.id.clone(),
+                client_to_json(c),
+                true,
+            ),
+            StoreOp::DeleteClient(id) => self.push(
+                st,
+                out,
+                ("del", "clients", "ctomb", "delclient"),
+                id.clone(),
+                String::new(),
+                true,
+            ),
         }
     }
 

@@ -544,6 +544,18 @@ impl Store {
             .await
     }
 
+    /// [`Store::usage_by`] over this instance's own usage only, whatever the fleet view (the
+    /// share of a client's day this instance counted itself).
+    pub async fn usage_by_local(
+        &self,
+        dim: &str,
+        day_start: Millis,
+    ) -> Result<Vec<(String, UsageTotals, UsageTotals)>, StoreError> {
+        let dim = dim.to_string();
+        self.read(move |conn| usage::usage_by(conn, &dim, day_start, false))
+            .await
+    }
+
     /// Grand totals of every request: all-time and for the day bucket starting at `day_start`.
     pub async fn usage_totals(
         &self,

@@ -66,12 +66,12 @@ async fn snapshot(shared: &Shared) -> Result<(Snapshot, String, u64), SharedErro
         .arg("-")
         .arg("COUNT")
         .arg(1);
-    for h in ["keys", "groups", "settings", "bal", "sess"] {
+    for h in ["keys", "groups", "settings", "bal", "sess", "clients"] {
         pipe.cmd("HGETALL").arg(k(h));
     }
     type Last = Vec<(String, HashMap<String, redis::Value>)>;
     type H = HashMap<String, String>;
-    let (last, keys, groups, settings, bal, sess): (Last, H, H, H, H, H) =
+    let (last, keys, groups, settings, bal, sess, clients): (Last, H, H, H, H, H, H) =
         shared.link.pipe(Duration::from_secs(5), &pipe).await?;
     let (last_id, last_v) = match last.first() {
         Some((id, map)) => (id.clone(), version(map)),
@@ -109,6 +109,12 @@ async fn snapshot(shared: &Shared) -> Result<(Snapshot, String, u64), SharedErro
         match split_versioned(&v) {
             Some((_, j)) => snap.sessions.push((digest, j.to_string())),
             None => bad += 1,
+        }
+    }
+    for v in clients.values() {
+        match split_versioned(v).map(|(_, j)| wire::client_from_json(j)) {
+            Some(Ok(c)) => snap.clients.push(c),
+            _ => bad += 1,
         }
     }
     if bad > 0 {
@@ -183,11 +189,23 @@ async fn merge_local(shared: &Shared) -> Result<u64, SharedError> {
     )
     .await?;
     run("sess", "sesstomb", local.sessions).await?;
+    // Client keys: a deleted client's tombstone keeps it from coming back.
+    run(
+        "clients",
+        "ctomb",
+        local
+            .clients
+            .iter()
+            .map(|c| (c.id.clone(), wire::client_to_json(c)))
+            .collect(),
+    )
+    .await?;
     // Our counters are published again in full (absolute totals: exact after an empty restart).
     {
         let mut st = shared.state();
         let ids: Vec<String> = st.own.keys().cloned().collect();
         st.dirty.extend(ids);
+        st.quota_sent = Default::default();
     }
     Ok(merged)
 }
@@ -280,6 +298,7 @@ fn entry(
             "setting" => "settings",
             "balance" => "bal",
             "session" | "endsession" => "sess",
+            "client" | "delclient" => "clients",
             "events" => return Ok(None),
             _ => "",
         };
@@ -312,6 +331,8 @@ fn entry(
         "balance" => Remote::Balance(wire::balance_from_json(&data)?),
         "session" => Remote::Session { digest: id, data },
         "endsession" => Remote::EndSession { digest: id },
+        "client" => Remote::Client(wire::client_from_json(&data)?),
+        "delclient" => Remote::DeleteClient(id),
         other => return Err(SharedError::Data(format!("unknown change kind {other:?}"))),
     }))
 }

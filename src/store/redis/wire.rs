@@ -6,8 +6,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::secret::Secret;
 use crate::store::records::{
-    BalanceRecord, DisabledBy, EventSource, KeyEvent, KeyRecord, KeyStatus, LastTest, Millis,
-    PoolGroup, TestResult,
+    BalanceRecord, ClientRecord, DisabledBy, EventSource, KeyEvent, KeyRecord, KeyStatus, LastTest,
+    Millis, PoolGroup, TestResult,
 };
 
 use super::SharedError;
@@ -190,6 +190,78 @@ pub fn balance_from_json(s: &str) -> Result<BalanceRecord, SharedError> {
     })
 }
 
+/// A client key's shared record (contract §13): its key's SHA-256 digest and mask, never the
+/// key; never its counters (each instance publishes its own, `cq:<instance>:<day>`).
+#[derive(Serialize, Deserialize)]
+struct ClientWire {
+    id: String,
+    name: String,
+    key_digest: String,
+    key_masked: String,
+    #[serde(default)]
+    rpm: Option<u32>,
+    #[serde(default)]
+    requests_per_day: Option<u64>,
+    #[serde(default)]
+    tokens_per_day: Option<u64>,
+    #[serde(default)]
+    models: Option<Vec<String>>,
+    #[serde(default)]
+    expires_at: Option<Millis>,
+    created_at: Millis,
+    updated_at: Millis,
+}
+
+pub fn client_to_json(c: &ClientRecord) -> String {
+    serde_json::to_string(&ClientWire {
+        id: c.id.clone(),
+        name: c.name.clone(),
+        key_digest: c.key_digest.clone(),
+        key_masked: c.key_masked.clone(),
+        rpm: c.rpm,
+        requests_per_day: c.requests_per_day,
+        tokens_per_day: c.tokens_per_day,
+        models: c.models.clone(),
+        expires_at: c.expires_at,
+        created_at: c.created_at,
+        updated_at: c.updated_at,
+    })
+    .unwrap_or_default()
+}
+
+/// A client record from its shared JSON; a digest that is not 64 hex digits is refused (it
+/// could never authenticate, and is not what any version of this program writes).
+pub fn client_from_json(s: &str) -> Result<ClientRecord, SharedError> {
+    let w: ClientWire = serde_json::from_str(s).map_err(|e| bad("client record", e))?;
+    if w.key_digest.len() != 64 || !w.key_digest.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Err(bad("client key digest", "expected 64 hex digits"));
+    }
+    Ok(ClientRecord {
+        id: w.id,
+        name: w.name,
+        key_digest: w.key_digest.to_ascii_lowercase(),
+        key_masked: w.key_masked,
+        rpm: w.rpm,
+        requests_per_day: w.requests_per_day,
+        tokens_per_day: w.tokens_per_day,
+        models: w.models,
+        expires_at: w.expires_at,
+        created_at: w.created_at,
+        updated_at: w.updated_at,
+    })
+}
+
+/// One client's counts of one local day as one instance published them: `requests,tokens`.
+pub fn quota_encode(requests: u64, tokens: u64) -> String {
+    format!("{requests},{tokens}")
+}
+
+/// [`quota_encode`]'s inverse; `None` for anything else.
+pub fn quota_decode(s: &str) -> Option<(u64, u64)> {
+    let (r, t) = s.split_once(',')?;
+    Some((r.trim().parse().ok()?, t.trim().parse().ok()?))
+}
+
 /// Splits a stored `<ver>|<json>` value.
 pub fn split_versioned(s: &str) -> Option<(u64, &str)> {
     let (v, json) = s.split_once('|')?;
@@ -317,5 +389,63 @@ mod tests {
         assert_eq!(Counters::decode(&c.encode()), Some(c));
         assert_eq!(Counters::decode("1,2"), None);
         assert_eq!(Counters::decode("a,b,c,d,e,f"), None);
+    }
+
+    fn client() -> ClientRecord {
+        ClientRecord {
+            id: "cli_1".into(),
+            name: "team | a".into(),
+            key_digest: "ab".repeat(32),
+            key_masked: "d2a-abc…wxyz".into(),
+            rpm: Some(60),
+            requests_per_day: Some(4),
+            tokens_per_day: None,
+            models: Some(vec!["claude-test".into()]),
+            expires_at: Some(99),
+            created_at: 1,
+            updated_at: 2,
+        }
+    }
+
+    #[test]
+    fn a_client_round_trips_and_carries_its_digest_never_a_key() {
+        let c = client();
+        let json = client_to_json(&c);
+        assert_eq!(client_from_json(&json).unwrap(), c);
+        assert!(!json.contains("\"key\""), "{json}");
+        // Fields a later version may leave out default to "unlimited".
+        let minimal = format!(
+            r#"{{"id":"cli_2","name":"n","key_digest":"{}","key_masked":"m","created_at":1,"updated_at":1}}"#,
+            "CD".repeat(32)
+        );
+        let back = client_from_json(&minimal).unwrap();
+        assert_eq!(back.key_digest, "cd".repeat(32));
+        assert_eq!(
+            (back.rpm, back.requests_per_day, back.models),
+            (None, None, None)
+        );
+    }
+
+    #[test]
+    fn a_client_with_a_bad_digest_or_shape_is_refused() {
+        let mut c = client();
+        c.key_digest = "d2a-not-a-digest".into();
+        assert!(matches!(
+            client_from_json(&client_to_json(&c)),
+            Err(SharedError::Data(_))
+        ));
+        c.key_digest = "zz".repeat(32);
+        assert!(client_from_json(&client_to_json(&c)).is_err());
+        assert!(client_from_json("{}").is_err());
+        assert!(client_from_json(r#"{"id":1}"#).is_err());
+        assert!(client_from_json("not json").is_err());
+    }
+
+    #[test]
+    fn quota_counts_decode_what_they_encode_and_refuse_garbage() {
+        assert_eq!(quota_decode(&quota_encode(4, 1234)), Some((4, 1234)));
+        assert_eq!(quota_decode("4"), None);
+        assert_eq!(quota_decode("-1,2"), None);
+        assert_eq!(quota_decode("a,b"), None);
     }
 }
