@@ -15,8 +15,8 @@ or request to another origin:
   created and its key shown once (gone from the page once the dialog closes); the key works on
   `/v1/chat/completions` and the row's requests today go to 1; a model outside its list is
   refused (403); limits edited; its usage link opens the Usage view filtered by the client;
-  rotate (the new key shown once, the old one refused 401), delete (row gone, key refused); the
-  view in Chinese;
+  rotate (the new key shown once, the old one refused 401), an expiry moved into the past (the
+  "expired" badge, the key refused 401), delete (row gone, key refused); the view in Chinese;
 - a change without the CSRF token is refused (403 `csrf`), the CSP header is sent;
 - the language switch, the other views (the live log shows the start-up lines), logout;
 - screenshots of the dashboard (desktop and 360 px), the keys view and the clients view (desktop and
@@ -382,12 +382,17 @@ def clients(page, base: str):
     expect(row.get_by_test_id("client-expires")).to_have_text("never")
     expect(tid("clients-empty")).to_be_hidden()
 
-    # A second client keeps /v1/* locked once the first is deleted.
+    # A second client, with an expiry, keeps /v1/* locked once the first is deleted.
     tid("client-new").click()
     tid("client-name").fill("keeper")
+    tid("client-expires_at").fill("2099-01-31T12:00")
     tid("client-create-ok").click()
-    show_once(page)
+    keeper_key = show_once(page)
     expect(tid("client-row")).to_have_count(2)
+    keeper = page.locator("[data-testid=client-row]", has_text="keeper")
+    expect(keeper.get_by_test_id("client-expires")).to_contain_text("2099")
+    expect(keeper.get_by_test_id("client-expired")).to_have_count(0)
+    assert chat(base, keeper_key) == 200
 
     # The key works; /v1/* now wants a key; the row counts the request.
     assert chat(base, key) == 200
@@ -443,6 +448,13 @@ def clients(page, base: str):
     expect(client_row(page, cid).get_by_test_id("client-today-tokens")).to_contain_text("/")
     tid("lang-toggle").click()
     expect(tid("nav-clients")).to_have_text(before)
+
+    # An expiry moved into the past (PATCH allows it): the badge shows and the key is refused.
+    keeper.get_by_test_id("client-edit").click()
+    tid("client-expires_at").fill("2020-01-01T00:00")
+    tid("client-edit-ok").click()
+    expect(keeper.get_by_test_id("client-expired")).to_have_text("expired")
+    assert chat(base, keeper_key) == 401, "an expired client key still works"
 
     # Delete (confirmed in the page): the row goes and the key is refused at once.
     row = client_row(page, cid)
