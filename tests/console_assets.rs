@@ -180,3 +180,54 @@ fn both_languages_have_the_same_strings() {
         "only in en: {only_en:?}; only in zh-CN: {only_zh:?}"
     );
 }
+
+/// Every key a script asks for literally (`t('clients.new')`, `t('usage.tz', {…})`) is in the
+/// dictionaries, and every view the navigation links to has its `nav.` label: a missing key
+/// would show as the raw key in the page. Keys built at run time (`t('status.' + s)`) are
+/// left to the browser test.
+#[test]
+fn every_string_a_script_asks_for_exists() {
+    let file = |p: &str| {
+        let (_, bytes) = FILES.iter().find(|(path, _)| *path == p).unwrap();
+        std::str::from_utf8(bytes).unwrap()
+    };
+    let en = dictionary_keys(file("js/i18n/en.js"));
+    let mut asked = 0;
+    for (path, text) in text_files() {
+        if !path.ends_with(".js") || path.starts_with("js/i18n/") {
+            continue;
+        }
+        for (i, _) in text.match_indices("t('") {
+            // A call of `t`, not of `…t` (`toast('`, `fmt('`).
+            let before = text[..i].chars().next_back();
+            if before.is_some_and(|c| c.is_ascii_alphanumeric() || c == '_' || c == '.') {
+                continue;
+            }
+            let rest = &text[i + 3..];
+            let Some(end) = rest.find('\'') else { continue };
+            let after = rest[end + 1..].trim_start();
+            if !(after.starts_with(')') || after.starts_with(',')) {
+                continue; // built at run time
+            }
+            asked += 1;
+            let key = &rest[..end];
+            assert!(
+                en.contains(key),
+                "{path} asks for {key:?}, which en.js lacks"
+            );
+        }
+    }
+    assert!(asked > 100, "only {asked} literal keys found");
+    let shell = file("index.html");
+    for (i, _) in shell.match_indices("data-route=\"") {
+        let rest = &shell[i + 12..];
+        let route = &rest[..rest.find('"').unwrap()];
+        assert!(en.contains(&format!("nav.{route}")), "nav.{route} missing");
+        assert!(
+            FILES
+                .iter()
+                .any(|(p, _)| *p == format!("js/views/{route}.js")),
+            "the navigation links to {route}, which has no view"
+        );
+    }
+}

@@ -11,9 +11,16 @@ or request to another origin:
   toggle it, delete it through the in-page confirmation;
 - per key: move to a group, edit notes, history, reset; pool groups: create one whose name is an
   XSS payload (shown as text), delete it through the in-page confirmation;
+- clients: a bad limit shows the API's message beside its field; a client with limits is
+  created and its key shown once (gone from the page once the dialog closes); the key works on
+  `/v1/chat/completions` and the row's requests today go to 1; a model outside its list is
+  refused (403); limits edited; its usage link opens the Usage view filtered by the client;
+  rotate (the new key shown once, the old one refused 401), an expiry moved into the past (the
+  "expired" badge, the key refused 401), delete (row gone, key refused); the view in Chinese;
 - a change without the CSRF token is refused (403 `csrf`), the CSP header is sent;
 - the language switch, the other views (the live log shows the start-up lines), logout;
-- screenshots of the dashboard and the keys view (desktop and 360 px) into docs/screenshots/.
+- screenshots of the dashboard (desktop and 360 px), the keys view and the clients view (desktop and
+  360 px) into docs/screenshots/.
 
     python tests/browser/console.py target/debug/droid2api target/debug/droid2api-mock
 """
@@ -25,6 +32,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import urllib.error
 import urllib.request
 from urllib.parse import urlparse
 
@@ -185,6 +193,11 @@ def run(page, base: str):
     # Per-key actions and pool groups.
     rows_and_groups(page)
 
+    # Client keys (the pool keys above serve their requests).
+    clients(page, base)
+    tid("nav-keys").click()
+    expect(tid("key-row")).to_have_count(2)
+
     # Test, toggle, delete (in-page confirmation).
     first = tid("key-row").first
     first.get_by_test_id("key-test").click()
@@ -210,6 +223,9 @@ def run(page, base: str):
     # Language switch, at phone width.
     page.set_viewport_size({"width": 360, "height": 800})
     tid("nav-dashboard").click()
+    # The whole dashboard drawn (its pool cards come with the counts) before the screenshot.
+    expect(page.locator("main .pool-counts")).to_have_count(1)
+    expect(page.locator("main [aria-busy]")).to_have_count(0)
     page.screenshot(path=os.path.join(SHOTS, "dashboard-360.png"), full_page=True)
     before = tid("nav-keys").inner_text()
     tid("lang-toggle").click()
@@ -266,6 +282,193 @@ def rows_and_groups(page):
     assert page.evaluate("() => window.__xss") is None
     tid("nav-keys").click()
     expect(tid("key-row")).to_have_count(2)
+
+
+KEY_RE = re.compile(r"d2a-[0-9a-f]{64}")
+
+
+def chat(base: str, key, model: str = "claude-sonnet-4-6") -> int:
+    """POST /v1/chat/completions with `key` as the Bearer (none when None); the status."""
+    body = json.dumps({"model": model, "messages": [{"role": "user", "content": "Say hello"}]}).encode()
+    headers = {"content-type": "application/json"}
+    if key:
+        headers["authorization"] = "Bearer " + key
+    req = urllib.request.Request(base + "/v1/chat/completions", data=body, headers=headers, method="POST")
+    try:
+        with urllib.request.urlopen(req, timeout=30) as r:
+            r.read()
+            return r.status
+    except urllib.error.HTTPError as e:
+        e.read()
+        return e.code
+
+
+def assert_key_gone(page, key: str):
+    """The whole key is nowhere in the page: not in its markup, text, any input or storage."""
+    where = page.evaluate(
+        """(k) => {
+            const out = [];
+            if (document.documentElement.outerHTML.includes(k)) out.push('markup');
+            if (document.body.innerText.includes(k)) out.push('text');
+            for (const e of document.querySelectorAll('input, textarea')) if (e.value.includes(k)) out.push('input');
+            if (JSON.stringify({...localStorage, ...sessionStorage}).includes(k)) out.push('storage');
+            return out;
+        }""",
+        key,
+    )
+    assert where == [], f"the whole key is still in the page: {where}"
+
+
+def show_once(page) -> str:
+    """Reads the key of the show-once dialog, copies it, closes the dialog; returns the key."""
+    tid = page.get_by_test_id
+    expect(tid("client-key-dialog")).to_be_visible()
+    expect(tid("client-key-warning")).to_be_visible()
+    key = tid("client-key-value").input_value()
+    assert KEY_RE.fullmatch(key), key
+    tid("client-key-copy").click()
+    expect(tid("client-key-copied")).not_to_have_text("")
+    tid("client-key-close").click()
+    expect(tid("client-key-dialog")).to_have_count(0)
+    assert_key_gone(page, key)
+    return key
+
+
+def client_row(page, cid: str):
+    return page.locator(f"[data-testid=client-row][data-client-id='{cid}']")
+
+
+def clients(page, base: str):
+    tid = page.get_by_test_id
+    tid("nav-clients").click()
+    # Empty state and help text.
+    expect(tid("clients-empty")).to_be_visible()
+    expect(tid("clients-empty")).to_contain_text("/v1/*")
+    help_text = tid("clients-help")
+    for word in ("rate_limited", "quota_exceeded", "403", "401", "SHA-256"):
+        expect(help_text).to_contain_text(word)
+    assert chat(base, None) == 200, "no client key yet: /v1/* is open"
+
+    # A bad limit: the API's 400 is shown beside its field and the dialog stays open.
+    tid("client-new").click()
+    tid("client-name").fill(XSS)
+    tid("client-rpm").fill("0")
+    tid("client-create-ok").click()
+    expect(tid("client-error-rpm")).to_contain_text("rpm: expected a whole number from 1 to")
+    expect(tid("client-rpm")).to_have_attribute("aria-invalid", "true")
+    expect(tid("client-create-dialog")).to_be_visible()
+    assert tid("client-row").count() == 0
+
+    # Corrected: limits and a model list; the key is shown once.
+    tid("client-rpm").fill("60")
+    tid("client-requests_per_day").fill("1000")
+    tid("client-models").fill("claude-sonnet-4-6,\nclaude-opus-4-6")
+    tid("client-create-ok").click()
+    key = show_once(page)
+    expect(tid("client-create-dialog")).to_have_count(0)
+    row = tid("client-row")
+    expect(row).to_have_count(1)
+    cid = row.get_attribute("data-client-id")
+    assert cid and cid.startswith("cli_"), cid
+    row = client_row(page, cid)
+    expect(row.get_by_test_id("client-row-name")).to_have_text(XSS)
+    assert page.evaluate("() => window.__xss") is None, "the client name ran as markup"
+    expect(row.get_by_test_id("client-masked")).to_contain_text("d2a-")
+    expect(row.get_by_test_id("client-limit-rpm")).to_have_text("60")
+    expect(row.get_by_test_id("client-limit-models")).to_have_text("claude-sonnet-4-6, claude-opus-4-6")
+    expect(row.get_by_test_id("client-today-requests")).to_have_text("0 / 1,000")
+    expect(row.get_by_test_id("client-today-tokens")).to_have_text("0 / unlimited")
+    expect(row.get_by_test_id("client-last-used")).to_have_text("never")
+    expect(row.get_by_test_id("client-expires")).to_have_text("never")
+    expect(tid("clients-empty")).to_be_hidden()
+
+    # A second client, with an expiry, keeps /v1/* locked once the first is deleted.
+    tid("client-new").click()
+    tid("client-name").fill("keeper")
+    tid("client-expires_at").fill("2099-01-31T12:00")
+    tid("client-create-ok").click()
+    keeper_key = show_once(page)
+    expect(tid("client-row")).to_have_count(2)
+    keeper = page.locator("[data-testid=client-row]", has_text="keeper")
+    expect(keeper.get_by_test_id("client-expires")).to_contain_text("2099")
+    expect(keeper.get_by_test_id("client-expired")).to_have_count(0)
+    assert chat(base, keeper_key) == 200
+
+    # The key works; /v1/* now wants a key; the row counts the request.
+    assert chat(base, key) == 200
+    assert chat(base, None) == 401
+    assert chat(base, key, "gpt-5.4") == 403, "a model outside the client's list"
+    tid("clients-refresh").click()
+    expect(row.get_by_test_id("client-today-requests")).to_have_text("2 / 1,000")
+    expect(row.get_by_test_id("client-today-tokens")).not_to_have_text(re.compile(r"^0 "))
+    expect(row.get_by_test_id("client-last-used")).not_to_have_text("never")
+
+    # Edit limits (PATCH): a lower daily quota, the tokens/day limit; a bad value first.
+    row.get_by_test_id("client-edit").click()
+    tid("client-tokens_per_day").fill("-5")
+    tid("client-edit-ok").click()
+    expect(tid("client-error-tokens_per_day")).to_contain_text("tokens_per_day:")
+    tid("client-requests_per_day").fill("500")
+    tid("client-tokens_per_day").fill("100000")
+    tid("client-edit-ok").click()
+    expect(tid("client-edit-dialog")).to_have_count(0)
+    expect(row.get_by_test_id("client-today-requests")).to_have_text("2 / 500")
+    expect(row.get_by_test_id("client-today-tokens")).to_contain_text("/ 100,000")
+    page.evaluate("() => { document.querySelector('[data-testid=toast]').hidden = true; }")
+    page.screenshot(path=os.path.join(SHOTS, "clients.png"), full_page=True)
+    page.set_viewport_size({"width": 360, "height": 800})
+    page.screenshot(path=os.path.join(SHOTS, "clients-360.png"), full_page=True)
+    page.set_viewport_size({"width": 1280, "height": 900})
+
+    # Its usage link: the Usage view charts that client only.
+    with page.expect_request(lambda r: "/admin/usage?" in r.url and f"client={cid}" in r.url):
+        row.get_by_test_id("client-usage").click()
+    expect(tid("usage-client")).to_have_value(cid)
+    expect(tid("usage-client-note")).to_be_visible()
+    assert f"client={cid}" in page.evaluate("() => location.hash")
+    tid("nav-clients").click()
+
+    # Rotate (confirmed in the page): the new key is shown once; the old one stops at once.
+    row.get_by_test_id("client-rotate").click()
+    tid("confirm-ok").click()
+    new_key = show_once(page)
+    assert new_key != key
+    assert chat(base, key) == 401, "the old key still works"
+    assert chat(base, new_key) == 200
+    # Rotation keeps the limits and today's counts.
+    tid("clients-refresh").click()
+    expect(row.get_by_test_id("client-today-requests")).to_have_text("3 / 500")
+
+    # The view in Chinese, then back.
+    before = tid("nav-clients").inner_text()
+    tid("lang-toggle").click()
+    expect(tid("nav-clients")).to_have_text("客户端")
+    expect(tid("clients-help")).to_contain_text("客户端密钥")
+    expect(client_row(page, cid).get_by_test_id("client-rotate")).to_have_text("轮换")
+    expect(client_row(page, cid).get_by_test_id("client-today-tokens")).to_contain_text("/")
+    tid("lang-toggle").click()
+    expect(tid("nav-clients")).to_have_text(before)
+
+    # An expiry moved into the past (PATCH allows it): the badge shows and the key is refused.
+    keeper.get_by_test_id("client-edit").click()
+    tid("client-expires_at").fill("2020-01-01T00:00")
+    tid("client-edit-ok").click()
+    expect(keeper.get_by_test_id("client-expired")).to_have_text("expired")
+    assert chat(base, keeper_key) == 401, "an expired client key still works"
+
+    # Delete (confirmed in the page): the row goes and the key is refused at once.
+    row = client_row(page, cid)
+    row.get_by_test_id("client-delete").click()
+    tid("confirm-ok").click()
+    expect(row).to_have_count(0)
+    expect(tid("client-row")).to_have_count(1)
+    assert chat(base, new_key) == 401, "a deleted client's key still works"
+    # The last one: the empty state comes back and /v1/* is open again.
+    tid("client-row").first.get_by_test_id("client-delete").click()
+    tid("confirm-ok").click()
+    expect(tid("clients-empty")).to_be_visible()
+    assert chat(base, None) == 200
+    assert page.evaluate("() => window.__xss") is None
 
 
 if __name__ == "__main__":

@@ -6,11 +6,12 @@ import { toast, toastError } from './ui.js';
 import * as dashboard from './views/dashboard.js';
 import * as keys from './views/keys.js';
 import * as groups from './views/groups.js';
+import * as clients from './views/clients.js';
 import * as usage from './views/usage.js';
 import * as settings from './views/settings.js';
 import * as logs from './views/logs.js';
 
-const VIEWS = { dashboard, keys, groups, usage, settings, logs };
+const VIEWS = { dashboard, keys, groups, clients, usage, settings, logs };
 const main = $('#main');
 let unmount = null;
 let loginError = null; // the login form's error line while the login is shown

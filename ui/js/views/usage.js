@@ -1,5 +1,6 @@
 // Usage: hour × weekday heatmap over a chosen range (in the gateway's time zone), daily and
-// hourly token charts by model, success-rate ranking of keys (best and worst ten).
+// hourly token charts by model, success-rate ranking of keys (best and worst ten). The charts can
+// be narrowed to one client (`#/usage?client=cli_…`, the Clients view's "usage" link).
 import { h, replace } from '../dom.js';
 import { t, fmtInt, fmtPct } from '../i18n.js';
 import { api, withQuery } from '../api.js';
@@ -41,24 +42,35 @@ export function mount(root, params) {
   const fromIn = h('input', { id: 'u-from', type: 'date', value: params.get('from') || addDays(today, -6), required: true });
   const toIn = h('input', { id: 'u-to', type: 'date', value: params.get('to') || today, required: true });
   const apply = h('button', { type: 'submit', class: 'btn btn-primary' }, t('usage.apply'));
+  // The client filter: every client, API_ACCESS_KEY, no key, or one client key (GET /admin/clients).
+  const wanted = params.get('client') || '';
+  const clientIn = h('select', { id: 'u-client', name: 'client', 'data-testid': 'usage-client' },
+    h('option', { value: '' }, t('usage.allClients')),
+    h('option', { value: 'api_access_key', selected: wanted === 'api_access_key' }, t('usage.clientApiKey')),
+    h('option', { value: 'anonymous', selected: wanted === 'anonymous' }, t('usage.clientAnonymous')),
+    // A client that is not (or no longer) listed keeps its id until the list has arrived.
+    wanted && !['api_access_key', 'anonymous'].includes(wanted)
+      ? h('option', { value: wanted, selected: true }, wanted) : null);
   const rangeForm = h('form', { class: 'row panel', method: 'get', novalidate: true },
     h('div', { class: 'field' }, h('label', { for: 'u-from' }, t('usage.from')), fromIn),
     h('div', { class: 'field' }, h('label', { for: 'u-to' }, t('usage.to')), toIn),
+    h('div', { class: 'field' }, h('label', { for: 'u-client' }, t('usage.client')), clientIn),
     apply);
   const tzNote = h('p', { class: 'muted small' });
+  const clientNote = h('p', { class: 'note', 'data-testid': 'usage-client-note', hidden: true });
   const heat = h('div', { class: 'chart', 'data-testid': 'heatmap', 'aria-busy': 'true' });
   const daily = h('div', { class: 'chart', 'data-testid': 'chart-daily', 'aria-busy': 'true' });
   const hourly = h('div', { class: 'chart', 'data-testid': 'chart-hourly', 'aria-busy': 'true' });
   const hourlyTitle = h('h2', { id: 'u-hourly' }, t('usage.hourly'));
   const ranking = h('div', { class: 'panels', 'data-testid': 'ranking', 'aria-busy': 'true' });
-  root.append(h('h1', null, t('nav.usage')), rangeForm, tzNote,
+  root.append(h('h1', null, t('nav.usage')), rangeForm, tzNote, clientNote,
     h('section', { class: 'card panel', 'aria-labelledby': 'u-heat' }, h('h2', { id: 'u-heat' }, t('usage.heatmap')), heat),
     h('section', { class: 'card panel', 'aria-labelledby': 'u-daily' }, h('h2', { id: 'u-daily' }, t('usage.daily')), daily),
     h('section', { class: 'card panel', 'aria-labelledby': 'u-hourly' }, hourlyTitle, hourly),
     h('section', { class: 'panel', 'aria-labelledby': 'u-rank' }, h('h2', { id: 'u-rank' }, t('usage.ranking')), ranking));
 
   const series = (granularity, from, to, model) =>
-    api('GET', withQuery('/admin/usage', { granularity, from, to, model }));
+    api('GET', withQuery('/admin/usage', { granularity, from, to, model, client: clientIn.value }));
 
   /** Total series plus one per top model; "other" = total − the models shown. */
   async function byModel(granularity, from, to, models) {
@@ -134,7 +146,11 @@ export function mount(root, params) {
     let to = toIn.value;
     if (!from || !to) return;
     if (from > to) [from, to] = [to, from];
-    history.replaceState(null, '', '#/usage' + withQuery('', { from, to }));
+    const client = clientIn.value;
+    history.replaceState(null, '', '#/usage' + withQuery('', { from, to, client }));
+    const selected = clientIn.options[clientIn.selectedIndex];
+    clientNote.textContent = client ? t('usage.clientNote', { client: selected ? selected.textContent : client }) : '';
+    clientNote.hidden = !client;
     const end = addDays(to, 1); // the server's `to` is exclusive: include the whole last day
     for (const el of [heat, daily, hourly]) el.setAttribute('aria-busy', 'true');
     hourlyTitle.textContent = t('usage.hourlyOf', { date: to });
@@ -180,6 +196,18 @@ export function mount(root, params) {
   }
 
   rangeForm.addEventListener('submit', (ev) => { ev.preventDefault(); load(); });
+  clientIn.addEventListener('change', () => load());
+  api('GET', '/admin/clients').then((d) => {
+    if (!alive || !d || !Array.isArray(d.clients)) return;
+    for (const c of d.clients) {
+      const label = String(c.name ?? c.id) + ' (' + String(c.key_masked ?? c.id) + ')';
+      const existing = Array.from(clientIn.options).find((o) => o.value === String(c.id));
+      if (existing) existing.textContent = label;
+      else clientIn.appendChild(h('option', { value: String(c.id) }, label));
+    }
+    const selected = clientIn.options[clientIn.selectedIndex];
+    if (clientIn.value && selected) clientNote.textContent = t('usage.clientNote', { client: selected.textContent });
+  }).catch(() => { /* the filter keeps API_ACCESS_KEY, no key and the id from the address */ });
   load();
   loadRanking();
   return () => { alive = false; };
