@@ -69,9 +69,8 @@ pub fn chat_to_responses(
         Some(Value::Bool(b)) => Some(*b),
         Some(_) => return Err(err("stream", "expected a boolean")),
     };
-    if let Some(s) = stream {
-        out.insert("stream".into(), Value::Bool(s));
-    }
+    // The upstream call always streams; a whole answer is assembled by the gateway.
+    out.insert("stream".into(), Value::Bool(true));
 
     let requested = match token_count(&chat, "max_completion_tokens")? {
         Some(n) => Some(n),
@@ -135,6 +134,7 @@ pub fn chat_to_responses(
     Ok(Prepared {
         body: Value::Object(out),
         stream: stream.unwrap_or(false),
+        aggregate: stream != Some(true),
         anthropic_beta: None,
         drop_usage_chunk: false,
     })
