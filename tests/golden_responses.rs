@@ -5,10 +5,21 @@
 //! The bytes go through `sse::Decoder` exactly as the proxy feeds them, and the output must not
 //! depend on how the transport cut them: every two-piece split, byte-by-byte, and random
 //! multi-piece splits give byte-identical text.
+//!
+//! Non-streaming clients are served from the same streams, assembled by
+//! `translate::aggregate`: the assembled body must be byte for byte the response object of the
+//! terminal event (what the non-streaming API answers, and what the gateway relayed unchanged
+//! before), also when that event's `output` is empty (`empty_terminal_output`: rebuilt from
+//! the `output_item.done` events); the chat reply built from it must be the chat reply built
+//! from that object (`golden_responses__<case>_whole_chat.snap`), usage included.
 
 use droid2api::sse::Decoder;
+use droid2api::translate::aggregate::{
+    AggregateError, Aggregated, Assembler, DEFAULT_CAP, StreamFormat,
+};
 use droid2api::translate::chat::ChatChunks;
-use droid2api::translate::responses_chat::ResponsesToChat;
+use droid2api::translate::responses_chat::{ResponsesToChat, responses_to_chat_response};
+use droid2api::usage::{self, WireFormat};
 use proptest::prelude::*;
 use serde_json::Value;
 
@@ -98,6 +109,12 @@ const CASES: &[Case] = &[
         name: "arguments_delta_and_done",
         sse: fixture!("arguments_delta_and_done"),
         include_usage: false,
+        failure: None,
+    },
+    Case {
+        name: "empty_terminal_output",
+        sse: fixture!("empty_terminal_output"),
+        include_usage: true,
         failure: None,
     },
 ];
@@ -314,6 +331,7 @@ every_split! {
     splits_truncated => "truncated",
     splits_max_output_tokens => "max_output_tokens",
     splits_arguments_delta_and_done => "arguments_delta_and_done",
+    splits_empty_terminal_output => "empty_terminal_output",
 }
 
 proptest! {
@@ -337,5 +355,171 @@ proptest! {
         pieces.push(&bytes[start..]);
         let (out, _) = translate(pieces, c.include_usage);
         prop_assert_eq!(out, whole(c));
+    }
+}
+
+// ---- Non-streaming clients: the stream assembled into the whole reply ----------------------
+
+/// Cases that end with `response.completed` or `response.incomplete`, each with the fixture
+/// whose terminal event holds the non-streaming body.
+const WHOLE_CASES: [(&str, &str); 10] = [
+    ("plain_text", "plain_text"),
+    ("chinese_emoji", "chinese_emoji"),
+    ("parallel_tool_calls", "parallel_tool_calls"),
+    ("tool_call_no_arguments", "tool_call_no_arguments"),
+    ("tool_call_empty_arguments", "tool_call_empty_arguments"),
+    ("reasoning_then_tool_call", "reasoning_then_tool_call"),
+    ("usage_cached", "usage_cached"),
+    ("max_output_tokens", "max_output_tokens"),
+    ("arguments_delta_and_done", "arguments_delta_and_done"),
+    ("empty_terminal_output", "reasoning_then_tool_call"),
+];
+
+/// The raw text of the terminal event's `response` object: what the non-streaming API
+/// answers for the same response.
+fn non_stream_body(name: &str) -> &'static str {
+    let c = case(name);
+    let data = c
+        .sse
+        .lines()
+        .filter_map(|l| l.strip_prefix("data: "))
+        .find(|d| {
+            d.starts_with(r#"{"type":"response.completed""#)
+                || d.starts_with(r#"{"type":"response.incomplete""#)
+        })
+        .unwrap_or_else(|| panic!("{name}: no terminal event"));
+    let start = data.find(r#","response":"#).expect("response member") + r#","response":"#.len();
+    assert!(data.ends_with("}}"), "{name}: response is the last member");
+    &data[start..data.len() - 1]
+}
+
+fn assemble<'a>(pieces: impl IntoIterator<Item = &'a [u8]>) -> Result<Aggregated, AggregateError> {
+    let mut asm = Assembler::new(StreamFormat::Responses, DEFAULT_CAP);
+    for piece in pieces {
+        asm.feed(piece)?;
+    }
+    asm.finish()
+}
+
+fn assembled_bytes<'a>(name: &str, pieces: impl IntoIterator<Item = &'a [u8]>) -> Vec<u8> {
+    match assemble(pieces) {
+        Ok(Aggregated::Reply(v)) => serde_json::to_vec(&v).unwrap(),
+        other => panic!("{name}: not a reply: {other:?}"),
+    }
+}
+
+/// The pass-through answer: the assembled body is the non-streaming body, byte for byte.
+#[test]
+fn whole_reply_is_the_non_streaming_body() {
+    for (name, body_of) in WHOLE_CASES {
+        let got = assembled_bytes(name, [case(name).sse.as_bytes()]);
+        assert_eq!(
+            String::from_utf8(got).unwrap(),
+            non_stream_body(body_of),
+            "{name}"
+        );
+    }
+}
+
+/// The chat answer and the usage: the same from the assembled body as from the non-streaming
+/// body (cached and reasoning tokens included).
+#[test]
+fn whole_chat_reply_and_usage_match_the_non_streaming_ones() {
+    for (name, body_of) in WHOLE_CASES {
+        let assembled = assembled_bytes(name, [case(name).sse.as_bytes()]);
+        let body = non_stream_body(body_of).as_bytes();
+        let chat = |b: &[u8]| {
+            let v: Value = serde_json::from_slice(b).unwrap();
+            serde_json::to_string(
+                &responses_to_chat_response(&v, "gpt-client-name", 1_764_158_400).unwrap(),
+            )
+            .unwrap()
+        };
+        let chat_reply = chat(&assembled);
+        assert_eq!(chat_reply, chat(body), "{name}");
+        insta::assert_snapshot!(format!("{name}_whole_chat"), chat_reply);
+        assert_eq!(
+            usage::from_reply_bytes(WireFormat::Responses, &assembled),
+            usage::from_reply_bytes(WireFormat::Responses, body),
+            "{name}"
+        );
+    }
+    let u = usage::from_reply_bytes(
+        WireFormat::Responses,
+        &assembled_bytes("usage_cached", [case("usage_cached").sse.as_bytes()]),
+    )
+    .unwrap();
+    assert_eq!(
+        (
+            u.input_tokens,
+            u.cache_read_tokens,
+            u.output_tokens,
+            u.reasoning_tokens
+        ),
+        (86, 1920, 71, 64)
+    );
+}
+
+/// `response.failed` and an `error` event are answered as the chat route answers a failed
+/// response (status from the code, the OpenAI envelope); a stream cut short is no answer.
+#[test]
+fn whole_reply_of_failed_streams() {
+    for name in ["response_failed", "error_event"] {
+        match assemble([case(name).sse.as_bytes()]) {
+            Ok(Aggregated::Failed { failure, .. }) => {
+                assert_eq!(failure.status, 500, "{name}");
+                let body: Value = serde_json::from_slice(&failure.body).unwrap();
+                assert_eq!(body["error"]["type"], "server_error", "{name}");
+                assert_eq!(body["error"]["code"], "server_error", "{name}");
+                assert!(body["error"]["message"].as_str().is_some_and(|m| !m.is_empty()));
+            }
+            other => panic!("{name}: {other:?}"),
+        }
+    }
+    assert_eq!(
+        assemble([case("truncated").sse.as_bytes()]),
+        Err(AggregateError::Truncated)
+    );
+}
+
+/// Every two-piece split assembles the same body (two of the smaller streams: every case is
+/// covered by the random splits below; assembling re-parses the large terminal objects, so
+/// every offset of every case would take minutes in a debug build).
+#[test]
+fn whole_reply_split_at_every_offset_is_identical() {
+    for name in ["tool_call_empty_arguments", "usage_cached"] {
+        let bytes = case(name).sse.as_bytes();
+        let expected = assembled_bytes(name, [bytes]);
+        for cut in 0..=bytes.len() {
+            let (a, b) = bytes.split_at(cut);
+            assert!(
+                assembled_bytes(name, [a, b]) == expected,
+                "{name} split at {cut}"
+            );
+        }
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(256))]
+
+    /// Random multi-piece splits assemble the same body.
+    #[test]
+    fn whole_reply_random_splits_are_identical(
+        which in 0..WHOLE_CASES.len(),
+        cuts in prop::collection::vec(any::<prop::sample::Index>(), 1..24),
+    ) {
+        let name = WHOLE_CASES[which].0;
+        let bytes = case(name).sse.as_bytes();
+        let mut at: Vec<usize> = cuts.iter().map(|i| i.index(bytes.len() + 1)).collect();
+        at.sort_unstable();
+        let mut pieces = Vec::with_capacity(at.len() + 1);
+        let mut start = 0;
+        for end in at {
+            pieces.push(&bytes[start..end]);
+            start = end;
+        }
+        pieces.push(&bytes[start..]);
+        prop_assert_eq!(assembled_bytes(name, pieces), assembled_bytes(name, [bytes]));
     }
 }
