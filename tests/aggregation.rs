@@ -38,10 +38,7 @@ fn fixture(path: &str) -> String {
 
 /// The fixture's SSE text as the mock's exact pieces (cut at every event boundary).
 fn raw_stream(text: &str) -> Reply {
-    let chunks: Vec<String> = text
-        .split_inclusive("\n\n")
-        .map(str::to_string)
-        .collect();
+    let chunks: Vec<String> = text.split_inclusive("\n\n").map(str::to_string).collect();
     Reply::raw(chunks, 0)
 }
 
@@ -175,7 +172,10 @@ async fn high_reasoning_without_a_client_stream_sends_the_whole_budget() {
     assert_eq!(s, 200, "{}", String::from_utf8_lossy(&b));
     assert_eq!(upstream_json(&mock)["stream"], true);
     let v = json(&b);
-    assert_eq!((&v["object"], &v["status"]), (&json!("response"), &json!("completed")));
+    assert_eq!(
+        (&v["object"], &v["status"]),
+        (&json!("response"), &json!("completed"))
+    );
     let (s, _, b) = post(&gw.url("/v1/chat/completions"), &chat_body("gpt-test"), &[]).await;
     assert_eq!(s, 200, "{}", String::from_utf8_lossy(&b));
     assert_eq!(upstream_json(&mock)["stream"], true);
@@ -212,7 +212,12 @@ async fn same_reply_both_ways(
     mock.push_rule(Rule::new(raw_stream(stream)).once());
     let (s2, h2, b2) = post(&gw.url(path), body, &[]).await;
     assert_eq!(upstream_json(mock)["stream"], true, "{path}");
-    assert_eq!((s1, s2), (200, 200), "{path}: {}", String::from_utf8_lossy(&b2));
+    assert_eq!(
+        (s1, s2),
+        (200, 200),
+        "{path}: {}",
+        String::from_utf8_lossy(&b2)
+    );
     assert_eq!(header(&h1, "content-type"), header(&h2, "content-type"));
     assert_eq!(header(&h2, "content-type"), "application/json");
     assert!(!header(&h2, "x-request-id").is_empty());
@@ -225,8 +230,14 @@ async fn streamed_answers_are_the_non_streaming_replies_byte_for_byte_with_the_s
     let gw = gw(&mock, models_config("auto")).await;
     let mut requests = 0;
 
-    for name in ["thinking_tool", "cache_usage", "text_parallel_tools", "stop_sequence"] {
-        let whole: Value = serde_json::from_str(&fixture(&format!("anthropic/{name}.json"))).unwrap();
+    for name in [
+        "thinking_tool",
+        "cache_usage",
+        "text_parallel_tools",
+        "stop_sequence",
+    ] {
+        let whole: Value =
+            serde_json::from_str(&fixture(&format!("anthropic/{name}.json"))).unwrap();
         let stream = fixture(&format!("anthropic/{name}.sse"));
         // Pass-through: the relayed body, byte for byte.
         let (a, b) = same_reply_both_ways(
@@ -238,7 +249,11 @@ async fn streamed_answers_are_the_non_streaming_replies_byte_for_byte_with_the_s
             &stream,
         )
         .await;
-        assert_eq!(String::from_utf8(a).unwrap(), String::from_utf8(b).unwrap(), "{name}");
+        assert_eq!(
+            String::from_utf8(a).unwrap(),
+            String::from_utf8(b).unwrap(),
+            "{name}"
+        );
         // Chat: the translated reply, byte for byte but for `created` (the clock).
         let (a, b) = same_reply_both_ways(
             &gw,
@@ -256,12 +271,19 @@ async fn streamed_answers_are_the_non_streaming_replies_byte_for_byte_with_the_s
         requests += 4;
     }
 
-    for name in ["reasoning_then_tool_call", "usage_cached", "max_output_tokens"] {
+    for name in [
+        "reasoning_then_tool_call",
+        "usage_cached",
+        "max_output_tokens",
+    ] {
         let stream = fixture(&format!("responses/{name}.sse"));
         let terminal = stream
             .lines()
             .filter_map(|l| l.strip_prefix("data: "))
-            .find(|d| d.contains(r#""type":"response.completed""#) || d.contains(r#""type":"response.incomplete""#))
+            .find(|d| {
+                d.contains(r#""type":"response.completed""#)
+                    || d.contains(r#""type":"response.incomplete""#)
+            })
             .unwrap();
         let whole = serde_json::from_str::<Value>(terminal).unwrap()["response"].clone();
         let (a, b) = same_reply_both_ways(
@@ -273,7 +295,11 @@ async fn streamed_answers_are_the_non_streaming_replies_byte_for_byte_with_the_s
             &stream,
         )
         .await;
-        assert_eq!(String::from_utf8(a).unwrap(), String::from_utf8(b).unwrap(), "{name}");
+        assert_eq!(
+            String::from_utf8(a).unwrap(),
+            String::from_utf8(b).unwrap(),
+            "{name}"
+        );
         let (a, b) = same_reply_both_ways(
             &gw,
             &mock,
@@ -283,7 +309,11 @@ async fn streamed_answers_are_the_non_streaming_replies_byte_for_byte_with_the_s
             &stream,
         )
         .await;
-        assert_eq!(String::from_utf8(a).unwrap(), String::from_utf8(b).unwrap(), "{name}");
+        assert_eq!(
+            String::from_utf8(a).unwrap(),
+            String::from_utf8(b).unwrap(),
+            "{name}"
+        );
         requests += 4;
     }
 
@@ -333,13 +363,20 @@ async fn stream_errors_become_whole_error_answers() {
     let responses = gw.url("/v1/responses");
 
     // Anthropic error event: its status and body, the key scrubbed.
-    for (ty, status) in [("overloaded_error", 529), ("api_error", 500), ("rate_limit_error", 429)] {
+    for (ty, status) in [
+        ("overloaded_error", 529),
+        ("api_error", 500),
+        ("rate_limit_error", 429),
+    ] {
         mock.push_rule(Rule::new(anthropic_error_stream(ty)).once());
         let (s, h, b) = post(&messages, &anthropic_body("claude-test"), &[]).await;
         assert_eq!(s, status, "{ty}");
         assert_eq!(header(&h, "content-type"), "application/json");
         let v = json(&b);
-        assert_eq!((&v["type"], &v["error"]["type"]), (&json!("error"), &json!(ty)));
+        assert_eq!(
+            (&v["type"], &v["error"]["type"]),
+            (&json!("error"), &json!(ty))
+        );
         assert!(!String::from_utf8_lossy(&b).contains(KEY), "{v}");
     }
     // The chat route: the OpenAI envelope, 529 as 503.
@@ -347,7 +384,10 @@ async fn stream_errors_become_whole_error_answers() {
     let (s, _, b) = post(&chat, &chat_body("claude-test"), &[]).await;
     assert_eq!(s, 503);
     let v = json(&b);
-    assert_eq!((&v["error"]["type"], &v["error"]["code"]), (&json!("server_error"), &json!("overloaded")));
+    assert_eq!(
+        (&v["error"]["type"], &v["error"]["code"]),
+        (&json!("server_error"), &json!("overloaded"))
+    );
 
     // Responses: response.failed is mapped as a failed non-streaming response.
     let failed = || {
@@ -371,7 +411,8 @@ async fn stream_errors_become_whole_error_answers() {
     assert_eq!(json(&b)["error"]["code"], "rate_limit_exceeded");
 
     // Cut short: 502 in the route's envelope, naming the failure and the request id.
-    let anthropic_events = anthropic::text_stream_events("msg_t", "claude-test", "Hello there", 5, 7, None);
+    let anthropic_events =
+        anthropic::text_stream_events("msg_t", "claude-test", "Hello there", 5, 7, None);
     for (url, body, anthropic_envelope) in [
         (&messages, anthropic_body("claude-test"), true),
         (&chat, chat_body("claude-test"), false),
@@ -415,8 +456,18 @@ async fn a_slow_stream_longer_than_the_idle_timeout_is_answered_whole() {
     let gw = gw(&mock, config).await;
 
     let text = "one two three four five six seven eight nine ten eleven twelve";
-    let mut slow = Reply::sse(anthropic::text_stream_events("msg_slow", "claude-test", text, 5, 30, None));
-    if let ReplyBody::Sse { delay_ms_between, .. } = &mut slow.body {
+    let mut slow = Reply::sse(anthropic::text_stream_events(
+        "msg_slow",
+        "claude-test",
+        text,
+        5,
+        30,
+        None,
+    ));
+    if let ReplyBody::Sse {
+        delay_ms_between, ..
+    } = &mut slow.body
+    {
         // 10 events, 400 ms apart: 3.6 s in all against a 1 s idle timeout.
         *delay_ms_between = 400;
     }
@@ -428,8 +479,13 @@ async fn a_slow_stream_longer_than_the_idle_timeout_is_answered_whole() {
     assert_eq!(v["usage"]["output_tokens"], 30);
 
     // The same on the chat route over Responses.
-    let mut slow = Reply::sse(openai::responses_text_stream_events("r_slow", "gpt-test", text, 5, 30, None));
-    if let ReplyBody::Sse { delay_ms_between, .. } = &mut slow.body {
+    let mut slow = Reply::sse(openai::responses_text_stream_events(
+        "r_slow", "gpt-test", text, 5, 30, None,
+    ));
+    if let ReplyBody::Sse {
+        delay_ms_between, ..
+    } = &mut slow.body
+    {
         *delay_ms_between = 300;
     }
     mock.push_rule(Rule::new(slow).once());
@@ -438,8 +494,20 @@ async fn a_slow_stream_longer_than_the_idle_timeout_is_answered_whole() {
     assert_eq!(json(&b)["choices"][0]["message"]["content"], text);
 
     // Silence past the timeout: 504.
-    let mut stalled = Reply::sse(anthropic::text_stream_events("msg_stall", "claude-test", text, 5, 30, None));
-    if let ReplyBody::Sse { truncate, hang_after, .. } = &mut stalled.body {
+    let mut stalled = Reply::sse(anthropic::text_stream_events(
+        "msg_stall",
+        "claude-test",
+        text,
+        5,
+        30,
+        None,
+    ));
+    if let ReplyBody::Sse {
+        truncate,
+        hang_after,
+        ..
+    } = &mut stalled.body
+    {
         *truncate = true;
         *hang_after = true;
     }

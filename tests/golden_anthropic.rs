@@ -9,6 +9,9 @@
 //! gateway relayed unchanged before), and the chat reply built from it must be the chat reply
 //! built from that body (`golden_anthropic__<case>_whole_chat.snap`), usage included.
 
+// Test helpers panic on purpose: a failed setup step is a failed test.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::path::PathBuf;
 
 use droid2api::sse::{Decoder, Event};
@@ -17,8 +20,8 @@ use droid2api::translate::aggregate::{
     AggregateError, Aggregated, Assembler, DEFAULT_CAP, StreamFormat,
 };
 use droid2api::translate::anthropic_chat::{AnthropicToChat, anthropic_to_chat_response};
-use droid2api::usage::{self, WireFormat};
 use droid2api::translate::chat::ChatChunks;
+use droid2api::usage::{self, WireFormat};
 use proptest::prelude::*;
 use serde_json::{Value, json};
 

@@ -13,6 +13,9 @@
 //! the `output_item.done` events); the chat reply built from it must be the chat reply built
 //! from that object (`golden_responses__<case>_whole_chat.snap`), usage included.
 
+// Test helpers panic on purpose: a failed setup step is a failed test.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use droid2api::sse::Decoder;
 use droid2api::translate::aggregate::{
     AggregateError, Aggregated, Assembler, DEFAULT_CAP, StreamFormat,
@@ -471,7 +474,11 @@ fn whole_reply_of_failed_streams() {
                 let body: Value = serde_json::from_slice(&failure.body).unwrap();
                 assert_eq!(body["error"]["type"], "server_error", "{name}");
                 assert_eq!(body["error"]["code"], "server_error", "{name}");
-                assert!(body["error"]["message"].as_str().is_some_and(|m| !m.is_empty()));
+                assert!(
+                    body["error"]["message"]
+                        .as_str()
+                        .is_some_and(|m| !m.is_empty())
+                );
             }
             other => panic!("{name}: {other:?}"),
         }

@@ -27,13 +27,11 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use bytes::Bytes;
 use serde_json::Value;
 
+use super::Scrub;
 use super::failure::StreamBreak;
 use super::stream::RequestLog;
-use super::Scrub;
 use crate::error::ApiError;
-use crate::translate::aggregate::{
-    self, AggregateError, Aggregated, Assembler, StreamFormat,
-};
+use crate::translate::aggregate::{self, AggregateError, Aggregated, Assembler, StreamFormat};
 use crate::upstream::UpstreamResponse;
 use crate::usage::WireFormat;
 
@@ -117,12 +115,16 @@ pub(super) async fn read(
         }
     }
     drop(resp);
-    let usage = asm.usage_so_far();
+    // A complete stream's usage is read from its reply (or carried by its failure).
+    let usage = if asm.is_done() {
+        None
+    } else {
+        asm.usage_so_far()
+    };
     match asm.finish() {
         Ok(Aggregated::Reply(v)) => Ok(Whole::Reply(v)),
         Ok(Aggregated::Failed { failure, usage }) => {
-            let status =
-                StatusCode::from_u16(failure.status).unwrap_or(StatusCode::BAD_GATEWAY);
+            let status = StatusCode::from_u16(failure.status).unwrap_or(StatusCode::BAD_GATEWAY);
             let body = scrub.bytes(&failure.body).unwrap_or(failure.body);
             tracing::info!(request_id = %log.request_id, status = failure.status, "the upstream stream ended with an error");
             log.usage = usage;

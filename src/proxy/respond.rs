@@ -9,9 +9,9 @@ use axum::response::Response;
 use bytes::Bytes;
 use serde_json::Value;
 
+use super::aggregated::{self, Whole};
 use super::plan::{Plan, Shape};
 use super::stream::{self, RequestLog};
-use super::aggregated::{self, Whole};
 use super::{ProxyInfo, Route, Scrub, relay, translated, unix_now, with_info};
 use crate::config::{Model, ModelKind};
 use crate::error::{ApiError, Envelope};
@@ -127,7 +127,10 @@ pub(super) async fn respond(
     let (body, content_type) = if plan.prepared.aggregate {
         // The client asked for a whole answer; the upstream streamed it.
         match aggregated::read(resp, plan.format, &scrub, log).await? {
-            Whole::Reply(v) => (Bytes::from(serde_json::to_vec(&v).unwrap_or_default()), None),
+            Whole::Reply(v) => (
+                Bytes::from(serde_json::to_vec(&v).unwrap_or_default()),
+                None,
+            ),
             Whole::Body(b) => (b, content_type),
             Whole::Failed { status, body } => {
                 let headers = aggregated::as_json(&upstream_headers);

@@ -242,7 +242,9 @@ impl Aggregator {
                 };
                 self.hold(piece.len() + citation_len)?;
                 let Some(block) = self.anthropic.blocks.get_mut(&index) else {
-                    return Err(AggregateError::Malformed("a delta for a block never started"));
+                    return Err(AggregateError::Malformed(
+                        "a delta for a block never started",
+                    ));
                 };
                 match dtype {
                     "text_delta" => append(&mut block.value, "text", piece),
@@ -271,6 +273,8 @@ impl Aggregator {
                 }
             }
             "message_delta" => {
+                // Its fields replace earlier ones, but new keys would add up.
+                self.hold(ev.data.len())?;
                 if let Some(Value::Object(d)) = json.get_mut("delta").map(Value::take) {
                     self.anthropic.delta.extend(d);
                 }
@@ -358,10 +362,16 @@ impl Aggregator {
         match kind.as_str() {
             "response.output_item.done" => {
                 self.hold(ev.data.len())?;
+                // Without an index the item goes after the last one.
+                let next = self
+                    .responses
+                    .items
+                    .last_key_value()
+                    .map_or(0, |(k, _)| k.saturating_add(1));
                 let index = json
                     .get("output_index")
                     .and_then(Value::as_u64)
-                    .unwrap_or_else(|| self.responses.items.len() as u64);
+                    .unwrap_or(next);
                 if let Some(item) = json.get_mut("item").map(Value::take) {
                     self.responses.items.insert(index, item);
                 }

@@ -91,7 +91,11 @@ pub fn anthropic_beta(
 /// Applies a model's level to an Anthropic Messages body. Returns whether the level turned
 /// thinking on (the caller adds the beta accordingly). Also fills `max_tokens` from the model's
 /// default when the client sent none (Anthropic requires it).
-pub fn apply_anthropic(body: &mut Map<String, Value>, model: &Model, budgets: ReasoningBudgets) -> bool {
+pub fn apply_anthropic(
+    body: &mut Map<String, Value>,
+    model: &Model,
+    budgets: ReasoningBudgets,
+) -> bool {
     let requested = body.get("max_tokens").and_then(Value::as_u64);
     match model.reasoning {
         ReasoningLevel::Auto => {
@@ -382,7 +386,7 @@ mod tests {
         apply_anthropic(
             &mut body,
             &model(ReasoningLevel::Auto),
-            ReasoningBudgets::default()
+            ReasoningBudgets::default(),
         );
         assert_eq!(body["max_tokens"], 4096);
     }

@@ -104,8 +104,14 @@ fn anthropic_blocks_are_assembled_in_the_non_streaming_key_order() {
             json!({"type": "tool_use", "id": "toolu_1", "name": "f", "input": {}}),
         ),
         delta(3, json!({"type": "input_json_delta", "partial_json": ""})),
-        delta(3, json!({"type": "input_json_delta", "partial_json": "{\"a\": [1,"})),
-        delta(3, json!({"type": "input_json_delta", "partial_json": " 2]}"})),
+        delta(
+            3,
+            json!({"type": "input_json_delta", "partial_json": "{\"a\": [1,"}),
+        ),
+        delta(
+            3,
+            json!({"type": "input_json_delta", "partial_json": " 2]}"}),
+        ),
         stop(3),
         block_start(
             4,
@@ -188,7 +194,10 @@ fn stop_sequence_and_citations() {
         v["content"],
         json!([{"type": "text", "text": "a", "citations": [{"type": "char_location", "cited_text": "x"}]}])
     );
-    assert_eq!((&v["stop_reason"], &v["stop_sequence"]), (&json!("stop_sequence"), &json!("END")));
+    assert_eq!(
+        (&v["stop_reason"], &v["stop_sequence"]),
+        (&json!("stop_sequence"), &json!("END"))
+    );
 }
 
 #[test]
@@ -228,7 +237,10 @@ fn a_stream_without_its_terminal_event_is_truncated_and_later_events_are_ignored
         run(StreamFormat::Anthropic, &events),
         Err(AggregateError::Truncated)
     );
-    assert_eq!(run(StreamFormat::Anthropic, &[]), Err(AggregateError::Truncated));
+    assert_eq!(
+        run(StreamFormat::Anthropic, &[]),
+        Err(AggregateError::Truncated)
+    );
     let mut events = vec![start(json!({"input_tokens": 1, "output_tokens": 1}))];
     events.extend(message_end("end_turn", json!({"output_tokens": 2})));
     events.push(ev(
@@ -249,7 +261,10 @@ fn malformed_streams_are_refused() {
             0,
             json!({"type": "tool_use", "id": "t", "name": "f", "input": {}}),
         ),
-        delta(0, json!({"type": "input_json_delta", "partial_json": "{\"a\":"})),
+        delta(
+            0,
+            json!({"type": "input_json_delta", "partial_json": "{\"a\":"}),
+        ),
         stop(0),
     ];
     assert_eq!(
@@ -400,7 +415,10 @@ fn responses_failures_map_like_the_chat_route() {
     assert_eq!(
         run(
             StreamFormat::Responses,
-            &[ev("response.completed", &json!({"type": "response.completed"}))]
+            &[ev(
+                "response.completed",
+                &json!({"type": "response.completed"})
+            )]
         ),
         Err(AggregateError::Malformed(
             "a terminal event without its response"
