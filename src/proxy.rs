@@ -7,15 +7,19 @@
 //! - `identity`: the request's conversation identity (contract §14), for a sticky key;
 //! - `dispatch`: lease → send → fail over (the replay rule of contract §10);
 //! - `respond`: relay or translate the answer; `relay` (pass-through streams), `translated`
-//!   (chat streams), `failure` (the error frames of a broken stream), `stream` (the
+//!   (chat streams), `aggregated` (a non-streaming client's answer assembled from the
+//!   upstream stream), `failure` (the error frames of a broken stream), `stream` (the
 //!   per-request log record).
 //!
 //! **Hot-path invariants:** no disk access (the one exception is a WorkOS refresh, which is
 //! single-flight and normally done in the background), no lock held across an await, and no
 //! buffering of streams: upstream chunks are forwarded as they arrive while a tap reads the
-//! usage alongside, without re-serialising. Upstream error text is scrubbed of every secret
+//! usage alongside, without re-serialising. The one exception is a client that asked for a
+//! whole answer from the Anthropic or Responses upstream: the upstream call streams and the
+//! reply is assembled (`aggregated`, bounded at 64 MiB) before it is answered. Upstream error text is scrubbed of every secret
 //! before it reaches the client ([`Scrub`]); successful traffic never goes through it.
 
+mod aggregated;
 mod body;
 mod dispatch;
 mod failure;

@@ -174,6 +174,12 @@ impl Decoder {
         }
     }
 
+    /// Bytes held for the event not yet complete (its unterminated line and its data so far):
+    /// what a caller bounding memory adds to its own count.
+    pub fn pending_len(&self) -> usize {
+        self.line.len() + self.data.len()
+    }
+
     /// Where the bytes fed so far end: `(inside a line, right after a `\r`)`.
     pub fn line_state(&self) -> (bool, bool) {
         (!self.line.is_empty(), self.after_cr)

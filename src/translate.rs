@@ -9,8 +9,11 @@
 //! - [`passthrough`]: `/v1/messages`, `/v1/messages/count_tokens`, `/v1/responses` and
 //!   `/v1/chat/completions` for common-type models: the body keeps its format, the system prompt
 //!   is injected and the reasoning level applied.
+//! - [`aggregate`]: a streamed Anthropic or Responses answer assembled into the non-streaming
+//!   reply, for clients that asked for one (their upstream call always streams).
 //! - [`encode`]: the upstream body's bytes (serde_json's compact form, strings copied in runs).
 
+pub mod aggregate;
 pub mod anthropic_chat;
 pub mod chat;
 mod encode;
@@ -75,8 +78,11 @@ impl TranslateError {
 pub struct Prepared {
     /// The upstream JSON body.
     pub body: Value,
-    /// Whether the upstream call streams.
+    /// Whether the client's answer streams.
     pub stream: bool,
+    /// The client asked for a whole answer but the upstream call streams (Anthropic and
+    /// Responses upstreams, [`aggregate::stream_upstream`]): the gateway assembles the reply.
+    pub aggregate: bool,
     /// The `anthropic-beta` header to send (anthropic calls only; `None` = omit).
     pub anthropic_beta: Option<String>,
     /// Common-type streams: the gateway asked upstream for a usage chunk the client did not

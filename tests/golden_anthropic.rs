@@ -2,13 +2,26 @@
 //! `sse::Decoder` and `AnthropicToChat`, compared with the exact client SSE text in
 //! `tests/snapshots/golden_anthropic__<case>.snap`. The same bytes split anywhere give the same
 //! output (translation.md §7 rows 10–11).
+//!
+//! Non-streaming clients are served from the same streams, assembled by
+//! `translate::aggregate`: the assembled body must be byte for byte the non-streaming reply
+//! Anthropic gives for the same content (`tests/fixtures/anthropic/<case>.json`, which the
+//! gateway relayed unchanged before), and the chat reply built from it must be the chat reply
+//! built from that body (`golden_anthropic__<case>_whole_chat.snap`), usage included.
+
+// Test helpers panic on purpose: a failed setup step is a failed test.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::path::PathBuf;
 
 use droid2api::sse::{Decoder, Event};
 use droid2api::translate::StreamFailure;
-use droid2api::translate::anthropic_chat::AnthropicToChat;
+use droid2api::translate::aggregate::{
+    AggregateError, Aggregated, Assembler, DEFAULT_CAP, StreamFormat,
+};
+use droid2api::translate::anthropic_chat::{AnthropicToChat, anthropic_to_chat_response};
 use droid2api::translate::chat::ChatChunks;
+use droid2api::usage::{self, WireFormat};
 use proptest::prelude::*;
 use serde_json::{Value, json};
 
@@ -239,5 +252,172 @@ proptest! {
         pieces.push(&bytes[start..]);
         let (got, _) = translate(pieces, include_usage);
         prop_assert_eq!(got, expected, "{}", name);
+    }
+}
+
+// ---- Non-streaming clients: the stream assembled into the whole reply ----------------------
+
+/// Cases whose stream ends with `message_stop`, each with its non-streaming body
+/// (`<case>.json`). `stop_sequence` also holds a redacted_thinking block and a thinking block.
+const WHOLE_CASES: [&str; 8] = [
+    "plain_text",
+    "chinese_emoji",
+    "text_parallel_tools",
+    "tool_no_args",
+    "thinking_tool",
+    "cache_usage",
+    "max_tokens",
+    "stop_sequence",
+];
+
+fn non_stream_body(name: &str) -> Vec<u8> {
+    let path: PathBuf = [
+        env!("CARGO_MANIFEST_DIR"),
+        "tests",
+        "fixtures",
+        "anthropic",
+        &format!("{name}.json"),
+    ]
+    .iter()
+    .collect();
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    text.trim_end().as_bytes().to_vec()
+}
+
+fn assemble<'a>(pieces: impl IntoIterator<Item = &'a [u8]>) -> Result<Aggregated, AggregateError> {
+    let mut asm = Assembler::new(StreamFormat::Anthropic, DEFAULT_CAP);
+    for piece in pieces {
+        asm.feed(piece)?;
+    }
+    asm.finish()
+}
+
+fn assembled_bytes<'a>(name: &str, pieces: impl IntoIterator<Item = &'a [u8]>) -> Vec<u8> {
+    match assemble(pieces) {
+        Ok(Aggregated::Reply(v)) => serde_json::to_vec(&v).unwrap(),
+        other => panic!("{name}: not a reply: {other:?}"),
+    }
+}
+
+/// The pass-through answer: the assembled body is the non-streaming body, byte for byte.
+#[test]
+fn whole_reply_is_the_non_streaming_body() {
+    for name in WHOLE_CASES {
+        let bytes = fixture(name);
+        let got = assembled_bytes(name, [bytes.as_slice()]);
+        assert_eq!(
+            String::from_utf8(got).unwrap(),
+            String::from_utf8(non_stream_body(name)).unwrap(),
+            "{name}"
+        );
+    }
+}
+
+/// The chat answer: the chat reply from the assembled body is the chat reply from the
+/// non-streaming body, byte for byte (snapshotted), and the usage read from both is the same.
+#[test]
+fn whole_chat_reply_and_usage_match_the_non_streaming_ones() {
+    for name in WHOLE_CASES {
+        let bytes = fixture(name);
+        let assembled = assembled_bytes(name, [bytes.as_slice()]);
+        let body = non_stream_body(name);
+        let from_stream: Value = serde_json::from_slice(&assembled).unwrap();
+        let from_body: Value = serde_json::from_slice(&body).unwrap();
+        let chat = |v: &Value| {
+            serde_json::to_string(&anthropic_to_chat_response(
+                v,
+                "claude-client-name",
+                1_764_158_400,
+            ))
+            .unwrap()
+        };
+        let chat_reply = chat(&from_stream);
+        assert_eq!(chat_reply, chat(&from_body), "{name}");
+        insta::assert_snapshot!(format!("{name}_whole_chat"), chat_reply);
+        assert_eq!(
+            usage::from_reply_bytes(WireFormat::Anthropic, &assembled),
+            usage::from_reply_bytes(WireFormat::Anthropic, &body),
+            "{name}"
+        );
+    }
+    let u = usage::from_reply_bytes(
+        WireFormat::Anthropic,
+        &assembled_bytes("cache_usage", [fixture("cache_usage").as_slice()]),
+    )
+    .unwrap();
+    assert_eq!(
+        (
+            u.input_tokens,
+            u.cache_read_tokens,
+            u.cache_write_tokens,
+            u.output_tokens
+        ),
+        (20, 1800, 248, 95)
+    );
+}
+
+/// An error event is the answer (status of its type, its data as the body); a stream cut
+/// short is no answer.
+#[test]
+fn whole_reply_of_failed_streams() {
+    match assemble([fixture("mid_stream_error").as_slice()]) {
+        Ok(Aggregated::Failed { failure, usage }) => {
+            assert_eq!(failure.status, 529);
+            let body: Value = serde_json::from_slice(&failure.body).unwrap();
+            assert_eq!(
+                body,
+                json!({"type": "error", "error": {"type": "overloaded_error", "message": "Overloaded"},
+                    "request_id": "req_011CSHoEeqs5C35K2UUqR7Fy"})
+            );
+            assert_eq!(usage.map(|u| u.input_tokens), Some(1200));
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(
+        assemble([fixture("truncated").as_slice()]),
+        Err(AggregateError::Truncated)
+    );
+}
+
+/// Every two-piece split of every stream assembles the same body.
+#[test]
+fn whole_reply_split_at_every_offset_is_identical() {
+    for name in WHOLE_CASES {
+        let bytes = fixture(name);
+        let expected = assembled_bytes(name, [bytes.as_slice()]);
+        for cut in 0..=bytes.len() {
+            let (a, b) = bytes.split_at(cut);
+            assert!(
+                assembled_bytes(name, [a, b]) == expected,
+                "{name} split at {cut}"
+            );
+        }
+        let by_byte = assembled_bytes(name, bytes.chunks(1));
+        assert!(by_byte == expected, "{name} byte by byte");
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(256))]
+
+    /// Random multi-piece splits assemble the same body.
+    #[test]
+    fn whole_reply_random_splits_are_identical(
+        case in 0..WHOLE_CASES.len(),
+        cuts in proptest::collection::vec(any::<prop::sample::Index>(), 0..40),
+    ) {
+        let name = WHOLE_CASES[case];
+        let bytes = fixture(name);
+        let expected = assembled_bytes(name, [bytes.as_slice()]);
+        let mut offsets: Vec<usize> = cuts.iter().map(|i| i.index(bytes.len() + 1)).collect();
+        offsets.sort_unstable();
+        let mut pieces = Vec::new();
+        let mut start = 0;
+        for o in offsets {
+            pieces.push(&bytes[start..o]);
+            start = o;
+        }
+        pieces.push(&bytes[start..]);
+        prop_assert_eq!(assembled_bytes(name, pieces), expected, "{}", name);
     }
 }

@@ -10,6 +10,13 @@
 //! gateway and the mock: a two-turn tool conversation on a reasoning GPT model, streamed and not;
 //! the upstream request bodies of both turns are snapshotted
 //! (`golden_responses__round_trip__<case>.snap`).
+//!
+//! Non-streaming clients are served from the same streams, assembled by
+//! `translate::aggregate`: the assembled body must be byte for byte the response object of the
+//! terminal event (what the non-streaming API answers, and what the gateway relayed unchanged
+//! before), also when that event's `output` is empty (`empty_terminal_output`: rebuilt from
+//! the `output_item.done` events); the chat reply built from it must be the chat reply built
+//! from that object (`golden_responses__<case>_whole_chat.snap`), usage included.
 
 // Test helpers panic on purpose: a failed setup step is a failed test.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -17,8 +24,12 @@
 mod common;
 
 use droid2api::sse::Decoder;
+use droid2api::translate::aggregate::{
+    AggregateError, Aggregated, Assembler, DEFAULT_CAP, StreamFormat,
+};
 use droid2api::translate::chat::ChatChunks;
-use droid2api::translate::responses_chat::ResponsesToChat;
+use droid2api::translate::responses_chat::{ResponsesToChat, responses_to_chat_response};
+use droid2api::usage::{self, WireFormat};
 use proptest::prelude::*;
 use serde_json::Value;
 
@@ -108,6 +119,12 @@ const CASES: &[Case] = &[
         name: "arguments_delta_and_done",
         sse: fixture!("arguments_delta_and_done"),
         include_usage: false,
+        failure: None,
+    },
+    Case {
+        name: "empty_terminal_output",
+        sse: fixture!("empty_terminal_output"),
+        include_usage: true,
         failure: None,
     },
 ];
@@ -324,6 +341,7 @@ every_split! {
     splits_truncated => "truncated",
     splits_max_output_tokens => "max_output_tokens",
     splits_arguments_delta_and_done => "arguments_delta_and_done",
+    splits_empty_terminal_output => "empty_terminal_output",
 }
 
 proptest! {
@@ -441,14 +459,6 @@ mod round_trip {
         ]
     }
 
-    /// Turn 1 whole.
-    fn turn1_json() -> Value {
-        json!({"id": "resp_turn1", "object": "response", "created_at": 1_764_158_400,
-               "status": "completed", "model": "gpt-think",
-               "output": [reasoning_item(), call_item("completed", "{\"path\":\"a.txt\"}")],
-               "usage": usage()})
-    }
-
     fn conversation(model: &str, stream: bool, turn2: bool) -> Value {
         let mut messages = vec![json!({"role": "user", "content": "What is in a.txt?"})];
         if turn2 {
@@ -474,12 +484,9 @@ mod round_trip {
     /// Runs turn 1 (scripted) and turn 2 (the mock's default text reply) and returns the client
     /// text of turn 1 and both upstream bodies.
     async fn two_turns(gw: &Gateway, mock: &MockUpstream, stream: bool) -> (String, Vec<Value>) {
-        let reply = if stream {
-            Reply::sse(turn1_events())
-        } else {
-            Reply::json(200, turn1_json())
-        };
-        mock.push_rule(Rule::new(reply).path(O_PATH).once());
+        // The upstream call streams whether or not the client does (a whole answer is
+        // assembled by the gateway).
+        mock.push_rule(Rule::new(Reply::sse(turn1_events())).path(O_PATH).once());
         let (status, _, body) = post(
             &gw.url(CHAT),
             &conversation("gpt-think", stream, false),
@@ -564,11 +571,7 @@ mod round_trip {
     async fn refused_reasoning_items_are_dropped_so_the_retry_works() {
         let mock = MockUpstream::start().await;
         let gw = start(&mock).await;
-        mock.push_rule(
-            Rule::new(Reply::json(200, turn1_json()))
-                .path(O_PATH)
-                .once(),
-        );
+        mock.push_rule(Rule::new(Reply::sse(turn1_events())).path(O_PATH).once());
         let (status, _, _) =
             post(&gw.url(CHAT), &conversation("gpt-think", false, false), &[]).await;
         assert_eq!(status, 200);
@@ -608,11 +611,7 @@ mod round_trip {
     async fn other_upstream_errors_keep_the_cached_items() {
         let mock = MockUpstream::start().await;
         let gw = start(&mock).await;
-        mock.push_rule(
-            Rule::new(Reply::json(200, turn1_json()))
-                .path(O_PATH)
-                .once(),
-        );
+        mock.push_rule(Rule::new(Reply::sse(turn1_events())).path(O_PATH).once());
         post(&gw.url(CHAT), &conversation("gpt-think", false, false), &[]).await;
         mock.push_rule(
             Rule::new(Reply::openai_error(
@@ -637,11 +636,7 @@ mod round_trip {
         let mock = MockUpstream::start().await;
         let gw = start(&mock).await;
         // Turn 1 on the reasoning model fills the cache; turn 2 goes to a model that does not reason.
-        mock.push_rule(
-            Rule::new(Reply::json(200, turn1_json()))
-                .path(O_PATH)
-                .once(),
-        );
+        mock.push_rule(Rule::new(Reply::sse(turn1_events())).path(O_PATH).once());
         post(&gw.url(CHAT), &conversation("gpt-think", false, false), &[]).await;
         let (status, _, _) =
             post(&gw.url(CHAT), &conversation("gpt-plain", false, true), &[]).await;
@@ -673,5 +668,175 @@ mod round_trip {
         let (status, _, _) =
             post(&gw.url(CHAT), &conversation("gpt-think", false, false), &[]).await;
         assert_eq!(status, 200);
+    }
+}
+
+// ---- Non-streaming clients: the stream assembled into the whole reply ----------------------
+
+/// Cases that end with `response.completed` or `response.incomplete`, each with the fixture
+/// whose terminal event holds the non-streaming body.
+const WHOLE_CASES: [(&str, &str); 10] = [
+    ("plain_text", "plain_text"),
+    ("chinese_emoji", "chinese_emoji"),
+    ("parallel_tool_calls", "parallel_tool_calls"),
+    ("tool_call_no_arguments", "tool_call_no_arguments"),
+    ("tool_call_empty_arguments", "tool_call_empty_arguments"),
+    ("reasoning_then_tool_call", "reasoning_then_tool_call"),
+    ("usage_cached", "usage_cached"),
+    ("max_output_tokens", "max_output_tokens"),
+    ("arguments_delta_and_done", "arguments_delta_and_done"),
+    ("empty_terminal_output", "reasoning_then_tool_call"),
+];
+
+/// The raw text of the terminal event's `response` object: what the non-streaming API
+/// answers for the same response.
+fn non_stream_body(name: &str) -> &'static str {
+    let c = case(name);
+    let data = c
+        .sse
+        .lines()
+        .filter_map(|l| l.strip_prefix("data: "))
+        .find(|d| {
+            d.starts_with(r#"{"type":"response.completed""#)
+                || d.starts_with(r#"{"type":"response.incomplete""#)
+        })
+        .unwrap_or_else(|| panic!("{name}: no terminal event"));
+    let start = data.find(r#","response":"#).expect("response member") + r#","response":"#.len();
+    assert!(data.ends_with("}}"), "{name}: response is the last member");
+    &data[start..data.len() - 1]
+}
+
+fn assemble<'a>(pieces: impl IntoIterator<Item = &'a [u8]>) -> Result<Aggregated, AggregateError> {
+    let mut asm = Assembler::new(StreamFormat::Responses, DEFAULT_CAP);
+    for piece in pieces {
+        asm.feed(piece)?;
+    }
+    asm.finish()
+}
+
+fn assembled_bytes<'a>(name: &str, pieces: impl IntoIterator<Item = &'a [u8]>) -> Vec<u8> {
+    match assemble(pieces) {
+        Ok(Aggregated::Reply(v)) => serde_json::to_vec(&v).unwrap(),
+        other => panic!("{name}: not a reply: {other:?}"),
+    }
+}
+
+/// The pass-through answer: the assembled body is the non-streaming body, byte for byte.
+#[test]
+fn whole_reply_is_the_non_streaming_body() {
+    for (name, body_of) in WHOLE_CASES {
+        let got = assembled_bytes(name, [case(name).sse.as_bytes()]);
+        assert_eq!(
+            String::from_utf8(got).unwrap(),
+            non_stream_body(body_of),
+            "{name}"
+        );
+    }
+}
+
+/// The chat answer and the usage: the same from the assembled body as from the non-streaming
+/// body (cached and reasoning tokens included).
+#[test]
+fn whole_chat_reply_and_usage_match_the_non_streaming_ones() {
+    for (name, body_of) in WHOLE_CASES {
+        let assembled = assembled_bytes(name, [case(name).sse.as_bytes()]);
+        let body = non_stream_body(body_of).as_bytes();
+        let chat = |b: &[u8]| {
+            let v: Value = serde_json::from_slice(b).unwrap();
+            serde_json::to_string(
+                &responses_to_chat_response(&v, "gpt-client-name", 1_764_158_400).unwrap(),
+            )
+            .unwrap()
+        };
+        let chat_reply = chat(&assembled);
+        assert_eq!(chat_reply, chat(body), "{name}");
+        insta::assert_snapshot!(format!("{name}_whole_chat"), chat_reply);
+        assert_eq!(
+            usage::from_reply_bytes(WireFormat::Responses, &assembled),
+            usage::from_reply_bytes(WireFormat::Responses, body),
+            "{name}"
+        );
+    }
+    let u = usage::from_reply_bytes(
+        WireFormat::Responses,
+        &assembled_bytes("usage_cached", [case("usage_cached").sse.as_bytes()]),
+    )
+    .unwrap();
+    assert_eq!(
+        (
+            u.input_tokens,
+            u.cache_read_tokens,
+            u.output_tokens,
+            u.reasoning_tokens
+        ),
+        (86, 1920, 71, 64)
+    );
+}
+
+/// `response.failed` and an `error` event are answered as the chat route answers a failed
+/// response (status from the code, the OpenAI envelope); a stream cut short is no answer.
+#[test]
+fn whole_reply_of_failed_streams() {
+    for name in ["response_failed", "error_event"] {
+        match assemble([case(name).sse.as_bytes()]) {
+            Ok(Aggregated::Failed { failure, .. }) => {
+                assert_eq!(failure.status, 500, "{name}");
+                let body: Value = serde_json::from_slice(&failure.body).unwrap();
+                assert_eq!(body["error"]["type"], "server_error", "{name}");
+                assert_eq!(body["error"]["code"], "server_error", "{name}");
+                assert!(
+                    body["error"]["message"]
+                        .as_str()
+                        .is_some_and(|m| !m.is_empty())
+                );
+            }
+            other => panic!("{name}: {other:?}"),
+        }
+    }
+    assert_eq!(
+        assemble([case("truncated").sse.as_bytes()]),
+        Err(AggregateError::Truncated)
+    );
+}
+
+/// Every two-piece split assembles the same body (two of the smaller streams: every case is
+/// covered by the random splits below; assembling re-parses the large terminal objects, so
+/// every offset of every case would take minutes in a debug build).
+#[test]
+fn whole_reply_split_at_every_offset_is_identical() {
+    for name in ["tool_call_empty_arguments", "usage_cached"] {
+        let bytes = case(name).sse.as_bytes();
+        let expected = assembled_bytes(name, [bytes]);
+        for cut in 0..=bytes.len() {
+            let (a, b) = bytes.split_at(cut);
+            assert!(
+                assembled_bytes(name, [a, b]) == expected,
+                "{name} split at {cut}"
+            );
+        }
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(256))]
+
+    /// Random multi-piece splits assemble the same body.
+    #[test]
+    fn whole_reply_random_splits_are_identical(
+        which in 0..WHOLE_CASES.len(),
+        cuts in prop::collection::vec(any::<prop::sample::Index>(), 1..24),
+    ) {
+        let name = WHOLE_CASES[which].0;
+        let bytes = case(name).sse.as_bytes();
+        let mut at: Vec<usize> = cuts.iter().map(|i| i.index(bytes.len() + 1)).collect();
+        at.sort_unstable();
+        let mut pieces = Vec::with_capacity(at.len() + 1);
+        let mut start = 0;
+        for end in at {
+            pieces.push(&bytes[start..end]);
+            start = end;
+        }
+        pieces.push(&bytes[start..]);
+        prop_assert_eq!(assembled_bytes(name, pieces), assembled_bytes(name, [bytes]));
     }
 }

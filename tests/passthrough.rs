@@ -284,12 +284,13 @@ async fn reasoning_levels_on_every_route() {
     assert!(r.get("reasoning").is_none());
     assert!(c.get("reasoning_effort").is_none());
 
-    // Fixed levels: budgets 4096 / 12288 / 24576 and max_tokens raised by the rule; the
-    // non-streaming cap of 21,333 shrinks the high budget to fit.
+    // Fixed levels: budgets 4096 / 12288 / 24576 and max_tokens raised by the rule. A
+    // non-streaming request streams upstream too (the gateway assembles the answer), so
+    // Anthropic's non-streaming cap of 21,333 no longer cuts the high budget.
     for (level, budget, max) in [
         ("low", 4096, 7096),
         ("medium", 12288, 15288),
-        ("high", 20309, 21333),
+        ("high", 24576, 27576),
     ] {
         let (a, beta, r, c) = reasoning_round(level, false).await;
         assert_eq!(
@@ -310,7 +311,7 @@ async fn reasoning_levels_on_every_route() {
         );
         assert_eq!(c["reasoning_effort"], level, "{level}");
     }
-    // Streaming requests are not capped at 21,333.
+    // Streaming requests: the same.
     let (a, _, _, _) = reasoning_round("high", true).await;
     assert_eq!(
         a["thinking"],

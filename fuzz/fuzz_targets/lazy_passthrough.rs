@@ -37,8 +37,8 @@ fn lazy_outcome(r: Result<(Prepared, Vec<u8>), TranslateError>) -> (String, Valu
 
 fn flags(p: &Prepared) -> String {
     format!(
-        "stream={} beta={:?} drop={}",
-        p.stream, p.anthropic_beta, p.drop_usage_chunk
+        "stream={} aggregate={} beta={:?} drop={}",
+        p.stream, p.aggregate, p.anthropic_beta, p.drop_usage_chunk
     )
 }
 

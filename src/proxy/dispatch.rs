@@ -136,7 +136,8 @@ pub(super) async fn dispatch(
                 model: plan.model,
                 client: client_headers,
                 credential: &lease.secret,
-                stream: plan.prepared.stream,
+                // A whole answer assembled from a stream is a streamed call upstream.
+                stream: plan.prepared.stream || plan.prepared.aggregate,
                 anthropic_beta: plan.prepared.anthropic_beta.as_deref(),
                 user_agent: &settings.user_agent,
             }),

@@ -7,8 +7,10 @@ use std::time::Duration;
 use axum::body::Body;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::Response;
+use bytes::Bytes;
 use serde_json::Value;
 
+use super::aggregated::{self, Whole};
 use super::plan::{Plan, Shape};
 use super::stream::{self, RequestLog};
 use super::{ProxyInfo, Route, Scrub, relay, translated, unix_now, with_info};
@@ -93,6 +95,7 @@ pub(super) async fn respond(
         let chat = ChatAnswer {
             model,
             stream: plan.prepared.stream,
+            aggregate: plan.prepared.aggregate,
             from,
             client_model,
             include_usage,
@@ -125,7 +128,22 @@ pub(super) async fn respond(
         return Ok(out);
     }
 
-    let body = resp.bytes().await?;
+    let (body, content_type) = if plan.prepared.aggregate {
+        // The client asked for a whole answer; the upstream streamed it.
+        match aggregated::read(resp, plan.format, &scrub, log).await? {
+            Whole::Reply(v) => (
+                Bytes::from(serde_json::to_vec(&v).unwrap_or_default()),
+                None,
+            ),
+            Whole::Body(b) => (b, content_type),
+            Whole::Failed { status, body } => {
+                let headers = aggregated::as_json(&upstream_headers);
+                return Ok(respond_error(route, status, &headers, body, log));
+            }
+        }
+    } else {
+        (resp.bytes().await?, content_type)
+    };
     if route != Route::CountTokens
         && let Some(u) = usage::from_reply_bytes(plan.format, &body)
     {
@@ -163,6 +181,8 @@ pub(super) fn openai_error_response(status: u16, body: &[u8]) -> Response {
 struct ChatAnswer<'a> {
     model: &'a Model,
     stream: bool,
+    /// The upstream streams a whole answer the client asked for (assembled here).
+    aggregate: bool,
     from: ModelKind,
     client_model: String,
     include_usage: bool,
@@ -182,18 +202,38 @@ impl ChatAnswer<'_> {
         if self.stream {
             return Ok(self.stream(resp, upstream_headers, scrub, log).await);
         }
-        let body = resp.bytes().await?;
-        let v: Value = serde_json::from_slice(&body).map_err(|e| {
-            ApiError::new(
-                StatusCode::BAD_GATEWAY,
-                format!("the upstream answered with invalid JSON: {e}"),
-            )
-            .with_code("bad_upstream_response")
-        })?;
         let upstream_format = if self.from == ModelKind::Anthropic {
             WireFormat::Anthropic
         } else {
             WireFormat::Responses
+        };
+        let body = if self.aggregate {
+            match aggregated::read(resp, upstream_format, &scrub, log).await? {
+                Whole::Reply(v) => Ok(v),
+                Whole::Body(b) => Err(b),
+                Whole::Failed { status, body } => {
+                    let headers = aggregated::as_json(upstream_headers);
+                    return Ok(respond_error(
+                        Route::ChatCompletions,
+                        status,
+                        &headers,
+                        body,
+                        log,
+                    ));
+                }
+            }
+        } else {
+            Err(resp.bytes().await?)
+        };
+        let v: Value = match body {
+            Ok(v) => v,
+            Err(bytes) => serde_json::from_slice(&bytes).map_err(|e| {
+                ApiError::new(
+                    StatusCode::BAD_GATEWAY,
+                    format!("the upstream answered with invalid JSON: {e}"),
+                )
+                .with_code("bad_upstream_response")
+            })?,
         };
         if let Some(u) = usage::from_json(upstream_format, &v) {
             stream::count_tokens_metric(&self.model.id, &u);

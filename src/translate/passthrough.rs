@@ -10,6 +10,7 @@
 
 use serde_json::{Map, Value, json};
 
+use super::aggregate::stream_upstream;
 use super::reasoning::{self, anthropic_beta};
 use super::{Context, Prepared, TranslateError};
 use crate::config::Model;
@@ -71,6 +72,7 @@ pub fn prepare_messages(
         return Ok(Prepared {
             body: Value::Object(body),
             stream: false,
+            aggregate: false,
             anthropic_beta: client_beta
                 .map(str::to_string)
                 .filter(|b| !b.trim().is_empty()),
@@ -78,10 +80,14 @@ pub fn prepare_messages(
         });
     }
     let stream = stream_flag(&body);
-    let thinking_on = reasoning::apply_anthropic(&mut body, model, ctx.budgets, stream);
+    // A whole answer is assembled from a stream (`aggregate`): the thinking budget is then
+    // never cut to Anthropic's non-streaming limit.
+    let aggregate = stream_upstream(&mut body);
+    let thinking_on = reasoning::apply_anthropic(&mut body, model, ctx.budgets);
     Ok(Prepared {
         body: Value::Object(body),
         stream,
+        aggregate,
         anthropic_beta: anthropic_beta(client_beta, model.reasoning, thinking_on),
         drop_usage_chunk: false,
     })
@@ -104,8 +110,11 @@ pub fn prepare_responses(
         body.insert("instructions".into(), Value::String(instructions));
     }
     reasoning::apply_responses(&mut body, model.reasoning);
+    let stream = stream_flag(&body);
+    let aggregate = stream_upstream(&mut body);
     Ok(Prepared {
-        stream: stream_flag(&body),
+        stream,
+        aggregate,
         body: Value::Object(body),
         anthropic_beta: None,
         drop_usage_chunk: false,
@@ -152,6 +161,7 @@ pub fn prepare_common_chat(
     Ok(Prepared {
         body: Value::Object(body),
         stream,
+        aggregate: false,
         anthropic_beta: None,
         drop_usage_chunk,
     })

@@ -14,9 +14,6 @@ use crate::config::{Model, ReasoningBudgets, ReasoningLevel};
 /// The beta that lets Claude think between tool calls.
 pub const INTERLEAVED_THINKING_BETA: &str = "interleaved-thinking-2025-05-14";
 
-/// Anthropic requires streaming above this `max_tokens`; non-streaming requests are capped here.
-pub const NON_STREAMING_MAX_TOKENS: u64 = 21_333;
-
 /// Smallest thinking budget Anthropic accepts.
 pub const MIN_THINKING_BUDGET: u64 = 1024;
 
@@ -39,20 +36,18 @@ pub struct ThinkingPlan {
 }
 
 /// `translation.md` §5.3: raise `max_tokens` so the answer keeps room next to the thinking
-/// budget, cap it by the model (and by 21,333 for non-streaming requests), and shrink the budget
-/// to stay below `max_tokens`; a budget under 1024 drops thinking.
+/// budget, cap it by the model, and shrink the budget to stay below `max_tokens`; a budget
+/// under 1024 drops thinking.
+///
+/// Anthropic refuses `max_tokens` above 21,333 on a non-streaming call; the gateway's Messages
+/// calls always stream (a non-streaming client's answer is assembled by
+/// [`super::aggregate`]), so that limit never cuts the budget.
 pub fn max_tokens_rule(
     budget: u64,
     requested: Option<u64>,
     default_answer: u64,
     cap: u64,
-    stream: bool,
 ) -> ThinkingPlan {
-    let cap = if stream {
-        cap
-    } else {
-        cap.min(NON_STREAMING_MAX_TOKENS)
-    };
     let m = requested.unwrap_or(default_answer).max(1);
     let max_tokens = if m > budget + 1024 {
         m.min(cap)
@@ -100,7 +95,6 @@ pub fn apply_anthropic(
     body: &mut Map<String, Value>,
     model: &Model,
     budgets: ReasoningBudgets,
-    stream: bool,
 ) -> bool {
     let requested = body.get("max_tokens").and_then(Value::as_u64);
     match model.reasoning {
@@ -124,7 +118,6 @@ pub fn apply_anthropic(
                 requested,
                 model.default_max_tokens as u64,
                 model.max_output_tokens as u64,
-                stream,
             );
             match plan.budget {
                 Some(b) => {
@@ -215,7 +208,7 @@ mod tests {
     fn rule_raises_max_tokens_to_leave_room_for_the_answer() {
         // Client asked 4096 with a 4096 budget: raised to budget + answer.
         assert_eq!(
-            max_tokens_rule(4096, Some(4096), 4096, 64_000, true),
+            max_tokens_rule(4096, Some(4096), 4096, 64_000),
             ThinkingPlan {
                 max_tokens: 8192,
                 budget: Some(4096)
@@ -223,7 +216,7 @@ mod tests {
         );
         // Client already left room.
         assert_eq!(
-            max_tokens_rule(4096, Some(20_000), 4096, 64_000, true),
+            max_tokens_rule(4096, Some(20_000), 4096, 64_000),
             ThinkingPlan {
                 max_tokens: 20_000,
                 budget: Some(4096)
@@ -231,7 +224,7 @@ mod tests {
         );
         // Default answer when the client gave none.
         assert_eq!(
-            max_tokens_rule(12_288, None, 4096, 64_000, true),
+            max_tokens_rule(12_288, None, 4096, 64_000),
             ThinkingPlan {
                 max_tokens: 16_384,
                 budget: Some(12_288)
@@ -240,29 +233,30 @@ mod tests {
     }
 
     #[test]
-    fn rule_caps_by_model_and_non_streaming_limit() {
-        // Streaming: capped by the model at 64000? 24576 + 4096 = 28672 < 64000.
+    fn rule_caps_by_the_model_only() {
+        // 24576 + 4096 = 28672 < 64000: the whole "high" budget, never cut to the 21,333 that
+        // Anthropic allows a non-streaming call (the gateway's calls always stream).
         assert_eq!(
-            max_tokens_rule(24_576, None, 4096, 64_000, true),
+            max_tokens_rule(24_576, None, 4096, 64_000),
             ThinkingPlan {
                 max_tokens: 28_672,
                 budget: Some(24_576)
             }
         );
-        // Non-streaming: capped at 21,333 and the budget shrinks to fit.
+        // Client asked more than the model allows: capped by the model.
         assert_eq!(
-            max_tokens_rule(24_576, None, 4096, 64_000, false),
+            max_tokens_rule(4096, Some(100_000), 4096, 64_000),
             ThinkingPlan {
-                max_tokens: 21_333,
-                budget: Some(20_309)
+                max_tokens: 64_000,
+                budget: Some(4096)
             }
         );
-        // Client asked more than the cap.
+        // The model's cap shrinks the budget to fit.
         assert_eq!(
-            max_tokens_rule(4096, Some(100_000), 4096, 64_000, false),
+            max_tokens_rule(24_576, None, 4096, 20_000),
             ThinkingPlan {
-                max_tokens: 21_333,
-                budget: Some(4096)
+                max_tokens: 20_000,
+                budget: Some(18_976)
             }
         );
     }
@@ -270,14 +264,14 @@ mod tests {
     #[test]
     fn rule_drops_thinking_when_the_budget_cannot_reach_1024() {
         assert_eq!(
-            max_tokens_rule(4096, Some(100), 4096, 2000, true),
+            max_tokens_rule(4096, Some(100), 4096, 2000),
             ThinkingPlan {
                 max_tokens: 2000,
                 budget: None
             }
         );
         assert_eq!(
-            max_tokens_rule(4096, Some(10), 4096, 2048, true),
+            max_tokens_rule(4096, Some(10), 4096, 2048),
             ThinkingPlan {
                 max_tokens: 2048,
                 budget: Some(1024)
@@ -329,12 +323,29 @@ mod tests {
         assert!(apply_anthropic(
             &mut body,
             &model(ReasoningLevel::Low),
-            ReasoningBudgets::default(),
-            true
+            ReasoningBudgets::default()
         ));
         assert_eq!(
             Value::Object(body),
             json!({"max_tokens": 5096, "thinking": {"type": "enabled", "budget_tokens": 4096}})
+        );
+    }
+
+    #[test]
+    fn high_level_gets_its_whole_budget_without_a_client_stream() {
+        // A client that did not ask for a stream: the call streams upstream all the same, so
+        // "high" keeps 24,576 tokens of thinking and max_tokens 28,672 (before: 20,309 and
+        // 21,333).
+        let mut body = json!({"stream": false}).as_object().cloned().unwrap();
+        assert!(apply_anthropic(
+            &mut body,
+            &model(ReasoningLevel::High),
+            ReasoningBudgets::default()
+        ));
+        assert_eq!(body["max_tokens"], 28_672);
+        assert_eq!(
+            body["thinking"],
+            json!({"type": "enabled", "budget_tokens": 24_576})
         );
     }
 
@@ -358,16 +369,14 @@ mod tests {
         assert!(!apply_anthropic(
             &mut body,
             &model(ReasoningLevel::Auto),
-            ReasoningBudgets::default(),
-            false
+            ReasoningBudgets::default()
         ));
         assert_eq!(Value::Object(body), client);
         let mut body = client.as_object().cloned().unwrap();
         assert!(!apply_anthropic(
             &mut body,
             &model(ReasoningLevel::Off),
-            ReasoningBudgets::default(),
-            false
+            ReasoningBudgets::default()
         ));
         assert_eq!(
             Value::Object(body),
@@ -378,7 +387,6 @@ mod tests {
             &mut body,
             &model(ReasoningLevel::Auto),
             ReasoningBudgets::default(),
-            false,
         );
         assert_eq!(body["max_tokens"], 4096);
     }

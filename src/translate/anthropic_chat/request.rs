@@ -100,10 +100,9 @@ pub fn chat_to_anthropic(
     };
 
     let requested = max_tokens_requested(&req)?;
-    let mut cap = u64::from(model.max_output_tokens);
-    if !streaming {
-        cap = cap.min(reasoning::NON_STREAMING_MAX_TOKENS);
-    }
+    // The upstream call always streams (a whole answer is assembled by the gateway), so
+    // Anthropic's non-streaming `max_tokens` limit never applies.
+    let cap = u64::from(model.max_output_tokens);
     let plain_max = requested
         .unwrap_or(u64::from(model.default_max_tokens))
         .min(cap)
@@ -145,9 +144,7 @@ pub fn chat_to_anthropic(
             json!({"format": {"type": "json_schema", "schema": schema}}),
         );
     }
-    if let Some(s) = stream {
-        out.insert("stream".into(), Value::Bool(s));
-    }
+    out.insert("stream".into(), Value::Bool(true));
 
     // Thinking (§5).
     let level = model.reasoning;
@@ -155,11 +152,11 @@ pub fn chat_to_anthropic(
         ReasoningLevel::Low | ReasoningLevel::Medium | ReasoningLevel::High
             if !thinking_blocked =>
         {
-            reasoning::apply_anthropic(&mut out, model, ctx.budgets, streaming)
+            reasoning::apply_anthropic(&mut out, model, ctx.budgets)
         }
-        ReasoningLevel::Auto if !thinking_blocked => auto_thinking(
-            &mut req, &mut out, model, ctx, requested, streaming, plain_max,
-        )?,
+        ReasoningLevel::Auto if !thinking_blocked => {
+            auto_thinking(&mut req, &mut out, model, ctx, requested, plain_max)?
+        }
         ReasoningLevel::Auto => {
             // Still reject a bad value even though thinking is dropped.
             effort_budget(&req, ctx)?;
@@ -192,6 +189,7 @@ pub fn chat_to_anthropic(
     Ok(Prepared {
         body: Value::Object(reorder(out)),
         stream: streaming,
+        aggregate: !streaming,
         anthropic_beta,
         drop_usage_chunk: false,
     })
@@ -261,7 +259,6 @@ fn auto_thinking(
     model: &Model,
     ctx: &Context<'_>,
     requested: Option<u64>,
-    stream: bool,
     plain_max: u64,
 ) -> Result<bool, TranslateError> {
     if present(req, "reasoning_effort").is_some() {
@@ -273,7 +270,6 @@ fn auto_thinking(
             requested,
             u64::from(model.default_max_tokens),
             u64::from(model.max_output_tokens),
-            stream,
         );
         return Ok(match plan.budget {
             Some(b) => {

@@ -140,7 +140,7 @@ fn untouched_fields_are_forwarded_as_sent() {
     .unwrap();
     assert_eq!(
         String::from_utf8(body).unwrap(),
-        r#"{"messages":[ {"role":"user","content":"caf\u00e9 1.50"} ],"n":1.50e0,"model":"upstream-model-id","max_tokens":4096}"#
+        r#"{"messages":[ {"role":"user","content":"caf\u00e9 1.50"} ],"n":1.50e0,"model":"upstream-model-id","stream":true,"max_tokens":4096}"#
     );
 }
 

@@ -122,9 +122,8 @@ pub fn chat_to_responses_with(
         Some(Value::Bool(b)) => Some(*b),
         Some(_) => return Err(err("stream", "expected a boolean")),
     };
-    if let Some(s) = stream {
-        out.insert("stream".into(), Value::Bool(s));
-    }
+    // The upstream call always streams; a whole answer is assembled by the gateway.
+    out.insert("stream".into(), Value::Bool(true));
 
     let requested = match token_count(&chat, "max_completion_tokens")? {
         Some(n) => Some(n),
@@ -189,6 +188,7 @@ pub fn chat_to_responses_with(
         prepared: Prepared {
             body: Value::Object(out),
             stream: stream.unwrap_or(false),
+            aggregate: stream != Some(true),
             anthropic_beta: None,
             drop_usage_chunk: false,
         },

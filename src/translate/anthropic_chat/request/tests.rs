@@ -396,7 +396,8 @@ fn row16_temperature_and_top_p() {
 }
 
 /// §1.2 max_tokens: max_completion_tokens first, then max_tokens, then the model default;
-/// capped by the model and, without streaming, by 21,333.
+/// capped by the model; the upstream call always streams, so Anthropic's non-streaming limit
+/// of 21,333 never applies.
 #[test]
 fn max_tokens_rules() {
     let m = |extra: Value| {
@@ -416,7 +417,8 @@ fn max_tokens_rules() {
         m(json!({"max_completion_tokens": null, "max_tokens": 300})),
         300
     );
-    assert_eq!(m(json!({"max_tokens": 50_000})), 21_333);
+    assert_eq!(m(json!({"max_tokens": 50_000})), 50_000);
+    assert_eq!(m(json!({"max_tokens": 90_000})), 64_000);
     assert_eq!(m(json!({"max_tokens": 50_000, "stream": true})), 50_000);
     assert_eq!(m(json!({"max_tokens": 90_000, "stream": true})), 64_000);
     assert_eq!(m(json!({"max_tokens": 100.0})), 100);
@@ -453,17 +455,20 @@ fn fixed_level_thinking() {
         Some("a-beta, interleaved-thinking-2025-05-14")
     );
 
-    // High without streaming: capped at 21,333, the budget shrinks to fit.
+    // High without a client stream: the call streams upstream and is aggregated, so the
+    // whole budget is kept (it used to be cut to 20,309 under a 21,333 cap).
     let p = prepare(
         json!({"messages": [user("x")], "tool_choice": {"type": "function", "function": {"name": "get_weather"}}, "tools": [weather_tool()]}),
         ReasoningLevel::High,
         None,
     );
-    assert_eq!(p.body["max_tokens"], 21_333);
+    assert_eq!(p.body["max_tokens"], 28_672);
     assert_eq!(
         p.body["thinking"],
-        json!({"type": "enabled", "budget_tokens": 20_309})
+        json!({"type": "enabled", "budget_tokens": 24_576})
     );
+    assert_eq!(p.body["stream"], true);
+    assert!(!p.stream && p.aggregate);
     assert_eq!(p.body["tool_choice"], json!({"type": "auto"}));
     assert_eq!(p.anthropic_beta.as_deref(), Some(INTERLEAVED_THINKING_BETA));
 
@@ -531,7 +536,7 @@ fn off_level_removes_thinking_and_its_beta() {
     );
     assert_eq!(
         p.body,
-        json!({"model": MODEL_ID, "max_tokens": 4096, "messages": [{"role": "user", "content": [{"type": "text", "text": "x"}]}], "temperature": 0.4})
+        json!({"model": MODEL_ID, "max_tokens": 4096, "messages": [{"role": "user", "content": [{"type": "text", "text": "x"}]}], "temperature": 0.4, "stream": true})
     );
     assert_eq!(p.anthropic_beta.as_deref(), Some("other"));
 }
@@ -592,14 +597,7 @@ fn auto_level_reasoning_effort() {
             None
         )
     );
-    assert_eq!(
-        think("xhigh", false),
-        (
-            json!(21_333),
-            Some(json!({"type": "enabled", "budget_tokens": 20_309})),
-            None
-        )
-    );
+    assert_eq!(think("xhigh", false), think("xhigh", true));
     let e = fail(json!({"messages": [user("x")], "reasoning_effort": "max"}));
     assert_eq!(e.param, "reasoning_effort");
 
@@ -663,7 +661,7 @@ fn auto_level_copies_client_thinking() {
         ReasoningLevel::Auto,
         None,
     );
-    assert_eq!(p.body["max_tokens"], 21_333);
+    assert_eq!(p.body["max_tokens"], 64_000);
     let p = prepare(
         json!({"messages": [user("x")], "thinking": {"type": "disabled"}, "temperature": 0.1}),
         ReasoningLevel::Auto,
@@ -901,7 +899,8 @@ fn unsupported_request_fields() {
     );
 }
 
-/// §1.2 drops: OpenAI-only fields never reach Anthropic; stream is copied, stream_options not.
+/// §1.2 drops: OpenAI-only fields never reach Anthropic; the upstream call always streams
+/// (`aggregate` says whether the client's answer is assembled), stream_options is dropped.
 #[test]
 fn dropped_fields_and_stream_flag() {
     let out = translate(
@@ -912,15 +911,17 @@ fn dropped_fields_and_stream_flag() {
     );
     assert_eq!(
         out,
-        json!({"model": MODEL_ID, "max_tokens": 4096, "messages": [{"role": "user", "content": [{"type": "text", "text": "x"}]}], "stream": false})
+        json!({"model": MODEL_ID, "max_tokens": 4096, "messages": [{"role": "user", "content": [{"type": "text", "text": "x"}]}], "stream": true})
     );
-    assert!(
-        translate(json!({"messages": [user("x")]}))
-            .get("stream")
-            .is_none()
-    );
+    assert_eq!(translate(json!({"messages": [user("x")]}))["stream"], true);
     let p = prepare(json!({"messages": [user("x")]}), ReasoningLevel::Auto, None);
-    assert!(!p.stream);
+    assert!(!p.stream && p.aggregate);
+    let p = prepare(
+        json!({"messages": [user("x")], "stream": true}),
+        ReasoningLevel::Auto,
+        None,
+    );
+    assert!(p.stream && !p.aggregate);
 }
 
 #[test]

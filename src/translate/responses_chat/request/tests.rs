@@ -146,21 +146,22 @@ fn output_body_shape_and_key_order() {
         body.to_string(),
         json!({"model":"gpt-5-2025-08-07","instructions":PROMPT,
             "input":[{"type":"message","role":"user","content":[{"type":"input_text","text":"hi"}]}],
-            "store":false,"stream":false,"temperature":0.2,"top_p":0.9,"parallel_tool_calls":false,
+            "store":false,"stream":true,"temperature":0.2,"top_p":0.9,"parallel_tool_calls":false,
             "user":"u-1","metadata":{"k":"v"},"prompt_cache_key":"pck","safety_identifier":"sid"})
         .to_string()
     );
-    // No stream flag from the client: none upstream, and Prepared says non-streaming.
+    // No stream flag from the client: the call streams upstream all the same and Prepared
+    // says the client's answer is assembled (aggregate), not streamed.
     let p = chat_to_responses(
         json!({"messages": [user("hi")]}),
         &model(ReasoningLevel::Auto),
         &ctx(""),
     )
     .unwrap();
-    assert!(!p.stream);
+    assert!(!p.stream && p.aggregate);
     assert_eq!(
         p.body,
-        json!({"model":"gpt-5-2025-08-07","input":[{"type":"message","role":"user","content":[{"type":"input_text","text":"hi"}]}],"store":false})
+        json!({"model":"gpt-5-2025-08-07","input":[{"type":"message","role":"user","content":[{"type":"input_text","text":"hi"}]}],"store":false,"stream":true})
     );
 }
 
