@@ -38,6 +38,7 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::Response;
 
 use crate::app::App;
+use crate::credentials::pool::Conversation;
 use crate::credentials::{CascadeError, Scrubber};
 use crate::error::{ApiError, Envelope};
 use crate::inbound::clients::Client;
@@ -251,16 +252,24 @@ fn with_info(mut resp: Response, log: &RequestLog) -> Response {
     resp
 }
 
-/// Parse → plan → dispatch → respond.
-async fn run(
-    app: &App,
+/// A planned request: what the dispatch needs besides the request's headers.
+struct Planned<'a> {
+    plan: plan::Plan<'a>,
+    /// The conversation it belongs to, for a sticky key (contract §14).
+    conversation: Option<Conversation>,
+}
+
+/// Read → parse → plan, with no credential and no upstream: the model, the translation, the
+/// conversation identity and the client key's model allow-list (contract §13: 403
+/// `model_not_allowed`).
+async fn prepare<'a>(
+    app: &'a App,
     route: Route,
     headers: &HeaderMap,
     query: Option<String>,
     body: Body,
-    scrub: &mut Scrub,
     log: &mut RequestLog,
-) -> Result<Response, ApiError> {
+) -> Result<Planned<'a>, ApiError> {
     let bytes = body::read_body(body, headers).await?;
     let max_values = app.settings.limits.max_json_values;
     let settings = &app.settings;
@@ -332,6 +341,20 @@ async fn run(
         .with_param("model")
         .with_code("model_not_allowed"));
     }
+    Ok(Planned { plan, conversation })
+}
+
+/// Plan → dispatch (lease, send, fail over) → respond.
+async fn run(
+    app: &App,
+    route: Route,
+    headers: &HeaderMap,
+    query: Option<String>,
+    body: Body,
+    scrub: &mut Scrub,
+    log: &mut RequestLog,
+) -> Result<Response, ApiError> {
+    let Planned { plan, conversation } = prepare(app, route, headers, query, body, log).await?;
     // A request authenticated by a client key never passes that key upstream (level 5 is only
     // for a gateway without client authentication).
     let client_cred = if log.client_key.is_some() {
@@ -351,7 +374,7 @@ async fn run(
     )
     .await;
     scrub.extra.extend(used);
-    let keepalive = std::time::Duration::from_secs(settings.timing.sse_keepalive_s);
+    let keepalive = std::time::Duration::from_secs(app.settings.timing.sse_keepalive_s);
     match answer? {
         dispatch::Answer::Ok(resp) => {
             log.upstream_status = Some(resp.status().as_u16());

@@ -250,7 +250,7 @@ async fn run(ctx: Ctx, scenarios: &[Scenario], gws: &[Gw], mut info: RunInfo) ->
         let start = MockStart {
             delay_ms: 0,
             stream_deltas: ctx.preset.deltas,
-            stream_interval_ms: ctx.preset.interval_ms,
+            stream_interval_ms: sc.upstream_interval_ms(ctx.preset.interval_ms),
         };
         let results =
             match procs::start_mock(&ctx.mock_bin, ctx.placement.rig.as_deref(), &dir, start).await

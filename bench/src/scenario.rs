@@ -77,6 +77,17 @@ impl Scenario {
     pub fn streaming(&self) -> bool {
         matches!(self.kind, Kind::Streams(_) | Kind::ManyStreams(_))
     }
+
+    /// The pace of the mock's stream events: a non-streaming scenario models an upstream that
+    /// answers whole, so when the gateway asks it to stream (non-streaming clients are served
+    /// from a streamed upstream call since issue 13) its events come at once.
+    pub fn upstream_interval_ms(&self, stream_interval_ms: u64) -> u64 {
+        if self.streaming() {
+            stream_interval_ms
+        } else {
+            0
+        }
+    }
 }
 
 pub const SCENARIOS: &[Scenario] = &[
@@ -256,8 +267,8 @@ pub async fn run_one(ctx: &Ctx, sc: &Scenario, gw: &Gw, mock: &Proc) -> GatewayR
         return res;
     }
     let p = &ctx.preset;
-    let shape =
-        json!({"delay_ms": 0, "stream_deltas": p.deltas, "stream_interval_ms": p.interval_ms});
+    let shape = json!({"delay_ms": 0, "stream_deltas": p.deltas,
+                       "stream_interval_ms": sc.upstream_interval_ms(p.interval_ms)});
     if let Err(e) = mock_set(mock.addr, shape).await {
         res.error = Some(e);
         return res;

@@ -134,8 +134,43 @@ struct Block {
 
 #[derive(Debug, Default)]
 struct ResponsesState {
-    /// `response.output_item.done` items by `output_index`.
-    items: BTreeMap<u64, Value>,
+    /// `response.output_item.done` event data, as received: parsed only when the terminal
+    /// event's `output` is empty (it normally repeats every item).
+    items: Vec<String>,
+}
+
+/// The Responses events the assembly reads; the others (the deltas, the parts and texts the
+/// terminal event repeats) are skipped unparsed when their `event:` name says what they are.
+const RESPONSES_USED: [&str; 5] = [
+    "response.output_item.done",
+    "response.completed",
+    "response.incomplete",
+    "response.failed",
+    "error",
+];
+
+/// A `content_block_delta` event, read without building a JSON tree (the bulk of an Anthropic
+/// stream).
+#[derive(serde::Deserialize)]
+struct BlockDelta<'a> {
+    #[serde(default)]
+    index: u64,
+    #[serde(borrow)]
+    delta: Option<DeltaBody<'a>>,
+}
+
+#[derive(serde::Deserialize)]
+struct DeltaBody<'a> {
+    #[serde(rename = "type", borrow, default)]
+    kind: std::borrow::Cow<'a, str>,
+    #[serde(borrow, default)]
+    text: Option<std::borrow::Cow<'a, str>>,
+    #[serde(borrow, default)]
+    thinking: Option<std::borrow::Cow<'a, str>>,
+    #[serde(borrow, default)]
+    signature: Option<std::borrow::Cow<'a, str>>,
+    #[serde(borrow, default)]
+    partial_json: Option<std::borrow::Cow<'a, str>>,
 }
 
 fn event_type<'a>(ev: &'a Event, json: &'a Value) -> &'a str {
@@ -188,6 +223,26 @@ impl Aggregator {
         if self.done.is_some() || ev.data.is_empty() {
             return Ok(());
         }
+        match (self.format, ev.event.as_deref()) {
+            (StreamFormat::Responses, Some(name)) if !RESPONSES_USED.contains(&name) => {
+                return Ok(());
+            }
+            (StreamFormat::Responses, Some("response.output_item.done")) => {
+                self.hold(ev.data.len())?;
+                self.responses.items.push(ev.data.clone());
+                return Ok(());
+            }
+            (StreamFormat::Anthropic, Some("content_block_delta")) => {
+                if let Ok(d) = serde_json::from_str::<BlockDelta<'_>>(&ev.data)
+                    && let Some(body) = &d.delta
+                    && body.kind != "citations_delta"
+                {
+                    return self.on_text_delta(d.index, body);
+                }
+                // A citation (kept as JSON) or a shape the typed read refuses: the tree below.
+            }
+            _ => {}
+        }
         let json: Value = match serde_json::from_str(&ev.data) {
             Ok(v) => v,
             // A keep-alive of an unknown shape is ignored; anything else is broken.
@@ -198,6 +253,31 @@ impl Aggregator {
             StreamFormat::Anthropic => self.on_anthropic(ev, json),
             StreamFormat::Responses => self.on_responses(ev, json),
         }
+    }
+
+    /// A text, thinking, signature or tool-input delta read by [`BlockDelta`] (the same
+    /// effect as the tree path of [`Self::on_anthropic`]).
+    fn on_text_delta(&mut self, index: u64, delta: &DeltaBody<'_>) -> Result<(), AggregateError> {
+        let (key, piece) = match delta.kind.as_ref() {
+            "text_delta" => ("text", delta.text.as_deref()),
+            "thinking_delta" => ("thinking", delta.thinking.as_deref()),
+            "signature_delta" => ("signature", delta.signature.as_deref()),
+            "input_json_delta" => ("", delta.partial_json.as_deref()),
+            _ => return Ok(()),
+        };
+        let piece = piece.unwrap_or("");
+        self.hold(piece.len())?;
+        let Some(block) = self.anthropic.blocks.get_mut(&index) else {
+            return Err(AggregateError::Malformed(
+                "a delta for a block never started",
+            ));
+        };
+        if key.is_empty() {
+            block.json.get_or_insert_default().push_str(piece);
+        } else {
+            append(&mut block.value, key, piece);
+        }
+        Ok(())
     }
 
     fn on_anthropic(&mut self, ev: &Event, mut json: Value) -> Result<(), AggregateError> {
@@ -362,19 +442,7 @@ impl Aggregator {
         match kind.as_str() {
             "response.output_item.done" => {
                 self.hold(ev.data.len())?;
-                // Without an index the item goes after the last one.
-                let next = self
-                    .responses
-                    .items
-                    .last_key_value()
-                    .map_or(0, |(k, _)| k.saturating_add(1));
-                let index = json
-                    .get("output_index")
-                    .and_then(Value::as_u64)
-                    .unwrap_or(next);
-                if let Some(item) = json.get_mut("item").map(Value::take) {
-                    self.responses.items.insert(index, item);
-                }
+                self.responses.items.push(ev.data.clone());
             }
             "response.completed" | "response.incomplete" | "response.failed" => {
                 self.hold(ev.data.len())?;
@@ -389,8 +457,8 @@ impl Aggregator {
                     .and_then(Value::as_array)
                     .is_none_or(Vec::is_empty);
                 if empty && !self.responses.items.is_empty() {
-                    let items = std::mem::take(&mut self.responses.items);
-                    response.insert("output".into(), Value::Array(items.into_values().collect()));
+                    let items = output_items(std::mem::take(&mut self.responses.items))?;
+                    response.insert("output".into(), Value::Array(items));
                 }
                 let response = Value::Object(response);
                 self.done = Some(if kind == "response.failed" {
@@ -433,6 +501,27 @@ impl Aggregator {
             (None, StreamFormat::Responses) => None,
         }
     }
+}
+
+/// The `item`s of `response.output_item.done` events in `output_index` order (an event without
+/// an index goes after the last one seen).
+fn output_items(events: Vec<String>) -> Result<Vec<Value>, AggregateError> {
+    let mut items = BTreeMap::new();
+    for data in events {
+        let mut json: Value = serde_json::from_str(&data)
+            .map_err(|_| AggregateError::Malformed("an event whose data is not JSON"))?;
+        let next = items
+            .last_key_value()
+            .map_or(0, |(k, _): (&u64, _)| k.saturating_add(1));
+        let index = json
+            .get("output_index")
+            .and_then(Value::as_u64)
+            .unwrap_or(next);
+        if let Some(item) = json.get_mut("item").map(Value::take) {
+            items.insert(index, item);
+        }
+    }
+    Ok(items.into_values().collect())
 }
 
 impl Block {

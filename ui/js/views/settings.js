@@ -39,7 +39,13 @@ export function mount(root) {
   const save = h('button', { type: 'submit', class: 'btn btn-primary', 'data-testid': 'config-save' }, t('settings.save'));
   const reset = h('button', { type: 'button', class: 'btn btn-danger' }, t('settings.reset'));
   const formError = h('p', { class: 'form-error', role: 'alert', hidden: true });
-  root.append(h('h1', null, t('nav.settings')), h('p', { class: 'muted' }, t('settings.hint')), form);
+  // How requests are served, beside the settings that change it (README "Endpoints", "Key pool").
+  const about = h('section', { class: 'card panel', 'data-testid': 'settings-about' },
+    h('h2', null, t('settings.about')),
+    h('p', { class: 'muted' }, t('settings.aboutSticky')),
+    h('p', { class: 'muted' }, t('settings.aboutWhole')),
+    h('p', { class: 'muted' }, t('settings.aboutReasoning')));
+  root.append(h('h1', null, t('nav.settings')), h('p', { class: 'muted' }, t('settings.hint')), form, about);
 
   function valueOf(name) {
     const c = controls[name];
