@@ -150,7 +150,7 @@ export default {
   'settings.h.sticky_sessions': 'A conversation (session id, Claude Code session, prompt_cache_key or user) stays on the key that served it while that key is eligible.',
   'settings.h.sticky_ttl_s': 'A conversation unused for this long is picked afresh (1–604800).',
   'settings.about': 'How requests are served',
-  'settings.aboutSticky': 'Sticky conversations: a request carrying a conversation identity (x-session-id, Claude Code\'s session, metadata.user_id, prompt_cache_key or user) goes to the key that served that conversation while it can serve, so Anthropic prompt caching keeps hitting; when that key fails, the conversation moves once to another key. Pins are kept per instance (up to 100,000).',
+  'settings.aboutSticky': 'Sticky conversations: a request carrying a conversation identity (x-session-id, the Claude Code session, metadata.user_id, prompt_cache_key or user) goes to the key that served that conversation while it can serve, so Anthropic prompt caching keeps hitting; when that key fails, the conversation moves once to another key. Pins are kept per instance (up to 100,000).',
   'settings.aboutWhole': 'Non-streaming requests to Claude and GPT models are sent upstream as streams and assembled here into the same whole reply: the configured thinking budget is sent in full, and long answers do not hit the idle timeout.',
   'settings.aboutReasoning': 'Chat Completions clients of GPT reasoning models keep their reasoning between tool turns: the encrypted reasoning of a turn that ended with tool calls is kept for an hour (per instance) and sent back with the next request.',
   'usage.from': 'From',
